@@ -1,0 +1,22 @@
+//! The crate's error type: one variant per module error, gathered here.
+//!
+//! Policy: library code returns typed errors and never panics on bad input. The FUSE
+//! layer maps them to errno in one place (`fs::errno`), the CLI prints them once as
+//! `imagefs: <what>: <why>`.
+
+use crate::digest::DigestError;
+use crate::reference::ReferenceError;
+
+/// Any imagefs error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A malformed digest.
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+    /// A malformed reference or name.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

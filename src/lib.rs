@@ -1,0 +1,16 @@
+//! imagefs: container images in one content-addressed, deduplicated store, mounted
+//! as a filesystem.
+//!
+//! The library is the product; the `imagefs` binary and the FUSE layer are thin
+//! shells over it. Data flows one way: CLI/FUSE -> [`store`] -> (meta, cas, image,
+//! layer, archive).
+
+#![warn(missing_docs)]
+
+pub mod digest;
+pub mod error;
+pub mod reference;
+
+pub use digest::{DiffId, Digest};
+pub use error::{Error, Result};
+pub use reference::{Reference, Target};
