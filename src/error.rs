@@ -6,6 +6,7 @@
 
 use crate::digest::DigestError;
 use crate::reference::ReferenceError;
+use crate::store::StoreError;
 
 /// Any imagefs error.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,9 @@ pub enum Error {
     /// A malformed reference or name.
     #[error(transparent)]
     Reference(#[from] ReferenceError),
+    /// A store operation failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Result with [`Error`].

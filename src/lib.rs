@@ -9,8 +9,11 @@
 
 pub mod digest;
 pub mod error;
+pub mod failpoint;
 pub mod reference;
+pub mod store;
 
 pub use digest::{DiffId, Digest};
 pub use error::{Error, Result};
 pub use reference::{Reference, Target};
+pub use store::Store;

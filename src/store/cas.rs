@@ -1,0 +1,385 @@
+//! Blob files only: `STORE/blobs/sha256/<hex>`, written through `STORE/tmp/`.
+//!
+//! A blob is hashed while it is written to a temp file inside the store, verified
+//! against what the caller expects, fsynced, made read-only and renamed into place;
+//! the directory is fsynced too. It is never modified in place. This module knows
+//! nothing of metadata: whether a blob may be deleted is decided in `meta`/`Store`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::digest::{Digest, Hasher};
+
+/// Errors writing or reading blob files.
+#[derive(Debug, thiserror::Error)]
+pub enum CasError {
+    /// I/O failure on a store path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// Reading the source of a blob failed.
+    #[error("reading {what}: {source}")]
+    Source {
+        /// What was being read.
+        what: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The bytes do not hash to the expected digest.
+    #[error("{what}: digest mismatch: expected {expected}, content hashes to {actual}")]
+    DigestMismatch {
+        /// What was being written.
+        what: String,
+        /// The digest the descriptor promised.
+        expected: Digest,
+        /// The digest of the bytes.
+        actual: Digest,
+    },
+    /// The byte count differs from the descriptor's size.
+    #[error("{what}: size mismatch: descriptor says {expected} bytes, content has {actual}")]
+    SizeMismatch {
+        /// What was being written.
+        what: String,
+        /// The size the descriptor promised.
+        expected: u64,
+        /// The actual size.
+        actual: u64,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CasError + '_ {
+    move |source| CasError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What the writer expects of a blob.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected {
+    /// The digest from the descriptor.
+    pub digest: Digest,
+    /// The size from the descriptor.
+    pub size: u64,
+}
+
+/// The blob-file half of the store.
+#[derive(Debug, Clone)]
+pub struct Cas {
+    blobs_dir: PathBuf,
+    tmp_dir: PathBuf,
+}
+
+impl Cas {
+    /// Opens (creating if needed) the blob and temp directories under `store_root`.
+    pub fn open(store_root: &Path) -> Result<Self, CasError> {
+        let blobs_dir = store_root.join("blobs").join("sha256");
+        let tmp_dir = store_root.join("tmp");
+        for dir in [&blobs_dir, &tmp_dir] {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        Ok(Cas { blobs_dir, tmp_dir })
+    }
+
+    /// The directory holding blob files.
+    pub fn blobs_dir(&self) -> &Path {
+        &self.blobs_dir
+    }
+
+    /// The staging directory.
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp_dir
+    }
+
+    /// Where the blob with `digest` lives.
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.blobs_dir.join(digest.hex())
+    }
+
+    /// True when the blob file exists.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path(digest).exists()
+    }
+
+    /// Opens a blob for reading.
+    pub fn open_blob(&self, digest: &Digest) -> Result<File, CasError> {
+        let path = self.path(digest);
+        File::open(&path).map_err(io_err(&path))
+    }
+
+    /// Reads a whole blob into memory, refusing blobs larger than `limit`.
+    pub fn read(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, CasError> {
+        let path = self.path(digest);
+        let file = File::open(&path).map_err(io_err(&path))?;
+        let mut bytes = Vec::new();
+        file.take(limit.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(io_err(&path))?;
+        if bytes.len() as u64 > limit {
+            return Err(CasError::Io {
+                path,
+                source: io::Error::new(io::ErrorKind::InvalidData, "blob larger than allowed"),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Starts writing a blob: bytes go to a temp file in tmp/ and are hashed on the
+    /// way; [`BlobWriter::finish`] verifies and renames it into place.
+    pub fn writer(&self, expected: Option<Expected>, what: &str) -> Result<BlobWriter, CasError> {
+        let temp = tempfile::Builder::new()
+            .prefix(&format!("blob-{}-", std::process::id()))
+            .tempfile_in(&self.tmp_dir)
+            .map_err(io_err(&self.tmp_dir))?;
+        Ok(BlobWriter {
+            temp: std::io::BufWriter::with_capacity(1 << 20, temp),
+            hasher: Hasher::new(),
+            expected,
+            what: what.to_string(),
+            blobs_dir: self.blobs_dir.clone(),
+        })
+    }
+
+    /// Streams `reader` into the store, verifying it against `expected`.
+    ///
+    /// Returns the digest, the size and whether a new file was created (false when an
+    /// identical blob was already present: the temp copy is dropped). On any mismatch
+    /// nothing is left behind. `what` names the blob in errors.
+    pub fn write(
+        &self,
+        reader: &mut dyn Read,
+        expected: Option<Expected>,
+        what: &str,
+    ) -> Result<(Digest, u64, bool), CasError> {
+        let mut writer = self.writer(expected, what)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(CasError::Source {
+                        what: what.to_string(),
+                        source,
+                    })
+                }
+            };
+            writer.write_checked(&buf[..n])?;
+        }
+        writer.finish()
+    }
+
+    /// Writes an in-memory blob (manifests, configs), verifying it against `expected`.
+    pub fn write_bytes(
+        &self,
+        bytes: &[u8],
+        expected: Option<Expected>,
+        what: &str,
+    ) -> Result<(Digest, u64, bool), CasError> {
+        self.write(&mut &bytes[..], expected, what)
+    }
+
+    /// Removes a blob file; a missing file is not an error.
+    pub fn remove(&self, digest: &Digest) -> Result<(), CasError> {
+        let path = self.path(digest);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(CasError::Io { path, source }),
+        }
+    }
+
+    /// Every file in the blob directory: `Ok(digest)` for well-named ones, `Err(name)`
+    /// for anything else (which no metadata can reference).
+    pub fn list(&self) -> Result<Vec<Result<Digest, String>>, CasError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.blobs_dir).map_err(io_err(&self.blobs_dir))? {
+            let entry = entry.map_err(io_err(&self.blobs_dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            out.push(Digest::from_hex(&name).map_err(|_| name));
+        }
+        Ok(out)
+    }
+
+    /// Re-hashes a blob file. `Ok(None)` when it is missing.
+    pub fn rehash(&self, digest: &Digest) -> Result<Option<(Digest, u64)>, CasError> {
+        let path = self.path(digest);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(CasError::Io { path, source }),
+        };
+        let mut hasher = Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).map_err(io_err(&path))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(Some(hasher.finish()))
+    }
+
+    /// Creates a file in tmp/ for callers staging derived data (exports, archives).
+    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, CasError> {
+        tempfile::Builder::new()
+            .prefix(&format!("stage-{}-", std::process::id()))
+            .tempfile_in(&self.tmp_dir)
+            .map_err(io_err(&self.tmp_dir))
+    }
+}
+
+/// A blob being written; see [`Cas::writer`]. Dropping it unfinished removes the
+/// temp file.
+pub struct BlobWriter {
+    temp: std::io::BufWriter<tempfile::NamedTempFile>,
+    hasher: Hasher,
+    expected: Option<Expected>,
+    what: String,
+    blobs_dir: PathBuf,
+}
+
+impl BlobWriter {
+    /// Appends bytes, failing early when they exceed the expected size.
+    pub fn write_checked(&mut self, data: &[u8]) -> Result<(), CasError> {
+        self.hasher.update(data);
+        if let Some(exp) = self.expected {
+            if self.hasher.len() > exp.size {
+                return Err(CasError::SizeMismatch {
+                    what: self.what.clone(),
+                    expected: exp.size,
+                    actual: self.hasher.len(),
+                });
+            }
+        }
+        let path = self.temp.get_ref().path().to_path_buf();
+        self.temp
+            .write_all(data)
+            .map_err(|source| CasError::Io { path, source })
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.hasher.len()
+    }
+
+    /// True when nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.hasher.is_empty()
+    }
+
+    /// Verifies digest and size, then makes the blob durable and visible. Returns the
+    /// digest, size and whether a new file was created.
+    pub fn finish(self) -> Result<(Digest, u64, bool), CasError> {
+        let (digest, size) = self.hasher.finish();
+        if let Some(exp) = self.expected {
+            if size != exp.size {
+                return Err(CasError::SizeMismatch {
+                    what: self.what,
+                    expected: exp.size,
+                    actual: size,
+                });
+            }
+            if digest != exp.digest {
+                return Err(CasError::DigestMismatch {
+                    what: self.what,
+                    expected: exp.digest,
+                    actual: digest,
+                });
+            }
+        }
+        let final_path = self.blobs_dir.join(digest.hex());
+        if final_path.exists() {
+            return Ok((digest, size, false));
+        }
+        let temp = self.temp.into_inner().map_err(|e| CasError::Io {
+            path: final_path.clone(),
+            source: e.into_error(),
+        })?;
+        temp.as_file().sync_all().map_err(io_err(temp.path()))?;
+        fs::set_permissions(temp.path(), fs::Permissions::from_mode(0o444))
+            .map_err(io_err(temp.path()))?;
+        temp.persist(&final_path).map_err(|e| CasError::Io {
+            path: final_path.clone(),
+            source: e.error,
+        })?;
+        sync_dir(&self.blobs_dir)?;
+        Ok((digest, size, true))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_checked(buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// fsyncs a directory so a rename into it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), CasError> {
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+        .map_err(io_err(dir))?;
+    handle.sync_all().map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_verify_and_dedupe() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let digest = Digest::of(b"hello");
+        let exp = Expected { digest, size: 5 };
+        let (d, n, created) = cas.write_bytes(b"hello", Some(exp), "x").unwrap();
+        assert_eq!((d, n, created), (digest, 5, true));
+        let (_, _, created) = cas.write_bytes(b"hello", Some(exp), "x").unwrap();
+        assert!(!created);
+        let mode = fs::metadata(cas.path(&digest))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o444);
+        assert_eq!(cas.rehash(&digest).unwrap(), Some((digest, 5)));
+    }
+
+    #[test]
+    fn mismatches_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let wrong = Expected {
+            digest: Digest::of(b"other"),
+            size: 5,
+        };
+        assert!(matches!(
+            cas.write_bytes(b"hello", Some(wrong), "x"),
+            Err(CasError::DigestMismatch { .. })
+        ));
+        let short = Expected {
+            digest: Digest::of(b"hello"),
+            size: 3,
+        };
+        assert!(matches!(
+            cas.write_bytes(b"hello", Some(short), "x"),
+            Err(CasError::SizeMismatch { .. })
+        ));
+        assert_eq!(fs::read_dir(cas.tmp_dir()).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(cas.blobs_dir()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,911 @@
+//! The metadata database (`STORE/imagefs.db`): the only module with SQL.
+//!
+//! Schema (version 1):
+//! - `registries(id, name)`, `repositories(id, registry_id, name)`: namespaces.
+//! - `blobs(digest, size, media_type, kind, refcount, diff_id, created)`: one row per
+//!   referenced blob. A row exists exactly while its refcount is above zero.
+//! - `tags(repository_id, name, manifest, updated_ns)`: each tag counts one
+//!   reference to its manifest.
+//! - `refs(parent, kind, position, child, ...)`: edges from a manifest or index to
+//!   what it names. `counted` edges add one to the child's refcount; a `subject` edge
+//!   to a manifest that is not in the store is recorded but not counted.
+//! - `leases(id, digest, pid, start_time, created)`: digests an import in progress
+//!   is about to reference. A leased blob file is never deleted, even at refcount 0.
+//!   A lease whose process is gone (pid + start time) is dead and ignored.
+//!
+//! All writes run in `BEGIN IMMEDIATE` transactions, so concurrent processes
+//! serialize on SQLite's write lock (WAL mode keeps readers unblocked).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::digest::{DiffId, Digest};
+
+/// Errors from the metadata database.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// SQLite failed.
+    #[error("metadata database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database has a newer schema than this binary knows.
+    #[error("metadata database has schema version {0}, newer than this imagefs understands ({1})")]
+    TooNew(i64, i64),
+    /// A stored value is not what this code wrote.
+    #[error("metadata database is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+type Result<T, E = MetaError> = std::result::Result<T, E>;
+
+const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1
+    "CREATE TABLE registries(
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_ns INTEGER NOT NULL
+     );
+     CREATE TABLE repositories(
+        id INTEGER PRIMARY KEY,
+        registry_id INTEGER NOT NULL REFERENCES registries(id),
+        name TEXT NOT NULL,
+        created_ns INTEGER NOT NULL,
+        UNIQUE(registry_id, name)
+     );
+     CREATE TABLE blobs(
+        digest TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        media_type TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        refcount INTEGER NOT NULL,
+        diff_id TEXT,
+        created_ns INTEGER NOT NULL
+     );
+     CREATE TABLE tags(
+        repository_id INTEGER NOT NULL REFERENCES repositories(id),
+        name TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        updated_ns INTEGER NOT NULL,
+        PRIMARY KEY(repository_id, name)
+     );
+     CREATE INDEX tags_by_manifest ON tags(manifest);
+     CREATE TABLE refs(
+        parent TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        child TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        platform TEXT,
+        annotations TEXT,
+        counted INTEGER NOT NULL,
+        PRIMARY KEY(parent, kind, position)
+     );
+     CREATE INDEX refs_by_child ON refs(child);
+     CREATE TABLE leases(
+        id INTEGER PRIMARY KEY,
+        digest TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        start_time INTEGER NOT NULL,
+        created_ns INTEGER NOT NULL
+     );
+     CREATE INDEX leases_by_digest ON leases(digest);",
+];
+
+/// What a blob is to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobKind {
+    /// An image manifest (OCI or Docker schema 2), including artifact manifests.
+    Manifest,
+    /// An OCI index or Docker manifest list.
+    Index,
+    /// A config blob.
+    Config,
+    /// An image layer (tar, tar+gzip, tar+zstd).
+    Layer,
+    /// An opaque artifact blob.
+    Blob,
+}
+
+impl BlobKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            BlobKind::Manifest => "manifest",
+            BlobKind::Index => "index",
+            BlobKind::Config => "config",
+            BlobKind::Layer => "layer",
+            BlobKind::Blob => "blob",
+        }
+    }
+    fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "manifest" => BlobKind::Manifest,
+            "index" => BlobKind::Index,
+            "config" => BlobKind::Config,
+            "layer" => BlobKind::Layer,
+            "blob" => BlobKind::Blob,
+            other => return Err(MetaError::Corrupt(format!("unknown blob kind {other:?}"))),
+        })
+    }
+}
+
+/// How a parent names a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeKind {
+    /// manifest -> config
+    Config,
+    /// manifest -> layer (position = layer order, base first)
+    Layer,
+    /// index -> child manifest or index
+    Manifest,
+    /// referrer -> subject (OCI 1.1)
+    Subject,
+}
+
+impl EdgeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EdgeKind::Config => "config",
+            EdgeKind::Layer => "layer",
+            EdgeKind::Manifest => "manifest",
+            EdgeKind::Subject => "subject",
+        }
+    }
+    fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "config" => EdgeKind::Config,
+            "layer" => EdgeKind::Layer,
+            "manifest" => EdgeKind::Manifest,
+            "subject" => EdgeKind::Subject,
+            other => return Err(MetaError::Corrupt(format!("unknown edge kind {other:?}"))),
+        })
+    }
+}
+
+/// A stored blob's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BlobInfo {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The media type it was first stored with.
+    pub media_type: String,
+    /// What it is.
+    pub kind: BlobKind,
+    /// Tags and counted edges pointing at it.
+    pub refcount: u64,
+    /// For layers: the digest of the uncompressed tar.
+    pub diff_id: Option<Digest>,
+    /// When it was stored (ns since the epoch).
+    pub created_ns: i64,
+}
+
+/// A platform as recorded on an index edge.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+pub struct PlatformRow {
+    /// `os`
+    pub os: String,
+    /// `architecture`
+    pub architecture: String,
+    /// `variant`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// `os.version`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+}
+
+/// An edge from a manifest or index to a child.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Edge {
+    /// How the parent names the child.
+    pub kind: EdgeKind,
+    /// Position among edges of this kind (layer order, index order).
+    pub position: u32,
+    /// The child's digest.
+    pub child: Digest,
+    /// The media type on the parent's descriptor.
+    pub media_type: String,
+    /// The size on the parent's descriptor.
+    pub size: u64,
+    /// Platform of an index child.
+    pub platform: Option<PlatformRow>,
+    /// Descriptor annotations, as JSON text.
+    pub annotations: Option<String>,
+    /// Whether this edge adds to the child's refcount.
+    pub counted: bool,
+}
+
+/// A blob an import wants recorded, with its outgoing edges.
+#[derive(Debug, Clone)]
+pub struct NewBlob {
+    /// Digest.
+    pub digest: Digest,
+    /// Size.
+    pub size: u64,
+    /// Media type.
+    pub media_type: String,
+    /// Kind.
+    pub kind: BlobKind,
+    /// diff_id for layers.
+    pub diff_id: Option<DiffId>,
+    /// Edges to children (children must be recorded in the same batch or already stored).
+    pub edges: Vec<Edge>,
+}
+
+/// A tag row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TagRow {
+    /// Tag name.
+    pub name: String,
+    /// Manifest it points at.
+    pub manifest: Digest,
+    /// Last change (ns since the epoch).
+    pub updated_ns: i64,
+}
+
+/// A repository row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoRow {
+    /// Row id.
+    pub id: i64,
+    /// Registry name.
+    pub registry: String,
+    /// Repository path.
+    pub name: String,
+    /// Creation (ns since the epoch).
+    pub created_ns: i64,
+}
+
+/// Nanoseconds since the epoch, now.
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos() as i64
+}
+
+/// Opens the database, applying pragmas and migrations.
+pub fn open(path: &std::path::Path) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(MetaError::TooNew(version, SCHEMA_VERSION));
+    }
+    for migration in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(migration)?;
+    }
+    if version != SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Starts a write transaction that holds SQLite's write lock from the start.
+pub fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+fn parse_digest(text: String) -> rusqlite::Result<Digest> {
+    Digest::parse(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+// ---- registries and repositories ----
+
+/// Registry id, if it exists.
+pub fn registry_id(conn: &Connection, name: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .query_row("SELECT id FROM registries WHERE name=?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+/// Creates the registry if missing; returns its id and whether it was created.
+pub fn ensure_registry(tx: &Transaction<'_>, name: &str) -> Result<(i64, bool)> {
+    if let Some(id) = registry_id(tx, name)? {
+        return Ok((id, false));
+    }
+    tx.execute(
+        "INSERT INTO registries(name, created_ns) VALUES(?1, ?2)",
+        params![name, now_ns()],
+    )?;
+    Ok((tx.last_insert_rowid(), true))
+}
+
+/// Repository row, if it exists.
+pub fn repository(conn: &Connection, registry: &str, name: &str) -> Result<Option<RepoRow>> {
+    Ok(conn
+        .query_row(
+            "SELECT r.id, g.name, r.name, r.created_ns FROM repositories r
+             JOIN registries g ON g.id = r.registry_id WHERE g.name=?1 AND r.name=?2",
+            [registry, name],
+            |r| {
+                Ok(RepoRow {
+                    id: r.get(0)?,
+                    registry: r.get(1)?,
+                    name: r.get(2)?,
+                    created_ns: r.get(3)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Creates the registry and repository if missing; returns the repository id and
+/// whether the repository was created.
+pub fn ensure_repository(tx: &Transaction<'_>, registry: &str, name: &str) -> Result<(i64, bool)> {
+    if let Some(row) = repository(tx, registry, name)? {
+        return Ok((row.id, false));
+    }
+    let (registry_id, _) = ensure_registry(tx, registry)?;
+    tx.execute(
+        "INSERT INTO repositories(registry_id, name, created_ns) VALUES(?1, ?2, ?3)",
+        params![registry_id, name, now_ns()],
+    )?;
+    Ok((tx.last_insert_rowid(), true))
+}
+
+/// All registries with their creation time, sorted by name.
+pub fn registries(conn: &Connection) -> Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare_cached("SELECT name, created_ns FROM registries ORDER BY name")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// All repositories of a registry (or of every registry), sorted.
+pub fn repositories(conn: &Connection, registry: Option<&str>) -> Result<Vec<RepoRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.id, g.name, r.name, r.created_ns FROM repositories r
+         JOIN registries g ON g.id = r.registry_id
+         WHERE ?1 IS NULL OR g.name = ?1 ORDER BY g.name, r.name",
+    )?;
+    let rows = stmt.query_map([registry], |r| {
+        Ok(RepoRow {
+            id: r.get(0)?,
+            registry: r.get(1)?,
+            name: r.get(2)?,
+            created_ns: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Deletes an empty repository row (the caller removed its tags).
+pub fn delete_repository(tx: &Transaction<'_>, repository_id: i64) -> Result<()> {
+    tx.execute("DELETE FROM repositories WHERE id=?1", [repository_id])?;
+    Ok(())
+}
+
+/// Deletes a registry row that has no repositories. Returns false if it had some.
+pub fn delete_registry_if_empty(tx: &Transaction<'_>, registry: &str) -> Result<bool> {
+    let Some(id) = registry_id(tx, registry)? else {
+        return Ok(true);
+    };
+    let count: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM repositories WHERE registry_id=?1",
+        [id],
+        |r| r.get(0),
+    )?;
+    if count > 0 {
+        return Ok(false);
+    }
+    tx.execute("DELETE FROM registries WHERE id=?1", [id])?;
+    Ok(true)
+}
+
+// ---- tags ----
+
+/// Tags of a repository, sorted by name.
+pub fn tags(conn: &Connection, repository_id: i64) -> Result<Vec<TagRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, manifest, updated_ns FROM tags WHERE repository_id=?1 ORDER BY name",
+    )?;
+    let rows = stmt.query_map([repository_id], |r| {
+        Ok(TagRow {
+            name: r.get(0)?,
+            manifest: parse_digest(r.get(1)?)?,
+            updated_ns: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// One tag.
+pub fn tag(conn: &Connection, repository_id: i64, name: &str) -> Result<Option<TagRow>> {
+    Ok(conn
+        .query_row(
+            "SELECT name, manifest, updated_ns FROM tags WHERE repository_id=?1 AND name=?2",
+            params![repository_id, name],
+            |r| {
+                Ok(TagRow {
+                    name: r.get(0)?,
+                    manifest: parse_digest(r.get(1)?)?,
+                    updated_ns: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Points a tag at a manifest (which must be stored), counting the reference and
+/// releasing the previous target. Returns the previous target, if any.
+pub fn set_tag(
+    tx: &Transaction<'_>,
+    repository_id: i64,
+    name: &str,
+    manifest: &Digest,
+    doomed: &mut Vec<Digest>,
+) -> Result<Option<Digest>> {
+    let previous = tag(tx, repository_id, name)?;
+    tx.execute(
+        "INSERT INTO tags(repository_id, name, manifest, updated_ns) VALUES(?1, ?2, ?3, ?4)
+         ON CONFLICT(repository_id, name) DO UPDATE SET manifest=excluded.manifest,
+         updated_ns=excluded.updated_ns",
+        params![repository_id, name, manifest.to_string(), now_ns()],
+    )?;
+    add_ref(tx, manifest)?;
+    if let Some(previous) = &previous {
+        release(tx, &previous.manifest, doomed)?;
+    }
+    Ok(previous.map(|p| p.manifest))
+}
+
+/// Removes a tag, releasing its manifest. Returns its target if it existed.
+pub fn remove_tag(
+    tx: &Transaction<'_>,
+    repository_id: i64,
+    name: &str,
+    doomed: &mut Vec<Digest>,
+) -> Result<Option<Digest>> {
+    let Some(previous) = tag(tx, repository_id, name)? else {
+        return Ok(None);
+    };
+    tx.execute(
+        "DELETE FROM tags WHERE repository_id=?1 AND name=?2",
+        params![repository_id, name],
+    )?;
+    release(tx, &previous.manifest, doomed)?;
+    Ok(Some(previous.manifest))
+}
+
+/// Every manifest reachable from a repository's tags (through index edges).
+pub fn repository_manifests(conn: &Connection, repository_id: i64) -> Result<Vec<Digest>> {
+    let mut stmt = conn.prepare_cached(
+        "WITH RECURSIVE reach(d) AS (
+            SELECT manifest FROM tags WHERE repository_id=?1
+            UNION SELECT e.child FROM refs e JOIN reach ON e.parent = reach.d
+                  WHERE e.kind = 'manifest')
+         SELECT d FROM reach ORDER BY d",
+    )?;
+    let rows = stmt.query_map([repository_id], |r| parse_digest(r.get(0)?))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+// ---- blobs and edges ----
+
+/// A blob's row.
+pub fn blob(conn: &Connection, digest: &Digest) -> Result<Option<BlobInfo>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT size, media_type, kind, refcount, diff_id, created_ns FROM blobs WHERE digest=?1",
+    )?;
+    let row = stmt
+        .query_row([digest.to_string()], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })
+        .optional()?;
+    let Some((size, media_type, kind, refcount, diff_id, created_ns)) = row else {
+        return Ok(None);
+    };
+    let diff_id = match diff_id {
+        Some(text) => {
+            Some(Digest::parse(&text).map_err(|e| MetaError::Corrupt(format!("diff_id: {e}")))?)
+        }
+        None => None,
+    };
+    Ok(Some(BlobInfo {
+        digest: *digest,
+        size: size as u64,
+        media_type,
+        kind: BlobKind::parse(&kind)?,
+        refcount: refcount as u64,
+        diff_id,
+        created_ns,
+    }))
+}
+
+/// Outgoing edges of a manifest or index, by kind then position.
+pub fn edges(conn: &Connection, parent: &Digest) -> Result<Vec<Edge>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT kind, position, child, media_type, size, platform, annotations, counted
+         FROM refs WHERE parent=?1 ORDER BY kind, position",
+    )?;
+    let rows = stmt.query_map([parent.to_string()], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            parse_digest(r.get(2)?)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, Option<String>>(5)?,
+            r.get::<_, Option<String>>(6)?,
+            r.get::<_, bool>(7)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (kind, position, child, media_type, size, platform, annotations, counted) = row?;
+        let platform = match platform {
+            Some(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| MetaError::Corrupt(format!("platform of {parent}: {e}")))?,
+            ),
+            None => None,
+        };
+        out.push(Edge {
+            kind: EdgeKind::parse(&kind)?,
+            position: position as u32,
+            child,
+            media_type,
+            size: size as u64,
+            platform,
+            annotations,
+            counted,
+        });
+    }
+    Ok(out)
+}
+
+/// Parents that name `child` (used by rmdir's EBUSY check and `inspect`).
+pub fn parents(conn: &Connection, child: &Digest) -> Result<Vec<(Digest, EdgeKind)>> {
+    let mut stmt = conn.prepare_cached("SELECT parent, kind FROM refs WHERE child=?1")?;
+    let rows = stmt.query_map([child.to_string()], |r| {
+        Ok((parse_digest(r.get(0)?)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (parent, kind) = row?;
+        out.push((parent, EdgeKind::parse(&kind)?));
+    }
+    Ok(out)
+}
+
+fn add_ref(tx: &Transaction<'_>, digest: &Digest) -> Result<()> {
+    let changed = tx.execute(
+        "UPDATE blobs SET refcount = refcount + 1 WHERE digest=?1",
+        [digest.to_string()],
+    )?;
+    if changed == 0 {
+        return Err(MetaError::Corrupt(format!(
+            "reference to {digest}, which is not stored"
+        )));
+    }
+    Ok(())
+}
+
+/// Drops one reference to `digest`; at zero, deletes its row and edges and releases
+/// its children, recursively. Every blob whose row went away is pushed to `doomed`
+/// (its file is deleted after commit, unless leased).
+pub fn release(tx: &Transaction<'_>, digest: &Digest, doomed: &mut Vec<Digest>) -> Result<()> {
+    let mut work = vec![*digest];
+    while let Some(current) = work.pop() {
+        let key = current.to_string();
+        let refcount: Option<i64> = tx
+            .query_row("SELECT refcount FROM blobs WHERE digest=?1", [&key], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(refcount) = refcount else {
+            return Err(MetaError::Corrupt(format!(
+                "release of {current}, which is not stored"
+            )));
+        };
+        if refcount > 1 {
+            tx.execute(
+                "UPDATE blobs SET refcount = refcount - 1 WHERE digest=?1",
+                [&key],
+            )?;
+            continue;
+        }
+        for edge in edges(tx, &current)? {
+            if edge.counted {
+                work.push(edge.child);
+            }
+        }
+        tx.execute("DELETE FROM refs WHERE parent=?1", [&key])?;
+        tx.execute("DELETE FROM blobs WHERE digest=?1", [&key])?;
+        doomed.push(current);
+    }
+    Ok(())
+}
+
+/// Records `blobs` (parents before or after children, any order) that are not
+/// already stored, with their edges, counting each new edge on its child. Blobs
+/// already stored are left as they are (their edges exist). Newly recorded blobs
+/// start at refcount 0 plus their incoming new edges: the caller must reference the
+/// roots (with [`set_tag`]) in the same transaction, or they would be unreferenced.
+pub fn insert_blobs(tx: &Transaction<'_>, blobs: &[NewBlob]) -> Result<Vec<Digest>> {
+    let mut inserted = Vec::new();
+    for blob in blobs {
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM blobs WHERE digest=?1)",
+            [blob.digest.to_string()],
+            |r| r.get(0),
+        )?;
+        if exists {
+            continue;
+        }
+        tx.execute(
+            "INSERT INTO blobs(digest, size, media_type, kind, refcount, diff_id, created_ns)
+             VALUES(?1, ?2, ?3, ?4, 0, ?5, ?6)",
+            params![
+                blob.digest.to_string(),
+                blob.size as i64,
+                blob.media_type,
+                blob.kind.as_str(),
+                blob.diff_id.map(|d| d.to_string()),
+                now_ns()
+            ],
+        )?;
+        inserted.push(blob.digest);
+    }
+    let fresh: std::collections::HashSet<Digest> = inserted.iter().copied().collect();
+    for blob in blobs.iter().filter(|b| fresh.contains(&b.digest)) {
+        for edge in &blob.edges {
+            let child_stored: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM blobs WHERE digest=?1)",
+                [edge.child.to_string()],
+                |r| r.get(0),
+            )?;
+            // Only subject edges may point outside the store.
+            let counted = edge.kind != EdgeKind::Subject || child_stored;
+            tx.execute(
+                "INSERT OR REPLACE INTO refs(parent, kind, position, child, media_type, size,
+                 platform, annotations, counted) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                params![
+                    blob.digest.to_string(),
+                    edge.kind.as_str(),
+                    edge.position,
+                    edge.child.to_string(),
+                    edge.media_type,
+                    edge.size as i64,
+                    edge.platform
+                        .as_ref()
+                        .map(|p| serde_json::to_string(p).unwrap_or_default()),
+                    edge.annotations,
+                    counted
+                ],
+            )?;
+            if counted {
+                add_ref(tx, &edge.child)?;
+            }
+        }
+    }
+    Ok(inserted)
+}
+
+/// Every stored blob digest.
+pub fn all_blobs(conn: &Connection) -> Result<Vec<BlobInfo>> {
+    let mut stmt = conn.prepare("SELECT digest FROM blobs ORDER BY digest")?;
+    let digests: Vec<Digest> = stmt
+        .query_map([], |r| parse_digest(r.get(0)?))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::with_capacity(digests.len());
+    for digest in digests {
+        if let Some(info) = blob(conn, &digest)? {
+            out.push(info);
+        }
+    }
+    Ok(out)
+}
+
+/// The refcount each blob should have: tags plus counted edges from stored parents.
+pub fn recount(conn: &Connection) -> Result<Vec<(Digest, i64)>> {
+    let mut stmt = conn.prepare(
+        "SELECT b.digest,
+            (SELECT COUNT(*) FROM tags t WHERE t.manifest = b.digest) +
+            (SELECT COUNT(*) FROM refs e JOIN blobs p ON p.digest = e.parent
+               WHERE e.child = b.digest AND e.counted)
+         FROM blobs b ORDER BY b.digest",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((parse_digest(r.get(0)?)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Edges and tags pointing at digests with no blob row (other than uncounted subjects).
+pub fn dangling(conn: &Connection) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT parent, child FROM refs WHERE counted AND child NOT IN (SELECT digest FROM blobs)",
+    )?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        let (parent, child) = row?;
+        out.push(format!("{parent} references {child}, which is not stored"));
+    }
+    let mut stmt = conn.prepare(
+        "SELECT g.name, r.name, t.name, t.manifest FROM tags t
+         JOIN repositories r ON r.id = t.repository_id JOIN registries g ON g.id = r.registry_id
+         WHERE t.manifest NOT IN (SELECT digest FROM blobs)",
+    )?;
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })? {
+        let (registry, repository, tag, manifest) = row?;
+        out.push(format!(
+            "tag {registry}/{repository}:{tag} points at {manifest}, which is not stored"
+        ));
+    }
+    Ok(out)
+}
+
+/// Sets a blob's refcount (fsck --repair).
+pub fn set_refcount(tx: &Transaction<'_>, digest: &Digest, refcount: i64) -> Result<()> {
+    tx.execute(
+        "UPDATE blobs SET refcount=?2 WHERE digest=?1",
+        params![digest.to_string(), refcount],
+    )?;
+    Ok(())
+}
+
+/// Deletes a blob row without touching references (fsck --repair of orphans).
+pub fn delete_blob_row(tx: &Transaction<'_>, digest: &Digest) -> Result<()> {
+    tx.execute("DELETE FROM refs WHERE parent=?1", [digest.to_string()])?;
+    tx.execute("DELETE FROM blobs WHERE digest=?1", [digest.to_string()])?;
+    Ok(())
+}
+
+// ---- leases ----
+
+/// Identity of a live process: pid and its start time (so a reused pid does not
+/// keep a dead importer's lease alive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// Process id.
+    pub pid: u32,
+    /// Start time in clock ticks since boot (field 22 of /proc/PID/stat).
+    pub start_time: u64,
+}
+
+impl Owner {
+    /// This process.
+    pub fn current() -> Self {
+        let pid = std::process::id();
+        Owner {
+            pid,
+            start_time: process_start_time(pid).unwrap_or(0),
+        }
+    }
+
+    /// Whether this process still runs.
+    pub fn is_alive(&self) -> bool {
+        process_start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: split after the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Records leases on `digests` for `owner`, returning their row ids.
+pub fn add_leases(tx: &Transaction<'_>, digests: &[Digest], owner: Owner) -> Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(digests.len());
+    let now = now_ns();
+    for digest in digests {
+        tx.execute(
+            "INSERT INTO leases(digest, pid, start_time, created_ns) VALUES(?1, ?2, ?3, ?4)",
+            params![digest.to_string(), owner.pid, owner.start_time as i64, now],
+        )?;
+        ids.push(tx.last_insert_rowid());
+    }
+    Ok(ids)
+}
+
+/// Drops leases by id.
+pub fn drop_leases(tx: &Transaction<'_>, ids: &[i64]) -> Result<()> {
+    for id in ids {
+        tx.execute("DELETE FROM leases WHERE id=?1", [id])?;
+    }
+    Ok(())
+}
+
+/// Whether a live lease protects `digest`.
+pub fn is_leased(conn: &Connection, digest: &Digest) -> Result<bool> {
+    let mut stmt = conn.prepare_cached("SELECT pid, start_time FROM leases WHERE digest=?1")?;
+    let owners = stmt.query_map([digest.to_string()], |r| {
+        Ok(Owner {
+            pid: r.get(0)?,
+            start_time: r.get::<_, i64>(1)? as u64,
+        })
+    })?;
+    for owner in owners {
+        if owner?.is_alive() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Deletes leases whose process is gone; returns how many.
+pub fn expire_leases(tx: &Transaction<'_>) -> Result<usize> {
+    let mut stmt = tx.prepare("SELECT id, pid, start_time FROM leases")?;
+    let rows: Vec<(i64, Owner)> = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                Owner {
+                    pid: r.get(1)?,
+                    start_time: r.get::<_, i64>(2)? as u64,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    drop(stmt);
+    let dead: Vec<i64> = rows
+        .into_iter()
+        .filter(|(_, owner)| !owner.is_alive())
+        .map(|(id, _)| id)
+        .collect();
+    drop_leases(tx, &dead)?;
+    Ok(dead.len())
+}
+
+/// Bytes referenced per repository: `(registry, repository, blob digest, size)` for
+/// every blob reachable from the repository's tags (for `df`).
+pub fn repository_blobs(conn: &Connection) -> Result<Vec<(String, String, Digest, u64)>> {
+    let mut stmt = conn.prepare(
+        "WITH RECURSIVE reach(repo, d) AS (
+            SELECT repository_id, manifest FROM tags
+            UNION SELECT reach.repo, e.child FROM refs e JOIN reach ON e.parent = reach.d
+                  WHERE e.counted AND e.kind != 'subject')
+         SELECT g.name, r.name, b.digest, b.size FROM reach
+         JOIN blobs b ON b.digest = reach.d
+         JOIN repositories r ON r.id = reach.repo JOIN registries g ON g.id = r.registry_id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            parse_digest(r.get(2)?)?,
+            r.get::<_, i64>(3)? as u64,
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// `PRAGMA data_version`: changes whenever another connection commits.
+pub fn data_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}

@@ -1,0 +1,935 @@
+//! The store: blob files (`cas`) plus metadata (`meta`), and the operations that
+//! keep them consistent.
+//!
+//! On disk:
+//! ```text
+//! STORE/
+//!   blobs/sha256/<hex>   every blob exactly once, read-only files
+//!   imagefs.db           SQLite (WAL): registries, repositories, tags, references, counts, leases
+//!   tmp/                 staging for blobs being written (never read as content)
+//!   cache/               derived data only (layer indexes, unpacked files); deletable
+//! ```
+//!
+//! Ordering rules that make crashes and concurrent processes safe:
+//! 1. A blob file is durable (fsync + rename) before any row references it.
+//! 2. An import takes a *lease* on every digest it will reference before it looks
+//!    for or writes the file, and drops the leases in the transaction that records
+//!    the references.
+//! 3. Deleting works in two steps: the metadata transaction removes rows whose count
+//!    reached zero; then, holding the write lock again, each file is unlinked only if
+//!    no row and no live lease names it. A crash between the steps leaves only
+//!    unreferenced files, which `fsck --repair` and `gc` remove.
+
+pub mod cas;
+pub mod meta;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::Connection;
+
+pub use cas::{Cas, CasError};
+pub use meta::{BlobInfo, BlobKind, Edge, EdgeKind, MetaError, PlatformRow, RepoRow, TagRow};
+
+use crate::digest::Digest;
+use crate::reference::{self, Reference, ReferenceError, Target};
+
+/// Largest manifest, index or config blob read into memory.
+pub const MAX_JSON_BLOB: u64 = 4 << 20;
+
+/// Errors from store operations.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Something named does not exist.
+    #[error("{0}: not found")]
+    NotFound(String),
+    /// Something to create exists already.
+    #[error("{0}: already exists")]
+    AlreadyExists(String),
+    /// Still referenced by something else.
+    #[error("{0}")]
+    Busy(String),
+    /// A directory-like thing that is not empty.
+    #[error("{0}: not empty")]
+    NotEmpty(String),
+    /// A request that makes no sense.
+    #[error("{0}")]
+    Invalid(String),
+    /// An import failed verification or parsing.
+    #[error("{0}")]
+    Import(String),
+    /// A name or reference is malformed.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// Metadata failure.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// Blob file failure.
+    #[error(transparent)]
+    Cas(#[from] CasError),
+    /// Other I/O on the store.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Meta(MetaError::Sqlite(e))
+    }
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The default store location: `$IMAGEFS_STORE`, else `/var/lib/imagefs` for root,
+/// else `$XDG_DATA_HOME/imagefs` (`~/.local/share/imagefs`).
+pub fn default_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("IMAGEFS_STORE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/imagefs");
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("imagefs");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".local/share/imagefs")
+}
+
+/// A registry as listed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RegistryInfo {
+    /// Name.
+    pub name: String,
+    /// Creation time (ns since the epoch).
+    pub created_ns: i64,
+}
+
+/// Space accounting for `df`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DfReport {
+    /// Bytes in all stored blobs (each counted once).
+    pub stored_bytes: u64,
+    /// Number of stored blobs.
+    pub blob_count: u64,
+    /// Bytes the images would take if every repository stored its own copy.
+    pub logical_bytes: u64,
+    /// Bytes of blobs used by more than one repository.
+    pub shared_bytes: u64,
+    /// Bytes of blobs used by exactly one repository.
+    pub unique_bytes: u64,
+    /// Bytes in cache/.
+    pub cache_bytes: u64,
+    /// Per registry.
+    pub registries: Vec<DfEntry>,
+    /// Per repository.
+    pub repositories: Vec<DfEntry>,
+}
+
+/// One line of `df`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DfEntry {
+    /// `registry` or `registry/repository`.
+    pub name: String,
+    /// Bytes reachable from its tags (each blob once).
+    pub total_bytes: u64,
+    /// Of those, bytes no other registry/repository references: what deleting it frees.
+    pub unique_bytes: u64,
+    /// Of those, bytes shared with others.
+    pub shared_bytes: u64,
+}
+
+/// Findings of `fsck`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FsckReport {
+    /// Blobs checked by re-hashing.
+    pub blobs_checked: u64,
+    /// Referenced blobs whose file is missing.
+    pub missing: Vec<String>,
+    /// Referenced blobs whose bytes do not match their digest or size.
+    pub corrupt: Vec<String>,
+    /// Wrong reference counts (`digest: stored -> actual`).
+    pub bad_counts: Vec<String>,
+    /// References to things not stored.
+    pub dangling: Vec<String>,
+    /// Unreferenced files in blobs/ and tmp/ (leftovers of crashes).
+    pub leftovers: Vec<String>,
+    /// What `--repair` did.
+    pub repaired: Vec<String>,
+}
+
+impl FsckReport {
+    /// True when nothing referenced is missing or corrupt and counts are right.
+    pub fn is_healthy(&self) -> bool {
+        self.missing.is_empty()
+            && self.corrupt.is_empty()
+            && self.bad_counts.is_empty()
+            && self.dangling.is_empty()
+    }
+}
+
+/// What `gc` removed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GcReport {
+    /// Unreferenced blob files removed.
+    pub blobs_removed: u64,
+    /// Bytes freed from blobs/.
+    pub blob_bytes_freed: u64,
+    /// Temp files removed.
+    pub temp_removed: u64,
+    /// Dead leases dropped.
+    pub leases_expired: u64,
+    /// Cache entries removed.
+    pub cache_entries_removed: u64,
+}
+
+/// The store. Cheap to share between threads; every method takes `&self`.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    cas: Cas,
+    conn: Mutex<Connection>,
+    local_changes: AtomicU64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root).map_err(|source| StoreError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let root = root.canonicalize().map_err(|source| StoreError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let cas = Cas::open(&root)?;
+        let cache = root.join("cache");
+        std::fs::create_dir_all(&cache).map_err(|source| StoreError::Io {
+            path: cache.clone(),
+            source,
+        })?;
+        let conn = meta::open(&root.join("imagefs.db"))?;
+        Ok(Store {
+            root,
+            cas,
+            conn: Mutex::new(conn),
+            local_changes: AtomicU64::new(0),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection usable: SQLite rolls
+        // back the open transaction when it is dropped.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The blob files.
+    pub fn cas(&self) -> &Cas {
+        &self.cas
+    }
+
+    /// The cache directory (derived data only).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    /// Where derived data of one layer blob lives; deleted with the blob.
+    pub fn layer_cache_dir(&self, layer: &Digest) -> PathBuf {
+        self.root.join("cache").join("layers").join(layer.hex())
+    }
+
+    /// Path of a blob file.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.cas.path(digest)
+    }
+
+    /// Reads a small blob (manifest, index, config) into memory.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        Ok(self.cas.read(digest, MAX_JSON_BLOB)?)
+    }
+
+    /// A token that changes whenever any process commits a change to the metadata.
+    pub fn change_token(&self) -> Result<u64> {
+        let version = meta::data_version(&self.conn())? as u64;
+        Ok(version.wrapping_add(self.local_changes.load(Ordering::Relaxed) << 32))
+    }
+
+    fn note_change(&self) {
+        self.local_changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    // ---- reading ----
+
+    /// Every registry.
+    pub fn registries(&self) -> Result<Vec<RegistryInfo>> {
+        Ok(meta::registries(&self.conn())?
+            .into_iter()
+            .map(|(name, created_ns)| RegistryInfo { name, created_ns })
+            .collect())
+    }
+
+    /// Repositories of one registry, or of all.
+    pub fn repositories(&self, registry: Option<&str>) -> Result<Vec<RepoRow>> {
+        Ok(meta::repositories(&self.conn(), registry)?)
+    }
+
+    /// One repository.
+    pub fn repository(&self, registry: &str, repository: &str) -> Result<Option<RepoRow>> {
+        Ok(meta::repository(&self.conn(), registry, repository)?)
+    }
+
+    fn require_repository(
+        &self,
+        conn: &Connection,
+        registry: &str,
+        repository: &str,
+    ) -> Result<RepoRow> {
+        meta::repository(conn, registry, repository)?
+            .ok_or_else(|| StoreError::NotFound(format!("repository {registry}/{repository}")))
+    }
+
+    /// Tags of a repository.
+    pub fn tags(&self, registry: &str, repository: &str) -> Result<Vec<TagRow>> {
+        let conn = self.conn();
+        let repo = self.require_repository(&conn, registry, repository)?;
+        Ok(meta::tags(&conn, repo.id)?)
+    }
+
+    /// One tag.
+    pub fn tag_info(&self, registry: &str, repository: &str, tag: &str) -> Result<Option<TagRow>> {
+        let conn = self.conn();
+        let Some(repo) = meta::repository(&conn, registry, repository)? else {
+            return Ok(None);
+        };
+        Ok(meta::tag(&conn, repo.id, tag)?)
+    }
+
+    /// Every manifest reachable from a repository's tags.
+    pub fn repository_manifests(&self, registry: &str, repository: &str) -> Result<Vec<Digest>> {
+        let conn = self.conn();
+        let repo = self.require_repository(&conn, registry, repository)?;
+        Ok(meta::repository_manifests(&conn, repo.id)?)
+    }
+
+    /// A stored blob's metadata.
+    pub fn blob(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
+        Ok(meta::blob(&self.conn(), digest)?)
+    }
+
+    /// Edges out of a manifest or index.
+    pub fn edges(&self, digest: &Digest) -> Result<Vec<Edge>> {
+        Ok(meta::edges(&self.conn(), digest)?)
+    }
+
+    /// Resolves a reference to the manifest it names. A digest reference must be a
+    /// manifest reachable from that repository.
+    pub fn resolve(&self, reference: &Reference) -> Result<Digest> {
+        let conn = self.conn();
+        let repo = self.require_repository(&conn, &reference.registry, &reference.repository)?;
+        match &reference.target {
+            Target::Tag(tag) => meta::tag(&conn, repo.id, tag)?
+                .map(|t| t.manifest)
+                .ok_or_else(|| StoreError::NotFound(format!("tag {reference}"))),
+            Target::Digest(digest) => {
+                if meta::repository_manifests(&conn, repo.id)?.contains(digest) {
+                    Ok(*digest)
+                } else {
+                    Err(StoreError::NotFound(format!("manifest {reference}")))
+                }
+            }
+        }
+    }
+
+    /// Every blob reachable from `top` (itself first, each once), following the
+    /// edges that keep blobs alive (not `subject`).
+    pub fn reachable_blobs(&self, top: &Digest) -> Result<Vec<BlobInfo>> {
+        let conn = self.conn();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        let mut work = vec![*top];
+        while let Some(digest) = work.pop() {
+            if !seen.insert(digest) {
+                continue;
+            }
+            let info = meta::blob(&conn, &digest)?
+                .ok_or_else(|| StoreError::NotFound(format!("blob {digest}")))?;
+            for edge in meta::edges(&conn, &digest)?.into_iter().rev() {
+                if edge.counted && edge.kind != EdgeKind::Subject {
+                    work.push(edge.child);
+                }
+            }
+            out.push(info);
+        }
+        Ok(out)
+    }
+
+    /// Bytes of every blob an image (or index) needs, each counted once.
+    pub fn image_size(&self, top: &Digest) -> Result<u64> {
+        Ok(self.reachable_blobs(top)?.iter().map(|b| b.size).sum())
+    }
+
+    // ---- tagging ----
+
+    /// Points `destination` (a tag reference) at `manifest`, which must be a stored
+    /// manifest or index (any registry). With `replace` false an existing tag is
+    /// `AlreadyExists`. Creates the registry and repository as needed. No data is copied.
+    pub fn set_tag(&self, destination: &Reference, manifest: &Digest, replace: bool) -> Result<()> {
+        let Some(tag) = destination.tag() else {
+            return Err(StoreError::Invalid(format!(
+                "{destination}: a tag is needed here, not a digest"
+            )));
+        };
+        let mut doomed = Vec::new();
+        {
+            let mut conn = self.conn();
+            let tx = meta::write_tx(&mut conn)?;
+            let info = meta::blob(&tx, manifest)?
+                .ok_or_else(|| StoreError::NotFound(format!("manifest {manifest}")))?;
+            if !matches!(info.kind, BlobKind::Manifest | BlobKind::Index) {
+                return Err(StoreError::Invalid(format!(
+                    "{manifest} is a {:?} blob, not a manifest",
+                    info.kind
+                )));
+            }
+            let (repo_id, _) =
+                meta::ensure_repository(&tx, &destination.registry, &destination.repository)?;
+            if !replace && meta::tag(&tx, repo_id, tag)?.is_some() {
+                return Err(StoreError::AlreadyExists(format!("tag {destination}")));
+            }
+            meta::set_tag(&tx, repo_id, tag, manifest, &mut doomed)?;
+            crate::failpoint::hit("tag.before_commit");
+            tx.commit()?;
+        }
+        self.note_change();
+        self.delete_unreferenced(&doomed)
+    }
+
+    /// Tags `destination` with what `source` resolves to.
+    pub fn tag(
+        &self,
+        source: &Reference,
+        destination: &Reference,
+        replace: bool,
+    ) -> Result<Digest> {
+        let manifest = self.resolve(source)?;
+        self.set_tag(destination, &manifest, replace)?;
+        Ok(manifest)
+    }
+
+    /// Removes a tag (or, for a digest reference, every tag of that repository that
+    /// reaches the manifest); blobs nothing references any more are deleted from disk
+    /// before this returns. Returns the digests deleted.
+    pub fn untag(&self, reference: &Reference) -> Result<Vec<Digest>> {
+        let mut doomed = Vec::new();
+        {
+            let mut conn = self.conn();
+            let tx = meta::write_tx(&mut conn)?;
+            let repo = self.require_repository(&tx, &reference.registry, &reference.repository)?;
+            match &reference.target {
+                Target::Tag(tag) => {
+                    if meta::remove_tag(&tx, repo.id, tag, &mut doomed)?.is_none() {
+                        return Err(StoreError::NotFound(format!("tag {reference}")));
+                    }
+                }
+                Target::Digest(digest) => {
+                    let removed = remove_manifest_tags(&tx, repo.id, digest, &mut doomed)?;
+                    if removed == 0 {
+                        return Err(StoreError::NotFound(format!("manifest {reference}")));
+                    }
+                }
+            }
+            crate::failpoint::hit("rm.before_commit");
+            tx.commit()?;
+        }
+        self.note_change();
+        self.delete_unreferenced(&doomed)?;
+        Ok(doomed)
+    }
+
+    /// Moves a tag atomically, replacing `destination` if it exists. Between
+    /// repositories or registries this is a promotion; nothing is copied.
+    pub fn move_tag(&self, source: &Reference, destination: &Reference) -> Result<()> {
+        let (Some(source_tag), Some(destination_tag)) = (source.tag(), destination.tag()) else {
+            return Err(StoreError::Invalid("mv works on tags, not digests".into()));
+        };
+        let mut doomed = Vec::new();
+        {
+            let mut conn = self.conn();
+            let tx = meta::write_tx(&mut conn)?;
+            let source_repo = self.require_repository(&tx, &source.registry, &source.repository)?;
+            let manifest = meta::tag(&tx, source_repo.id, source_tag)?
+                .ok_or_else(|| StoreError::NotFound(format!("tag {source}")))?
+                .manifest;
+            if source == destination {
+                return Ok(());
+            }
+            let (destination_repo, _) =
+                meta::ensure_repository(&tx, &destination.registry, &destination.repository)?;
+            // Count the new name first so the manifest never drops to zero in between.
+            meta::set_tag(
+                &tx,
+                destination_repo,
+                destination_tag,
+                &manifest,
+                &mut doomed,
+            )?;
+            meta::remove_tag(&tx, source_repo.id, source_tag, &mut doomed)?;
+            tx.commit()?;
+        }
+        self.note_change();
+        self.delete_unreferenced(&doomed)
+    }
+
+    /// Deletes a manifest from a repository: every tag there that points at it.
+    /// `Busy` if an index reachable from this repository's tags still references it.
+    pub fn remove_manifest(
+        &self,
+        registry: &str,
+        repository: &str,
+        manifest: &Digest,
+    ) -> Result<()> {
+        let mut doomed = Vec::new();
+        {
+            let mut conn = self.conn();
+            let tx = meta::write_tx(&mut conn)?;
+            let repo = self.require_repository(&tx, registry, repository)?;
+            let reachable = meta::repository_manifests(&tx, repo.id)?;
+            if !reachable.contains(manifest) {
+                return Err(StoreError::NotFound(format!(
+                    "manifest {registry}/{repository}@{manifest}"
+                )));
+            }
+            for (parent, kind) in meta::parents(&tx, manifest)? {
+                if kind == EdgeKind::Manifest && reachable.contains(&parent) {
+                    return Err(StoreError::Busy(format!(
+                        "{registry}/{repository}@{manifest}: still referenced by index {parent}"
+                    )));
+                }
+            }
+            remove_manifest_tags(&tx, repo.id, manifest, &mut doomed)?;
+            tx.commit()?;
+        }
+        self.note_change();
+        self.delete_unreferenced(&doomed)
+    }
+
+    // ---- registries and repositories ----
+
+    /// Creates an empty registry. `AlreadyExists` if it exists.
+    pub fn create_registry(&self, name: &str) -> Result<()> {
+        reference::validate_registry(name)?;
+        {
+            let mut conn = self.conn();
+            let tx = meta::write_tx(&mut conn)?;
+            let (_, created) = meta::ensure_registry(&tx, name)?;
+            if !created {
+                return Err(StoreError::AlreadyExists(format!("registry {name}")));
+            }
+            tx.commit()?;
+        }
+        self.note_change();
+        Ok(())
+    }
+
+    /// Creates an empty repository (and its registry). `AlreadyExists` if it exists.
+    pub fn create_repository(&self, registry: &str, repository: &str) -> Result<()> {
+        reference::validate_registry(registry)?;
+        reference::validate_repository(repository)?;
+        {
+            let mut conn = self.conn();
+            let tx = meta::write_tx(&mut conn)?;
+            let (_, created) = meta::ensure_repository(&tx, registry, repository)?;
+            if !created {
+                return Err(StoreError::AlreadyExists(format!(
+                    "repository {registry}/{repository}"
+                )));
+            }
+            tx.commit()?;
+        }
+        self.note_change();
+        Ok(())
+    }
+
+    /// Removes a registry with no repositories (`NotEmpty` otherwise).
+    pub fn remove_registry(&self, name: &str) -> Result<()> {
+        {
+            let mut conn = self.conn();
+            let tx = meta::write_tx(&mut conn)?;
+            if meta::registry_id(&tx, name)?.is_none() {
+                return Err(StoreError::NotFound(format!("registry {name}")));
+            }
+            if !meta::delete_registry_if_empty(&tx, name)? {
+                return Err(StoreError::NotEmpty(format!("registry {name}")));
+            }
+            tx.commit()?;
+        }
+        self.note_change();
+        Ok(())
+    }
+
+    /// Removes a repository. Without `recursive` it must have no tags (`NotEmpty`);
+    /// with it, every tag goes and blobs only it referenced are deleted.
+    pub fn remove_repository(
+        &self,
+        registry: &str,
+        repository: &str,
+        recursive: bool,
+    ) -> Result<()> {
+        let mut doomed = Vec::new();
+        {
+            let mut conn = self.conn();
+            let tx = meta::write_tx(&mut conn)?;
+            let repo = self.require_repository(&tx, registry, repository)?;
+            let tags = meta::tags(&tx, repo.id)?;
+            if !tags.is_empty() && !recursive {
+                return Err(StoreError::NotEmpty(format!(
+                    "repository {registry}/{repository}"
+                )));
+            }
+            for tag in tags {
+                meta::remove_tag(&tx, repo.id, &tag.name, &mut doomed)?;
+            }
+            meta::delete_repository(&tx, repo.id)?;
+            tx.commit()?;
+        }
+        self.note_change();
+        self.delete_unreferenced(&doomed)
+    }
+
+    // ---- deletion, gc, fsck ----
+
+    /// Second step of every deletion: unlinks blob files whose rows are gone, unless
+    /// a live lease protects them, with their derived cache.
+    fn delete_unreferenced(&self, doomed: &[Digest]) -> Result<()> {
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        crate::failpoint::hit("delete.before_unlink");
+        let mut conn = self.conn();
+        // Holding the write lock: no import can take a lease between check and unlink.
+        let tx = meta::write_tx(&mut conn)?;
+        for digest in doomed {
+            if meta::blob(&tx, digest)?.is_some() || meta::is_leased(&tx, digest)? {
+                continue;
+            }
+            self.cas.remove(digest)?;
+            self.remove_cache_of(digest);
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn remove_cache_of(&self, digest: &Digest) -> u64 {
+        let dir = self.layer_cache_dir(digest);
+        if dir.exists() && std::fs::remove_dir_all(&dir).is_ok() {
+            return 1;
+        }
+        0
+    }
+
+    /// Removes leftovers: unreferenced, unleased blob files, stale temp files, dead
+    /// leases, and cache entries of blobs that are gone.
+    pub fn gc(&self) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        {
+            let mut conn = self.conn();
+            let tx = meta::write_tx(&mut conn)?;
+            report.leases_expired = meta::expire_leases(&tx)? as u64;
+            tx.commit()?;
+        }
+        // Candidates are found without the lock, then re-checked under it.
+        let candidates: Vec<Digest> = {
+            let conn = self.conn();
+            let mut out = Vec::new();
+            for entry in self.cas.list()? {
+                if let Ok(digest) = entry {
+                    if meta::blob(&conn, &digest)?.is_none() {
+                        out.push(digest);
+                    }
+                }
+            }
+            out
+        };
+        {
+            let mut conn = self.conn();
+            let tx = meta::write_tx(&mut conn)?;
+            for digest in &candidates {
+                if meta::blob(&tx, digest)?.is_some() || meta::is_leased(&tx, digest)? {
+                    continue;
+                }
+                let size = std::fs::metadata(self.cas.path(digest))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                crate::failpoint::hit("gc.before_unlink");
+                self.cas.remove(digest)?;
+                report.blobs_removed += 1;
+                report.blob_bytes_freed += size;
+                report.cache_entries_removed += self.remove_cache_of(digest);
+            }
+            tx.commit()?;
+        }
+        report.temp_removed = self.remove_stale_temp()?;
+        report.cache_entries_removed += self.remove_orphan_cache()?;
+        self.note_change();
+        Ok(report)
+    }
+
+    /// Temp files whose writer process is gone (the pid is in the name).
+    fn remove_stale_temp(&self) -> Result<u64> {
+        let mut removed = 0;
+        let dir = self.cas.tmp_dir();
+        let entries = std::fs::read_dir(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name.split('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+            let alive = pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if !alive {
+                let path = entry.path();
+                let result = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                if result.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Cache directories of layers that are no longer stored.
+    fn remove_orphan_cache(&self) -> Result<u64> {
+        let dir = self.cache_dir().join("layers");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(0);
+        };
+        let conn = self.conn();
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stored = match Digest::from_hex(&name) {
+                Ok(digest) => meta::blob(&conn, &digest)?.is_some(),
+                Err(_) => false,
+            };
+            if !stored && std::fs::remove_dir_all(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Re-hashes every blob, checks every reference and count, finds leftovers. With
+    /// `repair`, fixes counts and removes leftovers (never a referenced blob).
+    pub fn fsck(&self, repair: bool) -> Result<FsckReport> {
+        let mut report = FsckReport::default();
+        let blobs = meta::all_blobs(&self.conn())?;
+        let stored: HashSet<Digest> = blobs.iter().map(|b| b.digest).collect();
+        for info in &blobs {
+            report.blobs_checked += 1;
+            match self.cas.rehash(&info.digest)? {
+                None => report
+                    .missing
+                    .push(format!("{} ({:?})", info.digest, info.kind)),
+                Some((actual, size)) if actual != info.digest || size != info.size => {
+                    report.corrupt.push(format!(
+                        "{}: content hashes to {actual} ({size} bytes, {} expected)",
+                        info.digest, info.size
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let recount = meta::recount(&self.conn())?;
+        let stored_counts: HashMap<Digest, u64> =
+            blobs.iter().map(|b| (b.digest, b.refcount)).collect();
+        let mut fixes = Vec::new();
+        for (digest, actual) in recount {
+            let recorded = stored_counts.get(&digest).copied().unwrap_or(0);
+            if recorded as i64 != actual {
+                report
+                    .bad_counts
+                    .push(format!("{digest}: count {recorded}, references {actual}"));
+                fixes.push((digest, actual));
+            }
+        }
+        report.dangling = meta::dangling(&self.conn())?;
+        for entry in self.cas.list()? {
+            match entry {
+                Ok(digest) if stored.contains(&digest) => {}
+                Ok(digest) => {
+                    if !meta::is_leased(&self.conn(), &digest)? {
+                        report
+                            .leftovers
+                            .push(format!("blobs/sha256/{}", digest.hex()));
+                    }
+                }
+                Err(name) => report.leftovers.push(format!("blobs/sha256/{name}")),
+            }
+        }
+        if repair {
+            if !fixes.is_empty() {
+                let mut doomed = Vec::new();
+                {
+                    let mut conn = self.conn();
+                    let tx = meta::write_tx(&mut conn)?;
+                    for (digest, actual) in &fixes {
+                        if *actual > 0 {
+                            meta::set_refcount(&tx, digest, *actual)?;
+                        } else {
+                            // Unreferenced rows: release them as a last tag would.
+                            meta::set_refcount(&tx, digest, 1)?;
+                            meta::release(&tx, digest, &mut doomed)?;
+                        }
+                        report
+                            .repaired
+                            .push(format!("{digest}: count set to {actual}"));
+                    }
+                    tx.commit()?;
+                }
+                self.delete_unreferenced(&doomed)?;
+            }
+            for entry in self.cas.list()? {
+                if let Err(name) = entry {
+                    let path = self.cas.blobs_dir().join(&name);
+                    if std::fs::remove_file(&path).is_ok() {
+                        report.repaired.push(format!("removed blobs/sha256/{name}"));
+                    }
+                }
+            }
+            let gc = self.gc()?;
+            if gc.blobs_removed + gc.temp_removed + gc.cache_entries_removed > 0 {
+                report.repaired.push(format!(
+                    "gc removed {} blobs, {} temp files, {} cache entries",
+                    gc.blobs_removed, gc.temp_removed, gc.cache_entries_removed
+                ));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Space accounting.
+    pub fn df(&self) -> Result<DfReport> {
+        let conn = self.conn();
+        let blobs = meta::all_blobs(&conn)?;
+        let mut report = DfReport {
+            stored_bytes: blobs.iter().map(|b| b.size).sum(),
+            blob_count: blobs.len() as u64,
+            ..Default::default()
+        };
+        let reach = meta::repository_blobs(&conn)?;
+        drop(conn);
+        // blob -> set of repositories / registries using it.
+        let mut users: HashMap<Digest, (u64, HashSet<(String, String)>)> = HashMap::new();
+        for (registry, repository, digest, size) in &reach {
+            users
+                .entry(*digest)
+                .or_insert_with(|| (*size, HashSet::new()))
+                .1
+                .insert((registry.clone(), repository.clone()));
+        }
+        let mut repos: BTreeMap<String, DfEntry> = BTreeMap::new();
+        let mut registries: BTreeMap<String, DfEntry> = BTreeMap::new();
+        for (size, repo_set) in users.values() {
+            let registry_set: HashSet<&String> = repo_set.iter().map(|(g, _)| g).collect();
+            report.logical_bytes += size * repo_set.len() as u64;
+            if repo_set.len() > 1 {
+                report.shared_bytes += size;
+            } else {
+                report.unique_bytes += size;
+            }
+            for (registry, repository) in repo_set {
+                let entry = repos.entry(format!("{registry}/{repository}")).or_default();
+                entry.total_bytes += size;
+                if repo_set.len() == 1 {
+                    entry.unique_bytes += size;
+                } else {
+                    entry.shared_bytes += size;
+                }
+            }
+            for registry in &registry_set {
+                let entry = registries.entry((*registry).clone()).or_default();
+                entry.total_bytes += size;
+                if registry_set.len() == 1 {
+                    entry.unique_bytes += size;
+                } else {
+                    entry.shared_bytes += size;
+                }
+            }
+        }
+        for registry in self.registries()? {
+            registries.entry(registry.name).or_default();
+        }
+        for repo in self.repositories(None)? {
+            repos
+                .entry(format!("{}/{}", repo.registry, repo.name))
+                .or_default();
+        }
+        report.registries = registries
+            .into_iter()
+            .map(|(name, e)| DfEntry { name, ..e })
+            .collect();
+        report.repositories = repos
+            .into_iter()
+            .map(|(name, e)| DfEntry { name, ..e })
+            .collect();
+        report.cache_bytes = dir_size(&self.cache_dir());
+        Ok(report)
+    }
+}
+
+/// Removes every tag of a repository that points at `manifest`; returns how many.
+fn remove_manifest_tags(
+    tx: &rusqlite::Transaction<'_>,
+    repository_id: i64,
+    manifest: &Digest,
+    doomed: &mut Vec<Digest>,
+) -> Result<usize> {
+    let mut removed = 0;
+    for tag in meta::tags(tx, repository_id)? {
+        if tag.manifest == *manifest {
+            meta::remove_tag(tx, repository_id, &tag.name, doomed)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Bytes used by files under `dir` (0 when missing).
+pub(crate) fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(entry.path()),
+                Ok(_) => total += entry.metadata().map(|m| m.len()).unwrap_or(0),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests;

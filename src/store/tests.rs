@@ -1,0 +1,282 @@
+//! Reference counting and deletion rules, driven through the store API with blobs
+//! recorded directly (import has its own tests over real archives).
+
+use super::*;
+use crate::store::cas::Expected;
+use crate::store::meta::NewBlob;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path()).expect("open store");
+    Fixture { _dir: dir, store }
+}
+
+fn put(store: &Store, bytes: &[u8]) -> Digest {
+    let digest = Digest::of(bytes);
+    store
+        .cas()
+        .write_bytes(
+            bytes,
+            Some(Expected {
+                digest,
+                size: bytes.len() as u64,
+            }),
+            "test",
+        )
+        .expect("write blob");
+    digest
+}
+
+fn leaf(store: &Store, digest: Digest, kind: BlobKind) -> NewBlob {
+    let size = std::fs::metadata(store.blob_path(&digest))
+        .expect("blob")
+        .len();
+    NewBlob {
+        digest,
+        size,
+        media_type: "application/octet-stream".into(),
+        kind,
+        diff_id: None,
+        edges: Vec::new(),
+    }
+}
+
+fn edge_to(kind: EdgeKind, position: u32, child: Digest) -> Edge {
+    Edge {
+        kind,
+        position,
+        child,
+        media_type: "x".into(),
+        size: 1,
+        platform: None,
+        annotations: None,
+        counted: true,
+    }
+}
+
+/// Records an image (manifest -> config + layers) and tags it.
+fn image(store: &Store, reference: &str, name: &str, layers: &[Digest]) -> Digest {
+    let config = put(store, format!("config of {name}").as_bytes());
+    let manifest = put(store, format!("manifest of {name}").as_bytes());
+    let mut blobs = vec![leaf(store, config, BlobKind::Config)];
+    let mut edges = vec![edge_to(EdgeKind::Config, 0, config)];
+    for (i, layer) in layers.iter().enumerate() {
+        blobs.push(leaf(store, *layer, BlobKind::Layer));
+        edges.push(edge_to(EdgeKind::Layer, i as u32, *layer));
+    }
+    blobs.push(NewBlob {
+        edges,
+        ..leaf(store, manifest, BlobKind::Manifest)
+    });
+    {
+        let mut conn = store.conn();
+        let tx = meta::write_tx(&mut conn).expect("tx");
+        meta::insert_blobs(&tx, &blobs).expect("insert");
+        tx.commit().expect("commit");
+    }
+    store
+        .set_tag(&Reference::parse(reference).expect("ref"), &manifest, false)
+        .expect("tag");
+    manifest
+}
+
+#[test]
+fn shared_layer_survives_until_last_image_goes() {
+    let f = fixture();
+    let shared = put(&f.store, b"shared layer");
+    let own = put(&f.store, b"own layer");
+    let a = image(&f.store, "dev/a:1", "a", &[shared]);
+    let b = image(&f.store, "dev/b:1", "b", &[shared, own]);
+    assert_eq!(f.store.blob(&shared).unwrap().unwrap().refcount, 2);
+
+    f.store
+        .untag(&Reference::parse("dev/a:1").unwrap())
+        .unwrap();
+    assert!(f.store.blob(&a).unwrap().is_none());
+    assert!(!f.store.cas().contains(&a));
+    assert!(f.store.cas().contains(&shared));
+    assert_eq!(f.store.blob(&shared).unwrap().unwrap().refcount, 1);
+
+    f.store
+        .untag(&Reference::parse("dev/b:1").unwrap())
+        .unwrap();
+    for gone in [b, shared, own] {
+        assert!(!f.store.cas().contains(&gone), "{gone} left on disk");
+    }
+    assert!(f.store.fsck(false).unwrap().is_healthy());
+    assert_eq!(f.store.cas().list().unwrap().len(), 0);
+}
+
+#[test]
+fn promotion_copies_nothing_and_counts() {
+    let f = fixture();
+    let layer = put(&f.store, b"layer");
+    let m = image(&f.store, "dev/app:1", "app", &[layer]);
+    let files_before = f.store.cas().list().unwrap().len();
+    f.store
+        .tag(
+            &Reference::parse("dev/app:1").unwrap(),
+            &Reference::parse("prod/app:1").unwrap(),
+            false,
+        )
+        .unwrap();
+    assert_eq!(f.store.cas().list().unwrap().len(), files_before);
+    assert_eq!(f.store.blob(&m).unwrap().unwrap().refcount, 2);
+    // Existing tag without replace.
+    let err = f
+        .store
+        .tag(
+            &Reference::parse("dev/app:1").unwrap(),
+            &Reference::parse("prod/app:1").unwrap(),
+            false,
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)));
+    f.store
+        .untag(&Reference::parse("dev/app:1").unwrap())
+        .unwrap();
+    assert!(f.store.cas().contains(&layer));
+    let df = f.store.df().unwrap();
+    assert_eq!(df.repositories.len(), 2);
+}
+
+#[test]
+fn move_tag_is_atomic_and_replaces() {
+    let f = fixture();
+    let l1 = put(&f.store, b"l1");
+    let l2 = put(&f.store, b"l2");
+    let m1 = image(&f.store, "dev/app:a", "a", &[l1]);
+    let m2 = image(&f.store, "dev/app:b", "b", &[l2]);
+    f.store
+        .move_tag(
+            &Reference::parse("dev/app:a").unwrap(),
+            &Reference::parse("dev/app:b").unwrap(),
+        )
+        .unwrap();
+    let tags = f.store.tags("dev", "app").unwrap();
+    assert_eq!(tags.len(), 1);
+    assert_eq!(tags[0].manifest, m1);
+    assert!(!f.store.cas().contains(&m2));
+    assert!(!f.store.cas().contains(&l2));
+    // Move across registries (promotion).
+    f.store
+        .move_tag(
+            &Reference::parse("dev/app:b").unwrap(),
+            &Reference::parse("prod/app:b").unwrap(),
+        )
+        .unwrap();
+    assert!(f.store.tags("dev", "app").unwrap().is_empty());
+    assert_eq!(f.store.tags("prod", "app").unwrap()[0].manifest, m1);
+    assert!(f.store.fsck(false).unwrap().is_healthy());
+}
+
+#[test]
+fn leased_blob_is_not_deleted() {
+    let f = fixture();
+    let layer = put(&f.store, b"layer");
+    image(&f.store, "dev/app:1", "app", &[layer]);
+    {
+        let mut conn = f.store.conn();
+        let tx = meta::write_tx(&mut conn).unwrap();
+        meta::add_leases(&tx, &[layer], meta::Owner::current()).unwrap();
+        tx.commit().unwrap();
+    }
+    f.store
+        .untag(&Reference::parse("dev/app:1").unwrap())
+        .unwrap();
+    assert!(f.store.cas().contains(&layer), "leased blob was deleted");
+    f.store.gc().unwrap();
+    assert!(f.store.cas().contains(&layer), "gc deleted a leased blob");
+    // A dead owner's lease protects nothing.
+    {
+        let mut conn = f.store.conn();
+        let tx = meta::write_tx(&mut conn).unwrap();
+        tx.execute("UPDATE leases SET start_time = start_time + 1", [])
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let report = f.store.gc().unwrap();
+    assert_eq!(report.leases_expired, 1);
+    assert!(!f.store.cas().contains(&layer));
+}
+
+#[test]
+fn remove_manifest_busy_when_index_references_it() {
+    let f = fixture();
+    let layer = put(&f.store, b"layer");
+    let child = image(&f.store, "dev/app:child", "child", &[layer]);
+    let index = put(&f.store, b"index");
+    {
+        let mut conn = f.store.conn();
+        let tx = meta::write_tx(&mut conn).unwrap();
+        meta::insert_blobs(
+            &tx,
+            &[NewBlob {
+                edges: vec![edge_to(EdgeKind::Manifest, 0, child)],
+                ..leaf(&f.store, index, BlobKind::Index)
+            }],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    f.store
+        .set_tag(&Reference::parse("dev/app:multi").unwrap(), &index, false)
+        .unwrap();
+    let err = f.store.remove_manifest("dev", "app", &child).unwrap_err();
+    assert!(matches!(err, StoreError::Busy(_)), "{err}");
+    f.store.remove_manifest("dev", "app", &index).unwrap();
+    assert!(f.store.cas().contains(&child));
+    f.store.remove_manifest("dev", "app", &child).unwrap();
+    assert!(!f.store.cas().contains(&layer));
+}
+
+#[test]
+fn repositories_and_registries() {
+    let f = fixture();
+    f.store.create_registry("dev").unwrap();
+    assert!(matches!(
+        f.store.create_registry("dev"),
+        Err(StoreError::AlreadyExists(_))
+    ));
+    f.store.create_repository("dev", "a/b").unwrap();
+    assert!(matches!(
+        f.store.remove_registry("dev"),
+        Err(StoreError::NotEmpty(_))
+    ));
+    let layer = put(&f.store, b"layer");
+    image(&f.store, "dev/a/b:1", "x", &[layer]);
+    assert!(matches!(
+        f.store.remove_repository("dev", "a/b", false),
+        Err(StoreError::NotEmpty(_))
+    ));
+    f.store.remove_repository("dev", "a/b", true).unwrap();
+    assert!(!f.store.cas().contains(&layer));
+    f.store.remove_registry("dev").unwrap();
+    assert!(f.store.registries().unwrap().is_empty());
+}
+
+#[test]
+fn fsck_finds_corruption_and_leftovers() {
+    let f = fixture();
+    let layer = put(&f.store, b"layer");
+    image(&f.store, "dev/app:1", "app", &[layer]);
+    let stray = put(&f.store, b"stray");
+    // Flip the layer's content.
+    let path = f.store.blob_path(&layer);
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(&path, b"LAYER").unwrap();
+    let report = f.store.fsck(false).unwrap();
+    assert_eq!(report.corrupt.len(), 1, "{report:?}");
+    assert_eq!(
+        report.leftovers,
+        vec![format!("blobs/sha256/{}", stray.hex())]
+    );
+    let report = f.store.fsck(true).unwrap();
+    assert!(!f.store.cas().contains(&stray));
+    assert_eq!(report.corrupt.len(), 1);
+}
