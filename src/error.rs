@@ -5,6 +5,7 @@
 //! `imagefs: <what>: <why>`.
 
 use crate::digest::DigestError;
+use crate::image::ImageError;
 use crate::reference::ReferenceError;
 
 /// Any imagefs error.
@@ -16,6 +17,9 @@ pub enum Error {
     /// A malformed reference or name.
     #[error(transparent)]
     Reference(#[from] ReferenceError),
+    /// Malformed or unsupported image JSON.
+    #[error(transparent)]
+    Image(#[from] ImageError),
 }
 
 /// Result with [`Error`].

@@ -9,6 +9,7 @@
 
 pub mod digest;
 pub mod error;
+pub mod image;
 pub mod reference;
 
 pub use digest::{DiffId, Digest};
