@@ -4,6 +4,7 @@
 //! layer maps them to errno in one place (`fs::errno`), the CLI prints them once as
 //! `imagefs: <what>: <why>`.
 
+use crate::archive::ArchiveError;
 use crate::digest::DigestError;
 use crate::image::ImageError;
 use crate::reference::ReferenceError;
@@ -20,6 +21,9 @@ pub enum Error {
     /// Malformed or unsupported image JSON.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// An import source or export target that could not be read or written.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
 }
 
 /// Result with [`Error`].

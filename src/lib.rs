@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod archive;
 pub mod digest;
 pub mod error;
 pub mod image;

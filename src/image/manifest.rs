@@ -135,10 +135,20 @@ pub enum Parsed {
 /// `mediaType`. With neither, the shape decides (`manifests` → index, `config` →
 /// OCI manifest).
 pub fn parse_top(bytes: &[u8], descriptor_media_type: Option<&str>) -> Result<Parsed, ImageError> {
+    parse_top_as(bytes, descriptor_media_type, "manifest or index")
+}
+
+/// [`parse_top`], naming the document `expected` in errors when the descriptor
+/// does not say what it is.
+fn parse_top_as(
+    bytes: &[u8],
+    descriptor_media_type: Option<&str>,
+    expected: &'static str,
+) -> Result<Parsed, ImageError> {
     let what = match descriptor_media_type {
         Some(media_type) if media_types::is_index(media_type) => "index",
         Some(_) => "manifest",
-        None => "manifest or index",
+        None => expected,
     };
     let value = parse_json_capped(what, bytes)?;
     let Value::Object(object) = &value else {
@@ -211,7 +221,7 @@ pub fn parse_manifest(
     bytes: &[u8],
     descriptor_media_type: Option<&str>,
 ) -> Result<Manifest, ImageError> {
-    match parse_top(bytes, descriptor_media_type)? {
+    match parse_top_as(bytes, descriptor_media_type, "manifest")? {
         Parsed::Manifest(manifest) => Ok(manifest),
         Parsed::Index(_) => Err(ImageError::WrongKind {
             expected: "an image manifest",
@@ -223,7 +233,7 @@ pub fn parse_manifest(
 /// Parses a document that must be an index (see [`parse_top`]); an OCI layout's
 /// `index.json` is parsed with this and no descriptor media type.
 pub fn parse_index(bytes: &[u8], descriptor_media_type: Option<&str>) -> Result<Index, ImageError> {
-    match parse_top(bytes, descriptor_media_type)? {
+    match parse_top_as(bytes, descriptor_media_type, "index")? {
         Parsed::Index(index) => Ok(index),
         Parsed::Manifest(_) => Err(ImageError::WrongKind {
             expected: "an index",

@@ -1,0 +1,1 @@
+//! Checks against real tools (skopeo): filled in below.
