@@ -4,7 +4,9 @@
 //! layer maps them to errno in one place (`fs::errno`), the CLI prints them once as
 //! `imagefs: <what>: <why>`.
 
+use crate::archive::ArchiveError;
 use crate::digest::DigestError;
+use crate::image::ImageError;
 use crate::reference::ReferenceError;
 use crate::store::StoreError;
 
@@ -20,6 +22,12 @@ pub enum Error {
     /// A store operation failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Malformed or unsupported image JSON.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// An import source or export target that could not be read or written.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
 }
 
 /// Result with [`Error`].

@@ -7,9 +7,11 @@
 
 #![warn(missing_docs)]
 
+pub mod archive;
 pub mod digest;
 pub mod error;
 pub mod failpoint;
+pub mod image;
 pub mod reference;
 pub mod store;
 

@@ -1,0 +1,363 @@
+//! Opening an import source: format detection, the [`ImageSource`] trait, and
+//! picking images by name.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::container::{Container, TarIndex};
+use super::{docker, oci, ArchiveError};
+use crate::digest::Digest;
+use crate::image::{Descriptor, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
+use crate::reference::Reference;
+
+/// A place images are imported from.
+pub trait ImageSource: Send {
+    /// Every image the source offers, in the source's order.
+    fn images(&self) -> &[SourceImage];
+    /// Opens a blob by digest for streaming. The reader yields the blob's bytes; the
+    /// caller verifies digest and size.
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>, ArchiveError>;
+    /// A short label used in error messages, e.g. the path.
+    fn describe(&self) -> String;
+}
+
+/// One image a source offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceImage {
+    /// The name the source carries, if any: in an OCI layout the
+    /// `org.opencontainers.image.ref.name` annotation, or `io.containerd.image.name`
+    /// when ref.name is missing or only a tag; in a docker-archive a `RepoTags` entry.
+    /// May be a bare tag (skopeo's `oci:PATH:TAG`), which names no repository.
+    pub name: Option<String>,
+    /// The descriptor of the top manifest or index (media type, digest, size), with
+    /// the annotations the source put on it.
+    pub descriptor: Descriptor,
+}
+
+/// Opens an OCI layout directory, an OCI archive (tar, optionally gzip- or
+/// zstd-compressed) or a docker-archive (classic, or Docker 25+ with an embedded OCI
+/// layout, which is preferred). A compressed archive is decompressed once into an
+/// anonymous temp file in `tmp_dir` (default: the system temp dir); nothing else is
+/// written anywhere.
+pub fn open_source(
+    path: &Path,
+    tmp_dir: Option<&Path>,
+) -> Result<Box<dyn ImageSource>, ArchiveError> {
+    let metadata = path
+        .metadata()
+        .map_err(|source| ArchiveError::io(path.display(), source))?;
+    let label = path.display().to_string();
+    let container = if metadata.is_dir() {
+        Container::Directory(path.to_path_buf())
+    } else {
+        let file = File::open(path).map_err(|source| ArchiveError::io(&label, source))?;
+        let tar_file = match sniff(&file, &label)? {
+            Sniffed::Tar => file,
+            Sniffed::Gzip => decompress(flate2::read::GzDecoder::new(&file), &label, tmp_dir)?,
+            Sniffed::Zstd => {
+                let decoder = zstd::stream::read::Decoder::new(&file)
+                    .map_err(|source| ArchiveError::io(&label, source))?;
+                decompress(decoder, &label, tmp_dir)?
+            }
+            Sniffed::Unknown => {
+                return Err(ArchiveError::Unrecognized {
+                    path: label,
+                    problem:
+                        "a file that is neither a tar archive nor a gzip or zstd compressed one"
+                            .to_string(),
+                })
+            }
+        };
+        if !is_tar(&tar_file, &label)? {
+            return Err(ArchiveError::Unrecognized {
+                path: label,
+                problem: "it decompresses to something that is not a tar archive".to_string(),
+            });
+        }
+        Container::Tar(TarIndex::scan(tar_file, label.clone())?)
+    };
+    let has_layout = container.exists("oci-layout");
+    let has_index = container.exists("index.json");
+    let has_docker_manifest = container.exists("manifest.json");
+    if has_layout {
+        if !has_index {
+            return Err(ArchiveError::MemberNotFound {
+                location: container.label(),
+                member: "index.json (required next to oci-layout)".to_string(),
+            });
+        }
+        return Ok(Box::new(oci::OciLayoutSource::open(
+            container,
+            has_docker_manifest,
+        )?));
+    }
+    if has_docker_manifest {
+        return Ok(Box::new(docker::DockerArchiveSource::open(container)?));
+    }
+    let problem = if has_index {
+        "it has index.json but no oci-layout file".to_string()
+    } else {
+        "found neither oci-layout and index.json nor manifest.json".to_string()
+    };
+    Err(ArchiveError::Unrecognized {
+        path: label,
+        problem,
+    })
+}
+
+enum Sniffed {
+    Tar,
+    Gzip,
+    Zstd,
+    Unknown,
+}
+
+fn read_head(mut file: &File, label: &str) -> Result<Vec<u8>, ArchiveError> {
+    let mut head = Vec::with_capacity(512);
+    file.seek(SeekFrom::Start(0))
+        .map_err(|source| ArchiveError::io(label, source))?;
+    file.take(512)
+        .read_to_end(&mut head)
+        .map_err(|source| ArchiveError::io(label, source))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|source| ArchiveError::io(label, source))?;
+    Ok(head)
+}
+
+fn sniff(file: &File, label: &str) -> Result<Sniffed, ArchiveError> {
+    let head = read_head(file, label)?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Sniffed::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Sniffed::Zstd
+    } else if looks_like_tar(&head) {
+        Sniffed::Tar
+    } else {
+        Sniffed::Unknown
+    })
+}
+
+/// A tar stream starts with a header block carrying the `ustar` magic (POSIX, GNU
+/// and Go's writer all set it), or is an empty archive of zero blocks.
+fn looks_like_tar(head: &[u8]) -> bool {
+    head.len() >= 262 && &head[257..262] == b"ustar"
+        || (head.len() == 512 && head.iter().all(|b| *b == 0))
+}
+
+fn is_tar(file: &File, label: &str) -> Result<bool, ArchiveError> {
+    Ok(looks_like_tar(&read_head(file, label)?))
+}
+
+fn decompress(
+    mut decoder: impl Read,
+    label: &str,
+    tmp_dir: Option<&Path>,
+) -> Result<File, ArchiveError> {
+    let dir = tmp_dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let mut out =
+        tempfile::tempfile_in(&dir).map_err(|source| ArchiveError::io(dir.display(), source))?;
+    io::copy(&mut decoder, &mut out).map_err(|source| {
+        if source.kind() == io::ErrorKind::UnexpectedEof {
+            ArchiveError::Truncated {
+                location: label.to_string(),
+                problem: "the compressed stream ends early".to_string(),
+            }
+        } else {
+            ArchiveError::Invalid {
+                location: label.to_string(),
+                problem: format!("cannot decompress: {source}"),
+            }
+        }
+    })?;
+    out.seek(SeekFrom::Start(0))
+        .map_err(|source| ArchiveError::io(dir.display(), source))?;
+    Ok(out)
+}
+
+/// Splits an import argument `PATH[:NAME]`. If `arg` exists as a path it is all
+/// path; otherwise the longest prefix ending before a `:` that exists is the path and
+/// the rest the name (`./layout:app:1` -> `./layout`, `app:1`). If no prefix exists,
+/// the whole string is returned as the path (opening it then reports it missing).
+pub fn split_source_arg(arg: &str) -> (PathBuf, Option<String>) {
+    if Path::new(arg).exists() {
+        return (PathBuf::from(arg), None);
+    }
+    for (colon, _) in arg.match_indices(':').collect::<Vec<_>>().into_iter().rev() {
+        let prefix = &arg[..colon];
+        if !prefix.is_empty() && Path::new(prefix).exists() {
+            let name = &arg[colon + 1..];
+            return (
+                PathBuf::from(prefix),
+                (!name.is_empty()).then(|| name.to_string()),
+            );
+        }
+    }
+    (PathBuf::from(arg), None)
+}
+
+/// Every name an image answers to: its name, and the ref.name and containerd name
+/// annotations of its descriptor.
+fn names_of(image: &SourceImage) -> Vec<&str> {
+    let mut names: Vec<&str> = image.name.iter().map(String::as_str).collect();
+    for key in [ANNOTATION_REF_NAME, ANNOTATION_CONTAINERD_NAME] {
+        if let Some(value) = image.descriptor.annotations.get(key) {
+            names.push(value);
+        }
+    }
+    names
+}
+
+fn same_name(wanted: &str, carried: &str) -> bool {
+    if wanted == carried {
+        return true;
+    }
+    // `alpine` and `docker.io/library/alpine:latest` are the same to Docker; compare
+    // under a placeholder default registry so both sides are read the same way.
+    match (
+        Reference::parse_docker_style(wanted, "docker.io"),
+        Reference::parse_docker_style(carried, "docker.io"),
+    ) {
+        (Ok(Some(left)), Ok(Some(right))) => normalize_library(left) == normalize_library(right),
+        _ => false,
+    }
+}
+
+fn normalize_library(mut reference: Reference) -> Reference {
+    if reference.registry == "docker.io" && !reference.repository.contains('/') {
+        reference.repository = format!("library/{}", reference.repository);
+    }
+    reference
+}
+
+/// Picks images by name: all of them when `name` is `None`; otherwise the ones that
+/// carry that name exactly or by Docker's normalization (`alpine` =
+/// `docker.io/library/alpine:latest`). Several entries naming the same digest count
+/// once; several different images with the name are an error.
+pub fn select_images(
+    images: &[SourceImage],
+    name: Option<&str>,
+) -> Result<Vec<SourceImage>, ArchiveError> {
+    let Some(wanted) = name else {
+        return Ok(images.to_vec());
+    };
+    let mut matches: Vec<SourceImage> = Vec::new();
+    for image in images {
+        if names_of(image)
+            .iter()
+            .any(|carried| same_name(wanted, carried))
+            && !matches
+                .iter()
+                .any(|found| found.descriptor.digest == image.descriptor.digest)
+        {
+            matches.push(image.clone());
+        }
+    }
+    match matches.len() {
+        0 => {
+            let mut available: Vec<&str> = images.iter().flat_map(names_of).collect();
+            available.dedup();
+            Err(ArchiveError::NoSuchImage {
+                name: wanted.to_string(),
+                available: if available.is_empty() {
+                    "no names".to_string()
+                } else {
+                    available.join(", ")
+                },
+            })
+        }
+        1 => Ok(matches),
+        count => Err(ArchiveError::AmbiguousName {
+            name: wanted.to_string(),
+            count,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::media_types::OCI_MANIFEST;
+
+    fn image(name: Option<&str>, ref_name: Option<&str>, seed: &[u8]) -> SourceImage {
+        let mut descriptor = Descriptor::new(OCI_MANIFEST, Digest::of(seed), 1);
+        if let Some(ref_name) = ref_name {
+            descriptor
+                .annotations
+                .insert(ANNOTATION_REF_NAME.into(), ref_name.into());
+        }
+        SourceImage {
+            name: name.map(Into::into),
+            descriptor,
+        }
+    }
+
+    #[test]
+    fn selection() {
+        let images = vec![
+            image(Some("docker.io/library/alpine:3.19"), Some("3.19"), b"a"),
+            image(Some("app:1"), Some("app:1"), b"b"),
+            image(None, None, b"c"),
+            image(Some("dup"), None, b"d"),
+            image(Some("dup"), None, b"e"),
+        ];
+        assert_eq!(select_images(&images, None).unwrap().len(), 5);
+        let table: &[(&str, Option<&[u8]>)] = &[
+            ("app:1", Some(b"b")),
+            ("3.19", Some(b"a")),
+            ("alpine:3.19", Some(b"a")),
+            ("docker.io/library/alpine:3.19", Some(b"a")),
+            ("library/alpine:3.19", Some(b"a")),
+            ("alpine:3.18", None),
+            ("app", None),
+        ];
+        for (wanted, expected) in table {
+            let result = select_images(&images, Some(wanted));
+            match expected {
+                Some(seed) => {
+                    let selected = result.unwrap();
+                    assert_eq!(selected.len(), 1, "{wanted}");
+                    assert_eq!(selected[0].descriptor.digest, Digest::of(seed), "{wanted}");
+                }
+                None => assert!(
+                    matches!(result, Err(ArchiveError::NoSuchImage { .. })),
+                    "{wanted}"
+                ),
+            }
+        }
+        assert!(matches!(
+            select_images(&images, Some("dup")),
+            Err(ArchiveError::AmbiguousName { count: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn splits_source_args() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        std::fs::create_dir(&layout).unwrap();
+        let colon_dir = dir.path().join("we:ird");
+        std::fs::create_dir(&colon_dir).unwrap();
+        let base = layout.display().to_string();
+        let weird = colon_dir.display().to_string();
+        let table = [
+            (base.clone(), (base.clone(), None)),
+            (format!("{base}:app:1"), (base.clone(), Some("app:1"))),
+            (format!("{base}:latest"), (base.clone(), Some("latest"))),
+            (format!("{base}:"), (base.clone(), None)),
+            (weird.clone(), (weird.clone(), None)),
+            (format!("{weird}:x"), (weird.clone(), Some("x"))),
+            (
+                "/no/such:thing".to_string(),
+                ("/no/such:thing".to_string(), None),
+            ),
+        ];
+        for (arg, (path, name)) in table {
+            assert_eq!(
+                split_source_arg(&arg),
+                (PathBuf::from(path), name.map(String::from)),
+                "{arg}"
+            );
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Test fixtures built in code: a small image (one gzip layer), laid out as an OCI
+//! layout, an OCI archive and docker-archives, plus an in-memory [`BlobReader`].
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use super::BlobReader;
+use crate::digest::Digest;
+use crate::image::media_types::{OCI_CONFIG, OCI_LAYER_TAR_GZIP, OCI_MANIFEST};
+use crate::image::Descriptor;
+
+/// An uncompressed tar with the given regular files, deterministic headers.
+pub(crate) fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, contents) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(1_700_000_000);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, name, *contents).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// gzip with fixed settings.
+pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// A one-layer image and all its blobs.
+pub(crate) struct TestImage {
+    /// The uncompressed layer tar.
+    pub layer_tar: Vec<u8>,
+    /// The gzip layer blob.
+    pub layer: Vec<u8>,
+    /// The config blob.
+    pub config: Vec<u8>,
+    /// The manifest blob.
+    pub manifest: Vec<u8>,
+    /// The manifest's descriptor.
+    pub descriptor: Descriptor,
+}
+
+impl TestImage {
+    /// An image whose single file `hello.txt` holds `greeting`.
+    pub(crate) fn new(greeting: &str) -> Self {
+        let layer_tar = layer_tar(&[
+            ("hello.txt", greeting.as_bytes()),
+            ("etc/os-release", b"ID=test\n"),
+        ]);
+        let layer = gzip(&layer_tar);
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":["{}"]}},"history":[{{"created_by":"test"}}]}}"#,
+            Digest::of(&layer_tar)
+        )
+        .into_bytes();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{}","size":{}}},"layers":[{{"mediaType":"{OCI_LAYER_TAR_GZIP}","digest":"{}","size":{}}}]}}"#,
+            Digest::of(&config),
+            config.len(),
+            Digest::of(&layer),
+            layer.len()
+        )
+        .into_bytes();
+        let descriptor =
+            Descriptor::new(OCI_MANIFEST, Digest::of(&manifest), manifest.len() as u64);
+        TestImage {
+            layer_tar,
+            layer,
+            config,
+            manifest,
+            descriptor,
+        }
+    }
+
+    /// (digest, bytes) of every blob.
+    pub(crate) fn blobs(&self) -> Vec<(Digest, Vec<u8>)> {
+        [&self.manifest, &self.config, &self.layer]
+            .into_iter()
+            .map(|bytes| (Digest::of(bytes), bytes.clone()))
+            .collect()
+    }
+}
+
+/// Writes an OCI layout with the given (ref.name, image) entries.
+pub(crate) fn write_layout(dir: &Path, entries: &[(Option<&str>, &TestImage)]) {
+    let blob_dir = dir.join("blobs/sha256");
+    fs::create_dir_all(&blob_dir).unwrap();
+    let mut manifests = Vec::new();
+    for (name, image) in entries {
+        for (digest, bytes) in image.blobs() {
+            fs::write(blob_dir.join(digest.hex()), bytes).unwrap();
+        }
+        let mut descriptor = image.descriptor.clone();
+        if let Some(name) = name {
+            descriptor
+                .annotations
+                .insert("org.opencontainers.image.ref.name".into(), (*name).into());
+        }
+        manifests.push(descriptor);
+    }
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": manifests});
+    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// Tars up a directory (members named relative to it).
+pub(crate) fn tar_directory(dir: &Path, out: &Path) {
+    let mut builder = tar::Builder::new(fs::File::create(out).unwrap());
+    builder.follow_symlinks(false);
+    builder.append_dir_all(".", dir).unwrap();
+    builder.into_inner().unwrap().flush().unwrap();
+}
+
+/// One member of a hand-built tar.
+pub(crate) enum TarMember<'a> {
+    /// A regular file.
+    File(&'a str, &'a [u8]),
+    /// A symlink: name, target.
+    Symlink(&'a str, &'a str),
+    /// A hard link: name, target.
+    HardLink(&'a str, &'a str),
+}
+
+/// Builds a tar from members.
+pub(crate) fn build_tar(members: &[TarMember<'_>]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for member in members {
+        let mut header = tar::Header::new_ustar();
+        header.set_mode(0o644);
+        match member {
+            TarMember::File(name, contents) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(contents.len() as u64);
+                builder.append_data(&mut header, name, *contents).unwrap();
+            }
+            TarMember::Symlink(name, target) | TarMember::HardLink(name, target) => {
+                header.set_entry_type(if matches!(member, TarMember::Symlink(..)) {
+                    tar::EntryType::Symlink
+                } else {
+                    tar::EntryType::Link
+                });
+                header.set_size(0);
+                builder.append_link(&mut header, name, target).unwrap();
+            }
+        }
+    }
+    builder.into_inner().unwrap()
+}
+
+/// A classic `docker save` archive of two images sharing their layer: the second
+/// image's layer is a symlink `../<id1>/layer.tar`.
+pub(crate) fn classic_docker_archive(first: &TestImage, second_config: &[u8]) -> Vec<u8> {
+    let config_name = format!("{}.json", Digest::of(&first.config).hex());
+    let second_config_name = format!("{}.json", Digest::of(second_config).hex());
+    let id1 = "1".repeat(64);
+    let id2 = "2".repeat(64);
+    let manifest = serde_json::json!([
+        {"Config": config_name, "RepoTags": ["example.com/app:1", "app:latest"], "Layers": [format!("{id1}/layer.tar")]},
+        {"Config": second_config_name, "RepoTags": null, "Layers": [format!("{id2}/layer.tar")]},
+    ]);
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let repositories = format!(r#"{{"app":{{"latest":"{id1}"}}}}"#);
+    let first_layer = format!("{id1}/layer.tar");
+    let second_layer = format!("{id2}/layer.tar");
+    let second_target = format!("../{id1}/layer.tar");
+    build_tar(&[
+        TarMember::File(&config_name, &first.config),
+        TarMember::File(&second_config_name, second_config),
+        TarMember::File(&first_layer, &first.layer_tar),
+        TarMember::Symlink(&second_layer, &second_target),
+        TarMember::File("manifest.json", &manifest),
+        TarMember::File("repositories", repositories.as_bytes()),
+    ])
+}
+
+/// Blobs in memory.
+#[derive(Default)]
+pub(crate) struct MemoryBlobs(pub HashMap<Digest, Vec<u8>>);
+
+impl MemoryBlobs {
+    /// All blobs of these images.
+    pub(crate) fn of(images: &[&TestImage]) -> Self {
+        MemoryBlobs(images.iter().flat_map(|image| image.blobs()).collect())
+    }
+}
+
+impl BlobReader for MemoryBlobs {
+    fn open_blob(&self, digest: &Digest) -> io::Result<Box<dyn Read + '_>> {
+        self.0
+            .get(digest)
+            .map(|bytes| Box::new(bytes.as_slice()) as Box<dyn Read>)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no blob {digest}")))
+    }
+
+    fn blob_size(&self, digest: &Digest) -> io::Result<u64> {
+        self.0
+            .get(digest)
+            .map(|bytes| bytes.len() as u64)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no blob {digest}")))
+    }
+}
+
+/// Reads a blob fully from a source and checks its digest.
+pub(crate) fn read_verified(source: &dyn super::ImageSource, digest: &Digest) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    source
+        .open_blob(digest)
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
+    assert_eq!(
+        Digest::of(&bytes),
+        *digest,
+        "blob {digest} from {}",
+        source.describe()
+    );
+    bytes
+}

@@ -1,0 +1,259 @@
+//! Checks against real tools: skopeo must accept what we write, and we must read
+//! what skopeo writes. Without skopeo these tests skip with a note, except under
+//! `CI=true`, where a missing skopeo is a failure.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use super::test_util::*;
+use super::*;
+use crate::image::{parse_config, parse_manifest, parse_top, Parsed};
+
+/// True when skopeo can run; panics under CI when it can't.
+fn have_skopeo() -> bool {
+    let found = Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "skopeo is required under CI=true (apt-get install -y skopeo)"
+        );
+        eprintln!("note: skopeo not installed, skipping a real-tool test");
+    }
+    found
+}
+
+/// Runs skopeo with an insecure (accept-anything) policy, so no policy.json is needed.
+fn skopeo(args: &[&str]) -> String {
+    let output = Command::new("skopeo")
+        .arg("--insecure-policy")
+        .args(args)
+        .output()
+        .expect("skopeo ran a moment ago");
+    assert!(
+        output.status.success(),
+        "skopeo {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn path_text(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn export(name: &str, tag: &str, image: &TestImage) -> ExportImage {
+    ExportImage {
+        name: name.to_string(),
+        tag: Some(tag.to_string()),
+        descriptor: image.descriptor.clone(),
+    }
+}
+
+#[test]
+fn skopeo_accepts_our_exports() {
+    if !have_skopeo() {
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let (one, two) = (TestImage::new("one"), TestImage::new("two"));
+    let blobs = MemoryBlobs::of(&[&one, &two]);
+    let images = vec![
+        export("dev/app:1", "1", &one),
+        export("dev/app:2", "2", &two),
+    ];
+    let layer_digest = crate::digest::Digest::of(&one.layer).to_string();
+    let diff_id = crate::digest::Digest::of(&one.layer_tar).to_string();
+
+    let layout = temp.path().join("layout");
+    write_oci_layout(&layout, &images, &blobs).unwrap();
+    let inspected = skopeo(&["inspect", &format!("oci:{}:1", path_text(&layout))]);
+    assert!(inspected.contains(&layer_digest), "{inspected}");
+
+    let archive = temp.path().join("oci.tar");
+    write_oci_archive(&archive, &images, &blobs).unwrap();
+    let inspected = skopeo(&["inspect", &format!("oci-archive:{}:2", path_text(&archive))]);
+    assert!(
+        inspected.contains(&crate::digest::Digest::of(&two.layer).to_string()),
+        "{inspected}"
+    );
+
+    let docker = temp.path().join("docker.tar");
+    write_docker_archive(&docker, &images[..1], &blobs).unwrap();
+    let inspected = skopeo(&["inspect", &format!("docker-archive:{}", path_text(&docker))]);
+    assert!(inspected.contains(&diff_id), "{inspected}");
+    let docker_two = temp.path().join("docker2.tar");
+    write_docker_archive(&docker_two, &images, &blobs).unwrap();
+    skopeo(&[
+        "inspect",
+        &format!("docker-archive:{}:dev/app:2", path_text(&docker_two)),
+    ]);
+
+    // A full copy out of each of our formats into a fresh layout, then read it back.
+    for (source, tag) in [
+        (format!("oci:{}:1", path_text(&layout)), "from-layout"),
+        (
+            format!("oci-archive:{}:1", path_text(&archive)),
+            "from-archive",
+        ),
+        (
+            format!("docker-archive:{}", path_text(&docker)),
+            "from-docker",
+        ),
+    ] {
+        let fresh = temp.path().join(format!("fresh-{tag}"));
+        skopeo(&["copy", &source, &format!("oci:{}:{tag}", path_text(&fresh))]);
+        let opened = open_source(&fresh, Some(temp.path())).unwrap();
+        let selected = select_images(opened.images(), Some(tag)).unwrap();
+        let manifest = parse_manifest(
+            &read_verified(opened.as_ref(), &selected[0].descriptor.digest),
+            None,
+        )
+        .unwrap();
+        let config =
+            parse_config(&read_verified(opened.as_ref(), &manifest.config.digest)).unwrap();
+        assert_eq!(config.diff_ids[0].to_string(), diff_id, "{source}");
+    }
+}
+
+#[test]
+fn we_read_what_skopeo_writes() {
+    if !have_skopeo() {
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let image = TestImage::new("from skopeo");
+    let layout = temp.path().join("layout");
+    write_layout(&layout, &[(Some("1"), &image)]);
+    let source_ref = format!("oci:{}:1", path_text(&layout));
+    let diff_id = crate::digest::Digest::of(&image.layer_tar);
+
+    let docker = temp.path().join("docker.tar");
+    skopeo(&[
+        "copy",
+        &source_ref,
+        &format!("docker-archive:{}:dev/app:1", path_text(&docker)),
+    ]);
+    let oci_archive = temp.path().join("oci.tar");
+    skopeo(&[
+        "copy",
+        &source_ref,
+        &format!("oci-archive:{}:1", path_text(&oci_archive)),
+    ]);
+
+    for (path, expected_name) in [(&docker, "dev/app:1"), (&oci_archive, "1")] {
+        let opened = open_source(path, Some(temp.path())).unwrap();
+        assert_eq!(opened.images().len(), 1, "{}", path.display());
+        let found = &opened.images()[0];
+        let name = found.name.as_deref().unwrap_or_default();
+        assert!(
+            name.ends_with(expected_name),
+            "{}: name {name:?}",
+            path.display()
+        );
+        assert_eq!(
+            select_images(opened.images(), Some(expected_name))
+                .unwrap()
+                .len(),
+            1
+        );
+        let top = read_verified(opened.as_ref(), &found.descriptor.digest);
+        let Parsed::Manifest(manifest) =
+            parse_top(&top, Some(&found.descriptor.media_type)).unwrap()
+        else {
+            panic!("{}: expected a manifest", path.display())
+        };
+        assert!(manifest.is_image());
+        // skopeo keeps the config bytes as they were.
+        assert_eq!(
+            read_verified(opened.as_ref(), &manifest.config.digest),
+            image.config
+        );
+        let config = parse_config(&image.config).unwrap();
+        assert_eq!(config.diff_ids, vec![crate::digest::DiffId(diff_id)]);
+        for layer in &manifest.layers {
+            let bytes = read_verified(opened.as_ref(), &layer.digest);
+            assert_eq!(bytes.len() as u64, layer.size);
+        }
+    }
+    // skopeo's docker-archive holds uncompressed layers, so the layer digest is the diff_id.
+    let opened = open_source(&docker, Some(temp.path())).unwrap();
+    let manifest = parse_manifest(
+        &read_verified(opened.as_ref(), &opened.images()[0].descriptor.digest),
+        None,
+    )
+    .unwrap();
+    assert_eq!(manifest.layers[0].digest, diff_id);
+    let _ = fs::remove_file(&docker);
+}
+
+#[test]
+fn oci_image_tool_validates_our_layout() {
+    let found = Command::new("oci-image-tool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        eprintln!("note: oci-image-tool not installed, skipping");
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let image = TestImage::new("validate");
+    let layout = temp.path().join("layout");
+    write_oci_layout(
+        &layout,
+        &[export("dev/app:1", "1", &image)],
+        &MemoryBlobs::of(&[&image]),
+    )
+    .unwrap();
+    let output = Command::new("oci-image-tool")
+        .args(["validate", "--type", "image", "--ref", "name=1"])
+        .arg(&layout)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "oci-image-tool: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn umoci_reads_our_layout() {
+    let found = Command::new("umoci")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        eprintln!("note: umoci not installed, skipping");
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let image = TestImage::new("umoci");
+    let layout = temp.path().join("layout");
+    write_oci_layout(
+        &layout,
+        &[export("dev/app:1", "1", &image)],
+        &MemoryBlobs::of(&[&image]),
+    )
+    .unwrap();
+    // `umoci stat` crashes on configs whose history lacks `created`; unpack reads
+    // every layer and is the stronger check anyway.
+    let bundle = temp.path().join("bundle");
+    let output = Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:1", path_text(&layout)))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "umoci unpack: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(fs::read(bundle.join("rootfs/hello.txt")).unwrap(), b"umoci");
+}
