@@ -1,1 +1,16 @@
-fn main() {}
+//! The `imagefs` binary: parse, run, print errors once, exit with a code.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().filter_or("IMAGEFS_LOG", "warn"))
+        .init();
+    // clap exits with 2 on usage errors.
+    let parsed = cli::Cli::parse();
+    if let Err(error) = cli::run(parsed) {
+        eprintln!("imagefs: {}: {}", error.what, error.why);
+        std::process::exit(1);
+    }
+}

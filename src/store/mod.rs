@@ -21,6 +21,7 @@
 //!    unreferenced files, which `fsck --repair` and `gc` remove.
 
 pub mod cas;
+mod import;
 pub mod meta;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -31,6 +32,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use cas::{Cas, CasError};
+pub use import::{ImportOptions, ImportReport, Progress};
 pub use meta::{BlobInfo, BlobKind, Edge, EdgeKind, MetaError, PlatformRow, RepoRow, TagRow};
 
 use crate::digest::Digest;
@@ -892,6 +894,52 @@ impl Store {
             .collect();
         report.cache_bytes = dir_size(&self.cache_dir());
         Ok(report)
+    }
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// An OCI image layout directory.
+    Oci,
+    /// A tar of an OCI image layout.
+    OciArchive,
+    /// A `docker save` tarball.
+    DockerArchive,
+}
+
+impl crate::archive::BlobReader for Store {
+    fn open_blob(&self, digest: &Digest) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+        let path = self.cas.path(digest);
+        Ok(Box::new(std::fs::File::open(path)?))
+    }
+    fn blob_size(&self, digest: &Digest) -> std::io::Result<u64> {
+        Ok(std::fs::metadata(self.cas.path(digest))?.len())
+    }
+}
+
+impl Store {
+    /// Writes the images `references` name to `path` in `format`. Every blob is
+    /// re-verified on the way out.
+    pub fn export(&self, references: &[Reference], path: &Path, format: ExportFormat) -> Result<()> {
+        let mut images = Vec::new();
+        for reference in references {
+            let digest = self.resolve(reference)?;
+            let info = self
+                .blob(&digest)?
+                .ok_or_else(|| StoreError::NotFound(format!("manifest {digest}")))?;
+            images.push(crate::archive::ExportImage {
+                name: reference.to_string(),
+                tag: reference.tag().map(str::to_string),
+                descriptor: crate::image::Descriptor::new(info.media_type, digest, info.size),
+            });
+        }
+        let result = match format {
+            ExportFormat::Oci => crate::archive::write_oci_layout(path, &images, self),
+            ExportFormat::OciArchive => crate::archive::write_oci_archive(path, &images, self),
+            ExportFormat::DockerArchive => crate::archive::write_docker_archive(path, &images, self),
+        };
+        result.map_err(|e| StoreError::Invalid(e.to_string()))
     }
 }
 

@@ -1,0 +1,90 @@
+//! `imagefs fsck` and `imagefs gc`.
+
+use imagefs::Store;
+
+use super::{human, print_json, CliError, Context};
+
+/// `fsck [--repair]`
+#[derive(Debug, clap::Args)]
+pub struct FsckArgs {
+    /// Fix counts and remove unreferenced leftovers (never a referenced blob)
+    #[arg(long)]
+    pub repair: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gc`
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Checks the store; exit 1 when anything referenced is missing or corrupt.
+pub fn run_fsck(store: &Store, args: &FsckArgs) -> Result<(), CliError> {
+    let report = store.fsck(args.repair).context("fsck")?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        println!("checked {} blobs", report.blobs_checked);
+        for (label, items) in [
+            ("missing", &report.missing),
+            ("corrupt", &report.corrupt),
+            ("wrong count", &report.bad_counts),
+            ("dangling", &report.dangling),
+            ("leftover", &report.leftovers),
+            ("repaired", &report.repaired),
+        ] {
+            for item in items {
+                println!("{label}: {item}");
+            }
+        }
+    }
+    let problems = report.missing.len() + report.corrupt.len() + report.dangling.len();
+    if problems > 0 || (!args.repair && !report.bad_counts.is_empty()) {
+        return Err(CliError::new(
+            "fsck",
+            format!(
+                "{} missing, {} corrupt, {} dangling, {} wrong counts",
+                report.missing.len(),
+                report.corrupt.len(),
+                report.dangling.len(),
+                report.bad_counts.len()
+            ),
+        ));
+    }
+    if !args.json {
+        println!(
+            "ok{}",
+            if report.leftovers.is_empty() || args.repair {
+                String::new()
+            } else {
+                format!(
+                    " ({} unreferenced leftovers; `imagefs fsck --repair` or `imagefs gc` removes them)",
+                    report.leftovers.len()
+                )
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Removes leftovers.
+pub fn run_gc(store: &Store, args: &GcArgs) -> Result<(), CliError> {
+    let report = store.gc().context("gc")?;
+    if args.json {
+        return print_json(&report);
+    }
+    println!(
+        "removed {} unreferenced blobs ({}), {} temp files, {} cache entries; {} dead leases dropped",
+        report.blobs_removed,
+        human(report.blob_bytes_freed),
+        report.temp_removed,
+        report.cache_entries_removed,
+        report.leases_expired
+    );
+    Ok(())
+}

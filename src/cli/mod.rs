@@ -1,0 +1,126 @@
+//! The `imagefs` command line: clap definitions and one small file per subcommand.
+//! No logic of its own: each command parses its arguments, calls the library and
+//! prints. Errors are printed once, by `main`, as `imagefs: <what>: <why>`.
+
+mod df;
+mod export;
+mod fsck;
+mod import;
+mod inspect;
+mod ls;
+mod tag;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use imagefs::store::{self, Store};
+use imagefs::Reference;
+
+/// A failed command: what was being done, and why it failed.
+#[derive(Debug)]
+pub struct CliError {
+    /// What was being done, e.g. `import ./app.tar`.
+    pub what: String,
+    /// Why it failed.
+    pub why: String,
+}
+
+impl CliError {
+    /// Wraps any displayable error with what was being done.
+    pub fn new(what: impl Into<String>, why: impl std::fmt::Display) -> Self {
+        CliError {
+            what: what.into(),
+            why: why.to_string(),
+        }
+    }
+}
+
+/// Adds the "what" to a library error.
+pub trait Context<T> {
+    /// Maps the error to a [`CliError`] naming `what`.
+    fn context(self, what: impl Into<String>) -> Result<T, CliError>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
+    fn context(self, what: impl Into<String>) -> Result<T, CliError> {
+        self.map_err(|e| CliError::new(what, e))
+    }
+}
+
+/// imagefs: container images in one deduplicated store, mounted as a filesystem.
+#[derive(Debug, Parser)]
+#[command(name = "imagefs", version, about, long_about = None)]
+pub struct Cli {
+    /// The store directory [default: $IMAGEFS_STORE, else /var/lib/imagefs for root,
+    /// else ~/.local/share/imagefs]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Import images from an OCI layout, an OCI archive or a docker-archive
+    Import(import::Args),
+    /// Export an image as an OCI layout, OCI archive or docker-archive
+    Export(export::Args),
+    /// List registries, repositories and tags
+    Ls(ls::Args),
+    /// Show an image's manifest, platforms, config and layers
+    Inspect(inspect::Args),
+    /// Tag or promote an image (no data is copied)
+    Tag(tag::TagArgs),
+    /// Remove tags; blobs nothing references any more are deleted
+    Rm(tag::RmArgs),
+    /// Show space used: stored, shared and unique bytes, cache
+    Df(df::Args),
+    /// Re-hash every blob, check every reference and count, find leftovers
+    Fsck(fsck::FsckArgs),
+    /// Remove leftovers and trim the cache
+    Gc(fsck::GcArgs),
+}
+
+impl Cli {
+    fn open_store(&self) -> Result<Store, CliError> {
+        let root = self.store.clone().unwrap_or_else(store::default_root);
+        Store::open(&root).context(format!("store {}", root.display()))
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let store = cli.open_store()?;
+    match &cli.command {
+        Command::Import(args) => import::run(&store, args),
+        Command::Export(args) => export::run(&store, args),
+        Command::Ls(args) => ls::run(&store, args),
+        Command::Inspect(args) => inspect::run(&store, args),
+        Command::Tag(args) => tag::run_tag(&store, args),
+        Command::Rm(args) => tag::run_rm(&store, args),
+        Command::Df(args) => df::run(&store, args),
+        Command::Fsck(args) => fsck::run_fsck(&store, args),
+        Command::Gc(args) => fsck::run_gc(&store, args),
+    }
+}
+
+/// Parses a full reference, with the error naming it.
+pub fn parse_reference(text: &str) -> Result<Reference, CliError> {
+    Reference::parse(text).context(text.to_string())
+}
+
+/// Prints a value as pretty JSON.
+pub fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value).context("json output")?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Human-readable byte count.
+pub fn human(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}
