@@ -10,6 +10,7 @@
 pub mod digest;
 pub mod error;
 pub mod reference;
+pub mod sample;
 
 pub use digest::{DiffId, Digest};
 pub use error::{Error, Result};
