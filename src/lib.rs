@@ -14,6 +14,7 @@ pub mod failpoint;
 pub mod image;
 pub mod reference;
 pub mod store;
+pub mod sample;
 
 pub use digest::{DiffId, Digest};
 pub use error::{Error, Result};
