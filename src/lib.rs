@@ -13,8 +13,8 @@ pub mod error;
 pub mod failpoint;
 pub mod image;
 pub mod reference;
-pub mod store;
 pub mod sample;
+pub mod store;
 
 pub use digest::{DiffId, Digest};
 pub use error::{Error, Result};

@@ -27,11 +27,23 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
         "images   {:>10}  if every repository kept its own copy",
         human(report.logical_bytes)
     );
-    println!("shared   {:>10}  used by more than one repository", human(report.shared_bytes));
-    println!("unique   {:>10}  used by exactly one repository", human(report.unique_bytes));
-    println!("cache    {:>10}  derived data (may be deleted)", human(report.cache_bytes));
+    println!(
+        "shared   {:>10}  used by more than one repository",
+        human(report.shared_bytes)
+    );
+    println!(
+        "unique   {:>10}  used by exactly one repository",
+        human(report.unique_bytes)
+    );
+    println!(
+        "cache    {:>10}  derived data (may be deleted)",
+        human(report.cache_bytes)
+    );
     println!();
-    println!("{:<50} {:>10} {:>10} {:>10}", "REGISTRY / REPOSITORY", "TOTAL", "UNIQUE", "SHARED");
+    println!(
+        "{:<50} {:>10} {:>10} {:>10}",
+        "REGISTRY / REPOSITORY", "TOTAL", "UNIQUE", "SHARED"
+    );
     for registry in &report.registries {
         println!(
             "{:<50} {:>10} {:>10} {:>10}",
@@ -41,7 +53,11 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
             human(registry.shared_bytes)
         );
         let prefix = format!("{}/", registry.name);
-        for repo in report.repositories.iter().filter(|r| r.name.starts_with(&prefix)) {
+        for repo in report
+            .repositories
+            .iter()
+            .filter(|r| r.name.starts_with(&prefix))
+        {
             println!(
                 "  {:<48} {:>10} {:>10} {:>10}",
                 &repo.name[prefix.len()..],

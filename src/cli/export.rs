@@ -30,7 +30,9 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
             ExportFormat::Oci
         }
     });
-    store.export(&[reference.clone()], &args.path, format).context(what)?;
+    store
+        .export(&[reference.clone()], &args.path, format)
+        .context(what)?;
     println!("exported {reference} to {}", args.path.display());
     Ok(())
 }

@@ -165,7 +165,11 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
     println!("Reference:  {}", out.reference);
     println!("Digest:     {}", out.digest);
     println!("MediaType:  {}", out.media_type);
-    println!("Size:       {} (with everything it references: {})", human(out.size), human(out.total_size));
+    println!(
+        "Size:       {} (with everything it references: {})",
+        human(out.size),
+        human(out.total_size)
+    );
     if let Some(artifact_type) = &out.artifact_type {
         println!("Artifact:   {artifact_type}");
     }
@@ -181,7 +185,11 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
     if let Some(c) = &out.config {
         println!("Config:     {} ({})", c.digest, c.media_type);
         if let (Some(os), Some(arch)) = (&c.os, &c.architecture) {
-            let variant = c.variant.as_deref().map(|v| format!("/{v}")).unwrap_or_default();
+            let variant = c
+                .variant
+                .as_deref()
+                .map(|v| format!("/{v}"))
+                .unwrap_or_default();
             println!("  Platform:   {os}/{arch}{variant}");
         }
         if let Some(created) = &c.created {
@@ -212,7 +220,12 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
     if !out.layers.is_empty() {
         println!("Layers:");
         for (i, l) in out.layers.iter().enumerate() {
-            println!("  {i:03} {}  {:>10}  {}", l.digest, human(l.size), l.media_type);
+            println!(
+                "  {i:03} {}  {:>10}  {}",
+                l.digest,
+                human(l.size),
+                l.media_type
+            );
         }
     }
     Ok(())

@@ -28,7 +28,9 @@ struct Row {
 pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
     let prefix = args.prefix.as_deref().unwrap_or("").trim_end_matches('/');
     let matches = |name: &str| {
-        prefix.is_empty() || name == prefix || name.starts_with(&format!("{prefix}/"))
+        prefix.is_empty()
+            || name == prefix
+            || name.starts_with(&format!("{prefix}/"))
             || name.starts_with(&format!("{prefix}:"))
     };
     let mut rows = Vec::new();

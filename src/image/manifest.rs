@@ -88,9 +88,15 @@ pub struct Manifest {
 
 impl Manifest {
     /// True when this is a container image (its layers make a rootfs): the config is
-    /// an OCI or Docker image config and no `artifactType` marks it as an artifact.
+    /// an OCI or Docker image config, no `artifactType` marks it as an artifact, and
+    /// every layer is a tar layer (buildx attestation manifests are not images).
     pub fn is_image(&self) -> bool {
-        media_types::is_image_config(&self.config.media_type) && self.artifact_type.is_none()
+        media_types::is_image_config(&self.config.media_type)
+            && self.artifact_type.is_none()
+            && self
+                .layers
+                .iter()
+                .all(|layer| media_types::is_layer(&layer.media_type))
     }
 
     /// The compression of each layer, base first. Only meaningful for images, whose
@@ -294,7 +300,10 @@ fn manifest_from_object(
     };
     if is_image {
         for (position, layer) in layers.iter().enumerate() {
-            if !media_types::is_layer(&layer.media_type) {
+            // A type that claims to be a filesystem layer but is not one we can read
+            // is refused; anything else (buildx attestations carry in-toto JSON
+            // under an image config) makes the manifest an artifact: stored, no rootfs.
+            if !media_types::is_layer(&layer.media_type) && looks_like_layer(&layer.media_type) {
                 return Err(ImageError::UnsupportedMediaType {
                     what,
                     field: format!("layers[{position}].mediaType"),
@@ -311,6 +320,11 @@ fn manifest_from_object(
         artifact_type,
         annotations: annotations(object, what, "")?,
     })
+}
+
+/// Whether a media type names a filesystem layer (of some compression or vendor).
+fn looks_like_layer(media_type: &str) -> bool {
+    media_type.contains("layer") || media_type.contains("rootfs") || media_type.contains(".tar")
 }
 
 fn index_from_object(object: &Map<String, Value>, media_type: String) -> Result<Index, ImageError> {

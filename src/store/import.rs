@@ -227,10 +227,7 @@ fn plan(
     for image in images {
         let parsed = match &image.name {
             Some(text) => Reference::parse_docker_style(text, &options.registry).map_err(|e| {
-                StoreError::Import(format!(
-                    "{}: image name {text:?}: {e}",
-                    source.describe()
-                ))
+                StoreError::Import(format!("{}: image name {text:?}: {e}", source.describe()))
             })?,
             None => None,
         };
@@ -417,12 +414,13 @@ impl Importer<'_> {
             }
             Parsed::Manifest(manifest) => {
                 let mut edges = vec![edge(EdgeKind::Config, 0, &manifest.config)];
-                let config_bytes = self.fetch_json_or_blob(&manifest.config, manifest.is_image())?;
+                let config_bytes =
+                    self.fetch_json_or_blob(&manifest.config, manifest.is_image())?;
                 let diff_ids = if manifest.is_image() {
                     let config = image::parse_config(config_bytes.as_deref().unwrap_or_default())
                         .map_err(|e| {
-                            StoreError::Import(format!("{}: {e}", self.describe(&manifest.config)))
-                        })?;
+                        StoreError::Import(format!("{}: {e}", self.describe(&manifest.config)))
+                    })?;
                     if config.diff_ids.len() != manifest.layers.len() {
                         return Err(StoreError::Import(format!(
                             "{}: manifest lists {} layers but its config has {} diff_ids",
@@ -461,7 +459,11 @@ impl Importer<'_> {
     }
 
     /// A config: parsed JSON for images, an opaque blob for artifacts.
-    fn fetch_json_or_blob(&mut self, config: &Descriptor, is_image: bool) -> Result<Option<Vec<u8>>> {
+    fn fetch_json_or_blob(
+        &mut self,
+        config: &Descriptor,
+        is_image: bool,
+    ) -> Result<Option<Vec<u8>>> {
         if is_image {
             let bytes = self.fetch_json(config)?;
             self.record_leaf(config, BlobKind::Config, None);
@@ -523,18 +525,24 @@ impl Importer<'_> {
 
     /// A layer: verified by digest, size and diff_id. A layer already stored with a
     /// known diff_id is not read again.
-    fn visit_layer(&mut self, descriptor: &Descriptor, expected: DiffId, position: usize) -> Result<()> {
+    fn visit_layer(
+        &mut self,
+        descriptor: &Descriptor,
+        expected: DiffId,
+        position: usize,
+    ) -> Result<()> {
         if self.seen.contains(&descriptor.digest) {
             return Ok(());
         }
         self.leases.take(&descriptor.digest)?;
         let what = format!("{} (layer {position})", self.describe(descriptor));
-        let compression = LayerCompression::from_media_type(&descriptor.media_type).ok_or_else(|| {
-            StoreError::Import(format!(
-                "{what}: unsupported layer media type {:?}",
-                descriptor.media_type
-            ))
-        })?;
+        let compression =
+            LayerCompression::from_media_type(&descriptor.media_type).ok_or_else(|| {
+                StoreError::Import(format!(
+                    "{what}: unsupported layer media type {:?}",
+                    descriptor.media_type
+                ))
+            })?;
         let known_diff_id = match self.store.blob(&descriptor.digest)? {
             Some(info) if self.store.cas.contains(&descriptor.digest) => info.diff_id.map(DiffId),
             _ => None,
@@ -654,4 +662,3 @@ impl<R: Read> Read for TeeReader<'_, R> {
         Ok(n)
     }
 }
-

@@ -921,7 +921,12 @@ impl crate::archive::BlobReader for Store {
 impl Store {
     /// Writes the images `references` name to `path` in `format`. Every blob is
     /// re-verified on the way out.
-    pub fn export(&self, references: &[Reference], path: &Path, format: ExportFormat) -> Result<()> {
+    pub fn export(
+        &self,
+        references: &[Reference],
+        path: &Path,
+        format: ExportFormat,
+    ) -> Result<()> {
         let mut images = Vec::new();
         for reference in references {
             let digest = self.resolve(reference)?;
@@ -937,7 +942,9 @@ impl Store {
         let result = match format {
             ExportFormat::Oci => crate::archive::write_oci_layout(path, &images, self),
             ExportFormat::OciArchive => crate::archive::write_oci_archive(path, &images, self),
-            ExportFormat::DockerArchive => crate::archive::write_docker_archive(path, &images, self),
+            ExportFormat::DockerArchive => {
+                crate::archive::write_docker_archive(path, &images, self)
+            }
         };
         result.map_err(|e| StoreError::Invalid(e.to_string()))
     }
