@@ -143,7 +143,7 @@ fn bad_inputs_are_refused_and_nothing_is_kept() {
     for (corruption, needle) in cases {
         let t = TestDir::new("bad-input");
         let good = small_image("bad");
-        let bad = good.corrupt(corruption.clone()).expect("corrupt");
+        let bad = good.corrupt(corruption).expect("corrupt");
         let layout = t.join("layout");
         sample::write_oci_layout(&layout, &[(Some("dev/bad:1"), &Built::from(bad))]).unwrap();
         let out = t

@@ -657,11 +657,9 @@ impl Store {
         let candidates: Vec<Digest> = {
             let conn = self.conn();
             let mut out = Vec::new();
-            for entry in self.cas.list()? {
-                if let Ok(digest) = entry {
-                    if meta::blob(&conn, &digest)?.is_none() {
-                        out.push(digest);
-                    }
+            for digest in self.cas.list()?.into_iter().flatten() {
+                if meta::blob(&conn, &digest)?.is_none() {
+                    out.push(digest);
                 }
             }
             out
