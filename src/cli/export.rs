@@ -31,7 +31,7 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
         }
     });
     store
-        .export(&[reference.clone()], &args.path, format)
+        .export(std::slice::from_ref(&reference), &args.path, format)
         .context(what)?;
     println!("exported {reference} to {}", args.path.display());
     Ok(())
