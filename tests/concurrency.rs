@@ -1,0 +1,208 @@
+//! Several imagefs processes on one store: imports, removals and gc racing each
+//! other never lose or corrupt anything, and a blob an import is about to
+//! reference is never deleted (leases), shown with a failpoint that stops the
+//! import at the worst instant.
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use imagefs::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
+use util::{Cmd, TestDir};
+
+/// Rounds of each race (`IMAGEFS_RACE_ROUNDS` raises it for a long run).
+fn rounds() -> usize {
+    std::env::var("IMAGEFS_RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8)
+}
+
+/// A layout holding `names`, each an image over one shared base layer plus a
+/// layer of its own.
+fn layout(t: &TestDir, dir: &str, names: &[&str]) -> PathBuf {
+    let base = LayerSpec::parse("dir /usr 0755\nfile /usr/big 0644 @random:300000").unwrap();
+    let built: Vec<(String, Built)> = names
+        .iter()
+        .map(|name| {
+            let own = LayerSpec::parse(&format!(
+                "file /own/{} 0644 @random:20000",
+                name.replace([':', '/'], "_")
+            ))
+            .unwrap();
+            let image = ImageBuilder::new()
+                .layer(&base, Compression::Gzip)
+                .layer(&own, Compression::Gzip)
+                .build()
+                .unwrap();
+            (name.to_string(), Built::from(image))
+        })
+        .collect();
+    let entries: Vec<(Option<&str>, &Built)> =
+        built.iter().map(|(n, b)| (Some(n.as_str()), b)).collect();
+    let path = t.join(dir);
+    sample::write_oci_layout(&path, &entries).unwrap();
+    path
+}
+
+fn fsck_clean(t: &TestDir) {
+    let out = t.run(&["fsck", "--json"]).assert_ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    for key in ["missing", "corrupt", "bad_counts", "dangling"] {
+        assert_eq!(report[key], serde_json::json!([]), "{key}: {}", out.stdout);
+    }
+}
+
+fn spawn(t: &TestDir, args: &[&str]) -> thread::JoinHandle<util::Output> {
+    let mut cmd = t.imagefs();
+    cmd.args(args).timeout_secs(120);
+    thread::spawn(move || cmd.output())
+}
+
+#[test]
+fn two_imports_sharing_layers() {
+    let t = TestDir::new("race-imports");
+    let a = layout(&t, "a", &["dev/a:1"]);
+    let b = layout(&t, "b", &["dev/b:1"]);
+    for round in 0..rounds() {
+        let first = spawn(&t, &["import", a.to_str().unwrap()]);
+        let second = spawn(&t, &["import", b.to_str().unwrap()]);
+        first.join().unwrap().assert_ok();
+        second.join().unwrap().assert_ok();
+        fsck_clean(&t);
+        t.run(&["rm", "local/dev/a:1", "local/dev/b:1"]).assert_ok();
+        let left = std::fs::read_dir(t.store().join("blobs/sha256"))
+            .unwrap()
+            .count();
+        assert_eq!(
+            left, 0,
+            "round {round}: blobs left after removing everything"
+        );
+    }
+}
+
+#[test]
+fn import_racing_rm_of_a_sharing_image() {
+    let t = TestDir::new("race-import-rm");
+    let a = layout(&t, "a", &["dev/a:1"]);
+    let b = layout(&t, "b", &["dev/b:1"]);
+    for _ in 0..rounds() {
+        t.run(&["import", a.to_str().unwrap()]).assert_ok();
+        let import = spawn(&t, &["import", b.to_str().unwrap()]);
+        let rm = spawn(&t, &["rm", "local/dev/a:1"]);
+        import.join().unwrap().assert_ok();
+        rm.join().unwrap().assert_ok();
+        fsck_clean(&t);
+        // b is complete: export re-verifies every blob of it.
+        t.run(&["export", "local/dev/b:1", t.join("b-out").to_str().unwrap()])
+            .assert_ok();
+        std::fs::remove_dir_all(t.join("b-out")).unwrap();
+        t.run(&["rm", "local/dev/b:1"]).assert_ok();
+    }
+}
+
+#[test]
+fn import_racing_gc_loop() {
+    let t = TestDir::new("race-import-gc");
+    let a = layout(&t, "a", &["dev/a:1", "dev/a:2", "dev/a:3"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gc = {
+        let stop = stop.clone();
+        let store = t.store();
+        thread::spawn(move || {
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                Cmd::imagefs()
+                    .arg("--store")
+                    .arg(&store)
+                    .arg("gc")
+                    .assert_ok();
+                runs += 1;
+            }
+            runs
+        })
+    };
+    for _ in 0..rounds() {
+        t.run(&["import", a.to_str().unwrap()]).assert_ok();
+        fsck_clean(&t);
+        t.run(&["rm", "local/dev/a:1", "local/dev/a:2", "local/dev/a:3"])
+            .assert_ok();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(gc.join().unwrap() > 0);
+    fsck_clean(&t);
+}
+
+/// Waits for a paused process to reach its failpoint.
+fn wait_reached(gate: &Path) {
+    let reached = PathBuf::from(format!("{}.reached", gate.display()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !reached.exists() {
+        assert!(Instant::now() < deadline, "failpoint never reached");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn gc_and_rm_never_delete_what_a_paused_import_is_about_to_reference() {
+    let t = TestDir::new("lease-pause");
+    let a = layout(&t, "a", &["dev/a:1"]);
+    let b = layout(&t, "b", &["dev/b:1"]);
+    t.run(&["import", a.to_str().unwrap()]).assert_ok();
+    let gate = t.join("gate");
+    // The import of b stops after its blobs are durable, before its commit.
+    let import = {
+        let mut cmd = t.imagefs();
+        cmd.args(["import", b.to_str().unwrap()])
+            .env(
+                "IMAGEFS_FAILPOINT",
+                format!("import.before_commit:pause:{}", gate.display()),
+            )
+            .timeout_secs(120);
+        thread::spawn(move || cmd.output())
+    };
+    wait_reached(&gate);
+    // a shares b's base layer: removing a would delete it, and gc would remove b's
+    // not-yet-referenced blobs, were they not leased.
+    t.run(&["rm", "local/dev/a:1"]).assert_ok();
+    t.run(&["gc"]).assert_ok();
+    std::fs::write(&gate, b"go").unwrap();
+    import.join().unwrap().assert_ok();
+    fsck_clean(&t);
+    t.run(&["export", "local/dev/b:1", t.join("b-out").to_str().unwrap()])
+        .assert_ok();
+}
+
+#[test]
+fn a_killed_import_leaves_only_leftovers_that_gc_removes() {
+    let t = TestDir::new("lease-kill");
+    let a = layout(&t, "a", &["dev/a:1"]);
+    let out = t
+        .imagefs()
+        .args(["import", a.to_str().unwrap()])
+        .env("IMAGEFS_FAILPOINT", "import.before_commit")
+        .output();
+    assert_ne!(out.code, Some(0), "the failpoint should abort the import");
+    // The store is not locked and nothing referenced is missing.
+    let fsck: serde_json::Value =
+        serde_json::from_str(&t.run(&["fsck", "--json"]).assert_ok().stdout).unwrap();
+    assert!(
+        !fsck["leftovers"].as_array().unwrap().is_empty(),
+        "the aborted import's blobs should be leftovers: {fsck}"
+    );
+    t.run(&["gc"]).assert_ok();
+    let fsck: serde_json::Value =
+        serde_json::from_str(&t.run(&["fsck", "--json"]).assert_ok().stdout).unwrap();
+    assert_eq!(fsck["leftovers"], serde_json::json!([]));
+    assert_eq!(
+        std::fs::read_dir(t.store().join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // And a new import works.
+    t.run(&["import", a.to_str().unwrap()]).assert_ok();
+    fsck_clean(&t);
+}
