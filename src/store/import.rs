@@ -163,7 +163,7 @@ impl Store {
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{spinner} {msg} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                    "{spinner} {msg}: {bytes} of layers read ({bytes_per_sec})",
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
