@@ -1,0 +1,167 @@
+//! Crash consistency: for every named failpoint in the store, the process aborts
+//! there (as `kill -9` would), and afterwards `fsck` finds nothing referenced
+//! missing or corrupt; `fsck --repair` leaves the store clean.
+
+mod util;
+
+use imagefs::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
+use util::TestDir;
+
+fn layout(t: &TestDir, dir: &str, names: &[&str]) -> std::path::PathBuf {
+    let base = LayerSpec::parse("file /base 0644 @random:50000").unwrap();
+    let built: Vec<(String, Built)> = names
+        .iter()
+        .map(|name| {
+            let own = LayerSpec::parse(&format!(
+                "file /own 0644 \"{}\"",
+                name.replace([':', '/'], "_")
+            ))
+            .unwrap();
+            let image = ImageBuilder::new()
+                .layer(&base, Compression::Gzip)
+                .layer(&own, Compression::Gzip)
+                .build()
+                .unwrap();
+            (name.to_string(), Built::from(image))
+        })
+        .collect();
+    let entries: Vec<(Option<&str>, &Built)> =
+        built.iter().map(|(n, b)| (Some(n.as_str()), b)).collect();
+    let path = t.join(dir);
+    sample::write_oci_layout(&path, &entries).unwrap();
+    path
+}
+
+fn fsck(t: &TestDir, repair: bool) -> serde_json::Value {
+    let mut args = vec!["fsck", "--json"];
+    if repair {
+        args.push("--repair");
+    }
+    let out = t.run(&args);
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("fsck output is not JSON ({e}): {out:?}"))
+}
+
+fn assert_nothing_referenced_lost(report: &serde_json::Value, context: &str) {
+    for key in ["missing", "corrupt", "dangling"] {
+        assert_eq!(
+            report[key],
+            serde_json::json!([]),
+            "{context}: {key}: {report}"
+        );
+    }
+}
+
+/// Runs `args` with the failpoint armed; it must die there.
+fn crash_at(t: &TestDir, failpoint: &str, args: &[&str]) {
+    let out = t
+        .imagefs()
+        .args(args)
+        .env("IMAGEFS_FAILPOINT", failpoint)
+        .output();
+    assert_ne!(out.code, Some(0), "{failpoint}: did not abort: {out:?}");
+    assert!(
+        out.stderr.contains(&format!("failpoint {failpoint}")),
+        "{failpoint}: not reached: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn every_failpoint_leaves_a_consistent_store() {
+    // (failpoint, setup commands, the command that crashes)
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        ("import.before_commit", &[], &["import", "LAYOUT"]),
+        (
+            "tag.before_commit",
+            &["import LAYOUT"],
+            &["tag", "local/dev/a:1", "prod/a:1"],
+        ),
+        (
+            "rm.before_commit",
+            &["import LAYOUT"],
+            &["rm", "local/dev/a:1"],
+        ),
+        (
+            "delete.before_unlink",
+            &["import LAYOUT"],
+            &["rm", "local/dev/a:1"],
+        ),
+        (
+            "gc.before_unlink",
+            &["import LAYOUT", "rm local/dev/b:1"],
+            &["gc"],
+        ),
+    ];
+    for (failpoint, setup, crashing) in cases {
+        let t = TestDir::new("crash");
+        let layout = layout(&t, "layout", &["dev/a:1", "dev/b:1"]);
+        let layout = layout.to_str().unwrap();
+        let subst = |arg: &str| arg.replace("LAYOUT", layout);
+        for command in setup.iter() {
+            let args: Vec<String> = command.split(' ').map(subst).collect();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            t.run(&args).assert_ok();
+        }
+        if *failpoint == "gc.before_unlink" {
+            // Leave something for gc to do: an aborted import's leftovers.
+            let _ = t
+                .imagefs()
+                .args(["import", layout])
+                .env("IMAGEFS_FAILPOINT", "import.before_commit")
+                .output();
+            t.run(&["rm", "local/dev/a:1"]).assert_ok();
+        }
+        let args: Vec<String> = crashing.iter().map(|a| subst(a)).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crash_at(&t, failpoint, &args);
+        let report = fsck(&t, false);
+        assert_nothing_referenced_lost(&report, failpoint);
+        let repaired = fsck(&t, true);
+        assert_nothing_referenced_lost(&repaired, failpoint);
+        let after = fsck(&t, false);
+        assert_nothing_referenced_lost(&after, failpoint);
+        assert_eq!(
+            after["leftovers"],
+            serde_json::json!([]),
+            "{failpoint}: {after}"
+        );
+        assert_eq!(
+            after["bad_counts"],
+            serde_json::json!([]),
+            "{failpoint}: {after}"
+        );
+        // The store still works: import and export.
+        t.run(&["import", layout]).assert_ok();
+        t.run(&["export", "local/dev/a:1", t.join("out").to_str().unwrap()])
+            .assert_ok();
+    }
+}
+
+#[test]
+fn a_flipped_byte_is_named_by_fsck() {
+    let t = TestDir::new("flip");
+    let layout = layout(&t, "layout", &["dev/a:1"]);
+    t.run(&["import", layout.to_str().unwrap()]).assert_ok();
+    let inspect: serde_json::Value = serde_json::from_str(
+        &t.run(&["inspect", "--json", "local/dev/a:1"])
+            .assert_ok()
+            .stdout,
+    )
+    .unwrap();
+    let layer = inspect["layers"][0]["digest"].as_str().unwrap().to_string();
+    let path = t
+        .store()
+        .join("blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let out = t.run(&["fsck"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stdout.contains(&layer), "{}", out.stdout);
+    // Export re-verifies and refuses the corrupt blob.
+    t.run(&["export", "local/dev/a:1", t.join("out").to_str().unwrap()])
+        .assert_err_line("imagefs: export");
+}
