@@ -5,6 +5,7 @@
 //! `imagefs: <what>: <why>`.
 
 use crate::digest::DigestError;
+use crate::layer::LayerError;
 use crate::reference::ReferenceError;
 
 /// Any imagefs error.
@@ -16,6 +17,9 @@ pub enum Error {
     /// A malformed reference or name.
     #[error(transparent)]
     Reference(#[from] ReferenceError),
+    /// A layer that cannot be read, indexed or cached.
+    #[error(transparent)]
+    Layer(#[from] LayerError),
 }
 
 /// Result with [`Error`].

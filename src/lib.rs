@@ -9,6 +9,7 @@
 
 pub mod digest;
 pub mod error;
+pub mod layer;
 pub mod reference;
 
 pub use digest::{DiffId, Digest};
