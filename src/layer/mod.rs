@@ -31,6 +31,8 @@ mod tree;
 pub(crate) mod test_util;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod umoci_tests;
 
 pub use cache::{
     extract_entry, open_content, unpack_layer, CacheDir, CacheDirSink, Content, CONTENT_DIR,
