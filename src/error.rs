@@ -7,6 +7,7 @@
 use crate::archive::ArchiveError;
 use crate::digest::DigestError;
 use crate::image::ImageError;
+use crate::layer::LayerError;
 use crate::reference::ReferenceError;
 use crate::store::StoreError;
 
@@ -28,6 +29,9 @@ pub enum Error {
     /// An import source or export target that could not be read or written.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// A layer that cannot be read, indexed or cached.
+    #[error(transparent)]
+    Layer(#[from] LayerError),
 }
 
 /// Result with [`Error`].

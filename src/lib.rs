@@ -12,6 +12,7 @@ pub mod digest;
 pub mod error;
 pub mod failpoint;
 pub mod image;
+pub mod layer;
 pub mod reference;
 pub mod sample;
 pub mod store;

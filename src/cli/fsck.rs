@@ -18,6 +18,10 @@ pub struct FsckArgs {
 /// `gc`
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
+    /// Cap for cache/ (e.g. 2G, 500M); least recently used layers are evicted
+    /// [default: $IMAGEFS_CACHE_SIZE, else 10G]
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
+    pub cache_size: Option<u64>,
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
@@ -74,16 +78,18 @@ pub fn run_fsck(store: &Store, args: &FsckArgs) -> Result<(), CliError> {
 
 /// Removes leftovers.
 pub fn run_gc(store: &Store, args: &GcArgs) -> Result<(), CliError> {
-    let report = store.gc().context("gc")?;
+    let cap = args.cache_size.unwrap_or_else(super::default_cache_size);
+    let report = store.gc_with_cache_cap(Some(cap)).context("gc")?;
     if args.json {
         return print_json(&report);
     }
     println!(
-        "removed {} unreferenced blobs ({}), {} temp files, {} cache entries; {} dead leases dropped",
+        "removed {} unreferenced blobs ({}), {} temp files, {} cache entries; evicted {} of unpacked layers; {} dead leases dropped",
         report.blobs_removed,
         human(report.blob_bytes_freed),
         report.temp_removed,
         report.cache_entries_removed,
+        human(report.cache_bytes_evicted),
         report.leases_expired
     );
     Ok(())

@@ -124,3 +124,55 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
 pub fn human(bytes: u64) -> String {
     indicatif::HumanBytes(bytes).to_string()
 }
+
+/// Parses a size like `10G`, `512M`, `64k` or a plain byte count (binary units).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(split) => text.split_at(split),
+        None => (text, ""),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 10G, 512M, 4096)"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_lowercase()
+        .trim_end_matches("ib")
+        .trim_end_matches('b')
+    {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("{text:?}: unknown unit (use K, M, G or T)")),
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// The cache cap when none is given: `$IMAGEFS_CACHE_SIZE`, else 10 GiB.
+pub fn default_cache_size() -> u64 {
+    std::env::var("IMAGEFS_CACHE_SIZE")
+        .ok()
+        .and_then(|v| parse_size(&v).ok())
+        .unwrap_or(store::DEFAULT_CACHE_SIZE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5X").is_err());
+    }
+}

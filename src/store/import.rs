@@ -12,8 +12,9 @@ use std::collections::HashSet;
 use std::io::{self, Read};
 
 use crate::archive::{self, ImageSource, SourceImage};
-use crate::digest::{DiffId, Digest, HashingReader};
+use crate::digest::{DiffId, Digest};
 use crate::image::{self, Descriptor, LayerCompression, Parsed};
+use crate::layer::{self, DiscardSink, LayerIndex};
 use crate::reference::Reference;
 use crate::store::cas::Expected;
 use crate::store::meta::{self, BlobKind, Edge, EdgeKind, NewBlob, Owner, PlatformRow};
@@ -556,9 +557,14 @@ impl Importer<'_> {
                 // Stored but its diff_id is unknown here (a concurrent delete took the
                 // row; our lease keeps the file): compute it from the stored copy.
                 self.report.blobs_present += 1;
-                let file = self.store.cas.open_blob(&descriptor.digest)?;
-                uncompressed_digest(file, compression)
-                    .map_err(|e| StoreError::Import(format!("{what}: {e}")))?
+                let file = io::BufReader::with_capacity(
+                    1 << 20,
+                    self.store.cas.open_blob(&descriptor.digest)?,
+                );
+                let index = index_blob(file, compression)
+                    .map_err(|e| StoreError::Import(format!("{what}: {e}")))?;
+                self.store.save_layer_index(&descriptor.digest, &index)?;
+                index.diff_id
             }
             None => {
                 let reader = self
@@ -576,13 +582,13 @@ impl Importer<'_> {
                         &what,
                     )
                     .map_err(|e| StoreError::Import(e.to_string()))?;
-                let diff_id = {
+                let index = {
                     let tee = TeeReader {
                         inner: reader,
                         writer: &mut writer,
                         bar: self.bar.clone(),
                     };
-                    uncompressed_digest(tee, compression)
+                    index_blob(io::BufReader::with_capacity(1 << 20, tee), compression)
                         .map_err(|e| StoreError::Import(format!("{what}: {e}")))?
                 };
                 let size = writer.len();
@@ -590,7 +596,10 @@ impl Importer<'_> {
                     .finish()
                     .map_err(|e| StoreError::Import(e.to_string()))?;
                 self.note_written(&descriptor.digest, size, created);
-                diff_id
+                // The index came free with the verification pass: keep it so the
+                // first look inside the image reads no layer.
+                self.store.save_layer_index(&descriptor.digest, &index)?;
+                index.diff_id
             }
         };
         if diff_id != expected {
@@ -603,44 +612,17 @@ impl Importer<'_> {
     }
 }
 
-/// Decompresses a whole layer blob (consuming everything, trailing bytes included)
-/// and returns the digest of the uncompressed stream.
-fn uncompressed_digest(mut reader: impl Read, compression: LayerCompression) -> io::Result<DiffId> {
-    let mut hashing = {
-        let stream = decompress(&mut reader, compression);
-        HashingReader::new(stream)
+/// Decompresses a whole layer blob (consuming everything, bytes after the
+/// compressed stream included, so the blob's digest covers them) and indexes its
+/// tar stream; the index carries the digest of the uncompressed stream.
+fn index_blob(mut reader: impl Read, compression: LayerCompression) -> Result<LayerIndex, String> {
+    let index = {
+        let stream =
+            layer::open_layer_stream(&mut reader, compression).map_err(|e| e.to_string())?;
+        layer::index_layer(stream, &mut DiscardSink).map_err(|e| e.to_string())?
     };
-    io::copy(&mut hashing, &mut io::sink())?;
-    let (digest, _) = hashing.finish();
-    // Bytes after the end of the compressed stream are part of the blob: read them
-    // so the blob's digest covers them too.
-    io::copy(&mut reader, &mut io::sink())?;
-    Ok(DiffId(digest))
-}
-
-/// The uncompressed stream of a layer blob.
-// TODO(merge): use the layer module's decompressor once it lands.
-fn decompress<'r>(reader: &'r mut dyn Read, compression: LayerCompression) -> Box<dyn Read + 'r> {
-    match compression {
-        LayerCompression::None => Box::new(reader),
-        LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        LayerCompression::Zstd => match zstd::stream::read::Decoder::new(reader) {
-            Ok(decoder) => Box::new(decoder),
-            Err(e) => Box::new(ErrorReader(Some(e))),
-        },
-    }
-}
-
-/// A reader that fails once with a stored error.
-struct ErrorReader(Option<io::Error>);
-
-impl Read for ErrorReader {
-    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-        Err(self
-            .0
-            .take()
-            .unwrap_or_else(|| io::Error::other("decoder failed")))
-    }
+    io::copy(&mut reader, &mut io::sink()).map_err(|e| e.to_string())?;
+    Ok(index)
 }
 
 /// Copies everything read through it into the blob writer.

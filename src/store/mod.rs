@@ -22,6 +22,7 @@
 
 pub mod cas;
 mod import;
+mod layers;
 pub mod meta;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -33,6 +34,7 @@ use rusqlite::Connection;
 
 pub use cas::{Cas, CasError};
 pub use import::{ImportOptions, ImportReport, Progress};
+pub use layers::CachedLayer;
 pub use meta::{BlobInfo, BlobKind, Edge, EdgeKind, MetaError, PlatformRow, RepoRow, TagRow};
 
 use crate::digest::Digest;
@@ -71,6 +73,9 @@ pub enum StoreError {
     /// Blob file failure.
     #[error(transparent)]
     Cas(#[from] CasError),
+    /// A layer's tar stream or its cache could not be read.
+    #[error("{0}")]
+    Layer(String),
     /// Other I/O on the store.
     #[error("{path}: {source}")]
     Io {
@@ -191,7 +196,12 @@ pub struct GcReport {
     pub leases_expired: u64,
     /// Cache entries removed.
     pub cache_entries_removed: u64,
+    /// Bytes of unpacked layer contents evicted to respect the cache cap.
+    pub cache_bytes_evicted: u64,
 }
+
+/// Default cap on `cache/`: 10 GiB, unless `IMAGEFS_CACHE_SIZE` says otherwise.
+pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
 
 /// The store. Cheap to share between threads; every method takes `&self`.
 #[derive(Debug)]
@@ -646,6 +656,12 @@ impl Store {
     /// Removes leftovers: unreferenced, unleased blob files, stale temp files, dead
     /// leases, and cache entries of blobs that are gone.
     pub fn gc(&self) -> Result<GcReport> {
+        self.gc_with_cache_cap(None)
+    }
+
+    /// [`Store::gc`], then evicts least recently used unpacked layers until `cache/`
+    /// holds at most `cache_cap` bytes (when given).
+    pub fn gc_with_cache_cap(&self, cache_cap: Option<u64>) -> Result<GcReport> {
         let mut report = GcReport::default();
         {
             let mut conn = self.conn();
@@ -684,6 +700,9 @@ impl Store {
         }
         report.temp_removed = self.remove_stale_temp()?;
         report.cache_entries_removed += self.remove_orphan_cache()?;
+        if let Some(cap) = cache_cap {
+            report.cache_bytes_evicted = self.trim_cache(cap)?;
+        }
         self.note_change();
         Ok(report)
     }
@@ -715,24 +734,27 @@ impl Store {
         Ok(removed)
     }
 
-    /// Cache directories of layers that are no longer stored.
+    /// Cache directories of layers that are no longer stored (and that no import in
+    /// progress holds a lease on: it may be writing the index right now).
     fn remove_orphan_cache(&self) -> Result<u64> {
         let dir = self.cache_dir().join("layers");
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Ok(0);
         };
-        let conn = self.conn();
+        let mut conn = self.conn();
+        let tx = meta::write_tx(&mut conn)?;
         let mut removed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let stored = match Digest::from_hex(&name) {
-                Ok(digest) => meta::blob(&conn, &digest)?.is_some(),
+            let keep = match Digest::from_hex(&name) {
+                Ok(digest) => meta::blob(&tx, &digest)?.is_some() || meta::is_leased(&tx, &digest)?,
                 Err(_) => false,
             };
-            if !stored && std::fs::remove_dir_all(entry.path()).is_ok() {
+            if !keep && std::fs::remove_dir_all(entry.path()).is_ok() {
                 removed += 1;
             }
         }
+        tx.commit()?;
         Ok(removed)
     }
 

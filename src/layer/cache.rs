@@ -1,0 +1,253 @@
+//! The unpack cache: regular file contents stored once by their sha256, and access to
+//! a file's content whether its layer is unpacked or not.
+//!
+//! ```text
+//! <cache>/
+//!   content/<hex[0..2]>/<hex>   one file per distinct content (sha256 of the bytes),
+//!                               read-only (0444), shared by every layer holding it
+//!   tmp/                        content being written; renamed into content/ only
+//!                               when complete, so a crash never leaves a half file
+//!                               under a final name (leftovers here are garbage)
+//!   index/<hex>.idx             layer indexes by layer blob digest (LayerIndex::write_to)
+//! ```
+//! Everything here is derived data and may be deleted at any time; a missing content
+//! file means "unpack the layer again". Paths under the cache are built only from hex
+//! digests, never from names found in a tar.
+//!
+//! Design: at import the store indexes each layer with
+//! [`DiscardSink`](super::DiscardSink) (content = offset in the stream; nothing
+//! unpacked). When a file is first read, the FUSE layer calls [`unpack_layer`] for its
+//! layer (one sequential pass writing every file of the layer into `content/`), saves
+//! the returned index in place of the old one, and from then on serves the cached
+//! file ([`open_content`]) at disk speed (passthrough or page cache). Entry positions
+//! are identical in both indexes, so trees built from either stay valid.
+//! [`extract_entry`] serves one file straight from the stream (re-reading the layer up
+//! to its offset) for callers that do not want to unpack the whole layer.
+//!
+//! Content files are written without fsync by default (a process crash is safe
+//! thanks to the rename; after a power loss a content file may be short, which
+//! [`open_content`] detects by its size). [`CacheDirSink::sync`] makes them durable.
+
+use std::fs::{self, File, Permissions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
+
+use super::index::{
+    index_layer, ContentId, ContentRef, ContentSink, Entry, EntryKind, LayerIndex, SinkFile,
+    SparseReader,
+};
+use super::LayerError;
+
+/// Subdirectory of the cache holding contents.
+pub const CONTENT_DIR: &str = "content";
+/// Subdirectory of the cache for files being written.
+pub const TMP_DIR: &str = "tmp";
+/// Subdirectory of the cache holding layer index files.
+pub const INDEX_DIR: &str = "index";
+
+/// A cache directory (see the module documentation for its layout).
+#[derive(Debug, Clone)]
+pub struct CacheDir {
+    root: PathBuf,
+}
+
+impl CacheDir {
+    /// Opens (creating if needed) the cache rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Result<CacheDir, LayerError> {
+        let root = root.into();
+        for sub in [CONTENT_DIR, TMP_DIR, INDEX_DIR] {
+            fs::create_dir_all(root.join(sub))?;
+        }
+        Ok(CacheDir { root })
+    }
+
+    /// The cache's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where content `id` is stored.
+    pub fn content_path(&self, id: &ContentId) -> PathBuf {
+        let hex = id.hex();
+        self.root.join(CONTENT_DIR).join(&hex[..2]).join(hex)
+    }
+
+    /// Where the index of the layer blob `layer_digest` is kept.
+    pub fn index_path(&self, layer_digest: &Digest) -> PathBuf {
+        self.root
+            .join(INDEX_DIR)
+            .join(format!("{}.idx", layer_digest.hex()))
+    }
+
+    /// Stores `data` (exactly `size` bytes expected) under its sha256 and returns it.
+    /// Already-present content is not written twice.
+    pub fn store_content(
+        &self,
+        data: &mut dyn Read,
+        size: u64,
+        sync: bool,
+    ) -> io::Result<ContentId> {
+        let mut temp = tempfile::NamedTempFile::new_in(self.root.join(TMP_DIR))?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 128 * 1024];
+        let mut written = 0u64;
+        {
+            let mut out = io::BufWriter::with_capacity(256 * 1024, temp.as_file_mut());
+            loop {
+                let n = match data.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                hasher.update(&buffer[..n]);
+                out.write_all(&buffer[..n])?;
+                written += n as u64;
+            }
+            out.flush()?;
+        }
+        if written != size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file content ends early",
+            ));
+        }
+        let id = ContentId(hasher.finalize().into());
+        let final_path = self.content_path(&id);
+        if final_path.exists() {
+            return Ok(id);
+        }
+        if sync {
+            temp.as_file().sync_data()?;
+        }
+        temp.as_file()
+            .set_permissions(Permissions::from_mode(0o444))?;
+        if let Some(parent) = final_path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        temp.persist(&final_path).map_err(|e| e.error)?;
+        Ok(id)
+    }
+}
+
+/// Writes each regular file's content into a [`CacheDir`], deduplicated by sha256.
+#[derive(Debug)]
+pub struct CacheDirSink<'c> {
+    cache: &'c CacheDir,
+    sync: bool,
+}
+
+impl<'c> CacheDirSink<'c> {
+    /// A sink writing into `cache`.
+    pub fn new(cache: &'c CacheDir) -> Self {
+        CacheDirSink { cache, sync: false }
+    }
+
+    /// Whether to fsync each content file before renaming it into place.
+    pub fn sync(mut self, sync: bool) -> Self {
+        self.sync = sync;
+        self
+    }
+}
+
+impl ContentSink for CacheDirSink<'_> {
+    fn file(&mut self, file: SinkFile, data: &mut dyn Read) -> io::Result<ContentRef> {
+        self.cache
+            .store_content(data, file.size, self.sync)
+            .map(ContentRef::Cached)
+    }
+}
+
+/// Indexes an uncompressed layer stream while writing all its file contents into
+/// `cache`: the returned index has [`ContentRef::Cached`] refs.
+pub fn unpack_layer(uncompressed: impl Read, cache: &CacheDir) -> Result<LayerIndex, LayerError> {
+    index_layer(uncompressed, &mut CacheDirSink::new(cache))
+}
+
+/// A regular file's content, ready to read.
+#[derive(Debug)]
+pub enum Content {
+    /// The content is in the cache: an open read-only file and its path.
+    Cached {
+        /// The content file.
+        file: File,
+        /// Its path under `<cache>/content/`.
+        path: PathBuf,
+    },
+    /// The content is only in the layer stream: use [`extract_entry`] (or unpack the
+    /// layer with [`unpack_layer`]).
+    InStream {
+        /// Offset of the stored data in the uncompressed stream.
+        offset: u64,
+    },
+}
+
+/// Opens an entry's content. A cached file that is missing or has the wrong size is
+/// an `Io` error (`NotFound` / `InvalidData`): unpack the layer again.
+pub fn open_content(cache: &CacheDir, entry: &Entry) -> Result<Content, LayerError> {
+    if entry.kind != EntryKind::File {
+        return Err(LayerError::NoContent("not a regular file".to_string()));
+    }
+    match entry.content {
+        ContentRef::None => Err(LayerError::NoContent(
+            "entry has no content ref".to_string(),
+        )),
+        ContentRef::StreamOffset(offset) => Ok(Content::InStream { offset }),
+        ContentRef::Cached(id) => {
+            let path = cache.content_path(&id);
+            let file = File::open(&path)?;
+            if file.metadata()?.len() != entry.size {
+                return Err(LayerError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("cached content {} has the wrong size", path.display()),
+                )));
+            }
+            Ok(Content::Cached { file, path })
+        }
+    }
+}
+
+/// Copies one file's content out of the uncompressed layer stream (read from its
+/// start) into `out`, holes of sparse files as zeros. The entry must come from an
+/// index with [`ContentRef::StreamOffset`] refs. Returns the bytes written.
+pub fn extract_entry(
+    mut uncompressed: impl Read,
+    entry: &Entry,
+    out: &mut dyn Write,
+) -> Result<u64, LayerError> {
+    let ContentRef::StreamOffset(offset) = entry.content else {
+        return Err(LayerError::NoContent(
+            "entry has no stream offset".to_string(),
+        ));
+    };
+    let skipped = io::copy(&mut (&mut uncompressed).take(offset), &mut io::sink())?;
+    if skipped < offset {
+        return Err(LayerError::Truncated {
+            offset: skipped,
+            what: "layer before an entry",
+        });
+    }
+    let stored = entry.stored_size();
+    let mut data = (&mut uncompressed).take(stored);
+    let copied = match &entry.sparse {
+        None => io::copy(&mut data, out),
+        Some(chunks) => io::copy(&mut SparseReader::new(data, chunks, entry.size), out),
+    };
+    let copied = match copied {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+        Err(e) => return Err(e.into()),
+    };
+    if copied != entry.size {
+        return Err(LayerError::Truncated {
+            offset: offset + copied,
+            what: "entry data",
+        });
+    }
+    Ok(copied)
+}

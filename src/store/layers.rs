@@ -1,0 +1,248 @@
+//! Derived data of layer blobs in `STORE/cache/layers/<layer hex>/`: the entry index
+//! and, once something inside the layer is read, its unpacked file contents.
+//!
+//! ```text
+//! cache/layers/<layer hex>/
+//!   index/<hex>.idx   entry index, content = offsets in the stream (built at import,
+//!                     or rebuilt from the blob when missing or corrupt)
+//!   unpacked.idx      entry index whose regular files point into content/; written
+//!                     last, so a crash while unpacking leaves no usable unpacked.idx
+//!                     and the layer is unpacked again. Its mtime is the LRU clock.
+//!   content/, tmp/    file contents by sha256 (layer::CacheDir layout)
+//!   lock              flock: one process unpacks a layer at a time
+//! ```
+//! Everything of a layer lives under its own directory, so deleting the blob (or
+//! evicting it) is one `remove_dir_all`. Identical files are stored once per layer,
+//! not across layers: eviction and deletion stay a directory removal, with no
+//! reference counting of shared content.
+
+use std::fs::{self, File};
+use std::io::BufReader;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::digest::Digest;
+use crate::image::LayerCompression;
+use crate::layer::{self, CacheDir, DiscardSink, LayerIndex};
+use crate::store::{Store, StoreError};
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+const UNPACKED: &str = "unpacked.idx";
+const LOCK: &str = "lock";
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn layer_error(layer: &Digest, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Layer(format!("layer {layer}: {e}"))
+}
+
+/// An exclusive `flock` held until dropped.
+struct FileLock(File);
+
+impl FileLock {
+    fn acquire(path: &Path) -> Result<FileLock> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io_error(path))?;
+        // SAFETY: flock on a descriptor we own; blocks until the lock is ours.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(io_error(path)(std::io::Error::last_os_error()));
+        }
+        Ok(FileLock(file))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // SAFETY: unlocking a descriptor we own; closing would release it anyway.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+/// A layer's cache state on disk, as `gc` and `df` see it.
+#[derive(Debug, Clone)]
+pub struct CachedLayer {
+    /// The layer blob.
+    pub layer: Digest,
+    /// Bytes its directory holds.
+    pub bytes: u64,
+    /// Last use of its unpacked contents, if unpacked.
+    pub last_used: Option<SystemTime>,
+}
+
+impl Store {
+    fn layer_cache(&self, layer: &Digest) -> Result<CacheDir> {
+        let dir = self.layer_cache_dir(layer);
+        CacheDir::new(&dir).map_err(|e| layer_error(layer, e))
+    }
+
+    fn layer_compression(&self, layer: &Digest) -> Result<LayerCompression> {
+        let info = self
+            .blob(layer)?
+            .ok_or_else(|| StoreError::NotFound(format!("layer {layer}")))?;
+        LayerCompression::from_media_type(&info.media_type).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "{layer}: {} is not a layer media type",
+                info.media_type
+            ))
+        })
+    }
+
+    /// Writes the entry index of a layer (import calls this with the index it built
+    /// while verifying the layer, so indexing costs no extra pass).
+    pub(crate) fn save_layer_index(&self, layer: &Digest, index: &LayerIndex) -> Result<()> {
+        let cache = self.layer_cache(layer)?;
+        index
+            .write_to(&cache.index_path(layer))
+            .map_err(|e| layer_error(layer, e))
+    }
+
+    /// The layer's entry index: the unpacked one when the layer is unpacked, else the
+    /// stream index, rebuilt from the blob when missing or corrupt.
+    pub fn layer_index(&self, layer: &Digest) -> Result<LayerIndex> {
+        let cache = self.layer_cache(layer)?;
+        if let Ok(index) = LayerIndex::read_from(&cache.root().join(UNPACKED)) {
+            return Ok(index);
+        }
+        let path = cache.index_path(layer);
+        match LayerIndex::read_from(&path) {
+            Ok(index) => Ok(index),
+            Err(_) => {
+                let _lock = FileLock::acquire(&cache.root().join(LOCK))?;
+                // Another process may have built it while we waited.
+                if let Ok(index) = LayerIndex::read_from(&path) {
+                    return Ok(index);
+                }
+                let compression = self.layer_compression(layer)?;
+                let blob = self.cas.open_blob(layer)?;
+                let stream =
+                    layer::open_layer_stream(BufReader::with_capacity(1 << 20, blob), compression)
+                        .map_err(|e| layer_error(layer, e))?;
+                let index = layer::index_layer(stream, &mut DiscardSink)
+                    .map_err(|e| layer_error(layer, e))?;
+                index.write_to(&path).map_err(|e| layer_error(layer, e))?;
+                Ok(index)
+            }
+        }
+    }
+
+    /// Unpacks every regular file of the layer into its cache directory (once; other
+    /// processes wait and reuse the result) and returns the unpacked index.
+    pub fn unpack_layer(&self, layer: &Digest) -> Result<LayerIndex> {
+        let cache = self.layer_cache(layer)?;
+        let unpacked = cache.root().join(UNPACKED);
+        if let Ok(index) = LayerIndex::read_from(&unpacked) {
+            touch(&unpacked);
+            return Ok(index);
+        }
+        let _lock = FileLock::acquire(&cache.root().join(LOCK))?;
+        if let Ok(index) = LayerIndex::read_from(&unpacked) {
+            touch(&unpacked);
+            return Ok(index);
+        }
+        let compression = self.layer_compression(layer)?;
+        let blob = self.cas.open_blob(layer)?;
+        let stream = layer::open_layer_stream(BufReader::with_capacity(1 << 20, blob), compression)
+            .map_err(|e| layer_error(layer, e))?;
+        crate::failpoint::hit("unpack.start");
+        let index = layer::unpack_layer(stream, &cache).map_err(|e| layer_error(layer, e))?;
+        crate::failpoint::hit("unpack.before_index");
+        index
+            .write_to(&unpacked)
+            .map_err(|e| layer_error(layer, e))?;
+        Ok(index)
+    }
+
+    /// Opens the cached content of entry `entry` of an unpacked layer index. A
+    /// missing or wrong-sized content file (evicted, damaged) is an error: unpack the
+    /// layer again.
+    pub fn open_layer_content(
+        &self,
+        layer: &Digest,
+        index: &LayerIndex,
+        entry: usize,
+    ) -> Result<(File, PathBuf)> {
+        let cache = self.layer_cache(layer)?;
+        let entry = index
+            .entries
+            .get(entry)
+            .ok_or_else(|| layer_error(layer, format!("no entry {entry}")))?;
+        match layer::open_content(&cache, entry).map_err(|e| layer_error(layer, e))? {
+            layer::Content::Cached { file, path } => Ok((file, path)),
+            layer::Content::InStream { .. } => Err(layer_error(layer, "layer is not unpacked")),
+        }
+    }
+
+    /// Every layer with a cache directory, with its size and last use.
+    pub fn cached_layers(&self) -> Result<Vec<CachedLayer>> {
+        let dir = self.cache_dir().join("layers");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Ok(layer) = Digest::from_hex(&entry.file_name().to_string_lossy()) else {
+                continue;
+            };
+            let last_used = fs::metadata(entry.path().join(UNPACKED))
+                .and_then(|m| m.modified())
+                .ok();
+            out.push(CachedLayer {
+                layer,
+                bytes: super::dir_size(&entry.path()),
+                last_used,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Evicts unpacked contents, least recently used first, until the cache holds at
+    /// most `cap` bytes. Indexes stay (they are small and make the next look cheap).
+    /// Returns the bytes freed. Open files keep reading: eviction only unlinks.
+    pub fn trim_cache(&self, cap: u64) -> Result<u64> {
+        let mut layers = self.cached_layers()?;
+        let mut total: u64 = layers.iter().map(|l| l.bytes).sum();
+        if total <= cap {
+            return Ok(0);
+        }
+        layers.retain(|l| l.last_used.is_some());
+        layers.sort_by_key(|l| l.last_used);
+        let mut freed = 0;
+        for cached in layers {
+            if total <= cap {
+                break;
+            }
+            let dir = self.layer_cache_dir(&cached.layer);
+            let _lock = FileLock::acquire(&dir.join(LOCK))?;
+            let before = super::dir_size(&dir);
+            // unpacked.idx first: from then on nobody trusts content/.
+            let _ = fs::remove_file(dir.join(UNPACKED));
+            for sub in [layer::CONTENT_DIR, layer::TMP_DIR] {
+                let _ = fs::remove_dir_all(dir.join(sub));
+            }
+            let after = super::dir_size(&dir);
+            let gained = before.saturating_sub(after);
+            freed += gained;
+            total = total.saturating_sub(gained);
+        }
+        Ok(freed)
+    }
+}
+
+/// Marks a layer as just used (the LRU clock); failure only costs LRU precision.
+fn touch(path: &Path) {
+    if let Ok(file) = File::options().write(true).open(path) {
+        let _ = file.set_modified(SystemTime::now());
+    }
+}
