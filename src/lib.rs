@@ -10,6 +10,7 @@
 pub mod digest;
 pub mod error;
 pub mod failpoint;
+pub mod fs;
 pub mod reference;
 pub mod store;
 
