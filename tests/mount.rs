@@ -967,6 +967,47 @@ fn rm_rf_deletes_repositories_and_registries() {
 }
 
 #[test]
+fn a_repository_can_hold_deeper_repositories() {
+    let Some(m) = mounted() else { return };
+    let s = m.sample.clone();
+    // docker.io/library becomes a repository of its own, above library/alpine.
+    m.other_store()
+        .set_tag(
+            &Reference::parse("docker.io/library:base").unwrap(),
+            &s.app1.manifest,
+            false,
+        )
+        .unwrap();
+    let library = m.path("docker.io/library");
+    wait_until("library is a repository", Duration::from_secs(1), || {
+        names(&library) == ["alpine", "manifests", "tags"]
+    });
+    let meta = std::fs::metadata(&library).unwrap();
+    assert_eq!(meta.nlink(), 5);
+    let dir = library.clone();
+    assert_eq!(
+        errno_of(within(10, move || std::fs::remove_dir(dir))),
+        libc::ENOTEMPTY
+    );
+    sh_ok(
+        &m.mnt,
+        "rm -rf docker.io/library/tags/* && rmdir docker.io/library/tags",
+    );
+    // No tags left, but alpine is still inside.
+    let dir = library.clone();
+    assert_eq!(
+        errno_of(within(10, move || std::fs::remove_dir(dir))),
+        libc::ENOTEMPTY
+    );
+    sh_ok(&m.mnt, "rm -rf docker.io/library");
+    assert!(m.store.repositories(Some("docker.io")).unwrap().is_empty());
+    assert!(
+        m.store.cas().contains(&s.app1.manifest),
+        "still tagged in dev"
+    );
+}
+
+#[test]
 fn everything_else_is_read_only() {
     let Some(m) = mounted() else { return };
     let s = m.sample.clone();
