@@ -11,6 +11,7 @@ pub mod archive;
 pub mod digest;
 pub mod error;
 pub mod failpoint;
+pub mod fs;
 pub mod image;
 pub mod layer;
 pub mod reference;

@@ -10,7 +10,7 @@ fn main() {
     // clap exits with 2 on usage errors.
     let parsed = cli::Cli::parse();
     if let Err(error) = cli::run(parsed) {
-        eprintln!("imagefs: {}: {}", error.what, error.why);
+        eprintln!("imagefs: {}", error.message);
         std::process::exit(1);
     }
 }

@@ -8,6 +8,7 @@ mod fsck;
 mod import;
 mod inspect;
 mod ls;
+mod mount;
 mod tag;
 
 use std::path::PathBuf;
@@ -17,22 +18,24 @@ use clap::{Parser, Subcommand};
 use imagefs::store::{self, Store};
 use imagefs::Reference;
 
-/// A failed command: what was being done, and why it failed.
+/// A failed command: `<what>: <why>`, printed once by `main` after `imagefs: `.
 #[derive(Debug)]
 pub struct CliError {
-    /// What was being done, e.g. `import ./app.tar`.
-    pub what: String,
-    /// Why it failed.
-    pub why: String,
+    /// The whole message, e.g. `import ./app.tar: blob sha256:...: digest mismatch`.
+    pub message: String,
 }
 
 impl CliError {
     /// Wraps any displayable error with what was being done.
     pub fn new(what: impl Into<String>, why: impl std::fmt::Display) -> Self {
         CliError {
-            what: what.into(),
-            why: why.to_string(),
+            message: format!("{}: {why}", what.into()),
         }
+    }
+
+    /// A message that already says what and why.
+    pub fn line(message: String) -> Self {
+        CliError { message }
     }
 }
 
@@ -83,17 +86,32 @@ pub enum Command {
     Fsck(fsck::FsckArgs),
     /// Remove leftovers and trim the cache
     Gc(fsck::GcArgs),
+    /// Mount the store (returns once the filesystem answers)
+    Mount(mount::MountArgs),
+    /// Unmount (also after a crashed daemon)
+    Unmount(mount::UnmountArgs),
 }
 
 impl Cli {
+    fn store_root(&self) -> PathBuf {
+        self.store.clone().unwrap_or_else(store::default_root)
+    }
+
     fn open_store(&self) -> Result<Store, CliError> {
-        let root = self.store.clone().unwrap_or_else(store::default_root);
+        let root = self.store_root();
         Store::open(&root).context(format!("store {}", root.display()))
     }
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
+    match &cli.command {
+        Command::Mount(args) => {
+            return mount::run_mount(&cli.store_root(), args).map_err(CliError::line)
+        }
+        Command::Unmount(args) => return mount::run_unmount(args).map_err(CliError::line),
+        _ => {}
+    }
     let store = cli.open_store()?;
     match &cli.command {
         Command::Import(args) => import::run(&store, args),
@@ -105,6 +123,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Df(args) => df::run(&store, args),
         Command::Fsck(args) => fsck::run_fsck(&store, args),
         Command::Gc(args) => fsck::run_gc(&store, args),
+        Command::Mount(_) | Command::Unmount(_) => Ok(()),
     }
 }
 
@@ -125,33 +144,7 @@ pub fn human(bytes: u64) -> String {
     indicatif::HumanBytes(bytes).to_string()
 }
 
-/// Parses a size like `10G`, `512M`, `64k` or a plain byte count (binary units).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(split) => text.split_at(split),
-        None => (text, ""),
-    };
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (e.g. 10G, 512M, 4096)"))?;
-    let shift = match unit
-        .trim()
-        .to_ascii_lowercase()
-        .trim_end_matches("ib")
-        .trim_end_matches('b')
-    {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        _ => return Err(format!("{text:?}: unknown unit (use K, M, G or T)")),
-    };
-    number
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
+pub use mount::parse_size;
 
 /// The cache cap when none is given: `$IMAGEFS_CACHE_SIZE`, else 10 GiB.
 pub fn default_cache_size() -> u64 {
@@ -159,20 +152,4 @@ pub fn default_cache_size() -> u64 {
         .ok()
         .and_then(|v| parse_size(&v).ok())
         .unwrap_or(store::DEFAULT_CACHE_SIZE)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("64k"), Ok(64 << 10));
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("10G"), Ok(10 << 30));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert!(parse_size("ten").is_err());
-        assert!(parse_size("5X").is_err());
-    }
 }

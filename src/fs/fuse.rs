@@ -1,0 +1,658 @@
+//! The thin fuser adapter: turns FUSE requests into [`Vfs`] calls and replies once.
+//!
+//! Owns: the open-file and open-directory handle tables, FUSE passthrough (backing
+//! ids shared per inode, kept alive until the last release), cache TTLs, and the
+//! conversion of view attributes into `FileAttr`. Decisions about what a path means
+//! belong to [`super::vfs`]; errno values come from [`super::errno`].
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use super::errno::VfsError;
+use super::vfs::{Attr, DirEntry, Ino, NodeType, Vfs, Volatility};
+
+/// How long the kernel may trust what changes with tags and repositories. Short, so
+/// changes made by other processes show within the 1 s the SPEC promises.
+pub(crate) const VOLATILE_TTL: Duration = Duration::from_millis(500);
+
+/// How long the kernel may trust what never changes (everything under manifests/).
+pub(crate) const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Whether passthrough was negotiated, and whether it still works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Passthrough {
+    /// The kernel did not offer it (or the store is too deeply stacked).
+    Off,
+    /// Negotiated; opens try it and fall back to reads on failure.
+    On,
+}
+
+#[derive(Debug)]
+struct OpenBlob {
+    file: File,
+    /// Held while this handle is open, so the kernel keeps the backing file.
+    _backing: Option<Arc<BackingId>>,
+}
+
+/// The `Filesystem` implementation over a [`Vfs`].
+#[derive(Debug)]
+pub(crate) struct ImageFs {
+    vfs: Vfs,
+    uid: u32,
+    gid: u32,
+    passthrough: Passthrough,
+    /// Stack depth the store's own filesystem needs below us (1 on overlayfs).
+    backing_stack_depth: u32,
+    next_handle: AtomicU64,
+    files: Mutex<HashMap<u64, OpenBlob>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    /// One backing id per inode while any handle of it is open (the kernel wants
+    /// the same id reused for every open of one inode).
+    backing: Mutex<HashMap<Ino, Weak<BackingId>>>,
+    /// Set once `init` ran, for tests and logs.
+    passthrough_report: Arc<AtomicU64>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn errno(error: &VfsError) -> Errno {
+    Errno::from_i32(error.errno())
+}
+
+fn name_str(name: &OsStr) -> Result<&str, Errno> {
+    // Every name in the tree is UTF-8; anything else cannot exist.
+    name.to_str().ok_or(Errno::ENOENT)
+}
+
+fn system_time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH
+    }
+}
+
+fn file_type(kind: NodeType) -> FileType {
+    match kind {
+        NodeType::Directory => FileType::Directory,
+        NodeType::File => FileType::RegularFile,
+        NodeType::Symlink => FileType::Symlink,
+    }
+}
+
+/// (attribute TTL, entry TTL) for a node.
+fn ttls(attr: &Attr) -> (Duration, Duration) {
+    match attr.volatility {
+        Volatility::Volatile => (VOLATILE_TTL, VOLATILE_TTL),
+        Volatility::ImmutableInVolatileDir => (IMMUTABLE_TTL, VOLATILE_TTL),
+        Volatility::Immutable => (IMMUTABLE_TTL, IMMUTABLE_TTL),
+    }
+}
+
+/// What `init` found out about passthrough: 0 not yet mounted, 1 off, 2 on.
+pub(crate) type PassthroughReport = Arc<AtomicU64>;
+
+impl ImageFs {
+    pub(crate) fn new(vfs: Vfs, backing_stack_depth: u32) -> (Self, PassthroughReport) {
+        // SAFETY: geteuid/getegid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let report = Arc::new(AtomicU64::new(0));
+        let fs = ImageFs {
+            vfs,
+            uid,
+            gid,
+            passthrough: Passthrough::Off,
+            backing_stack_depth,
+            next_handle: AtomicU64::new(1),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            backing: Mutex::new(HashMap::new()),
+            passthrough_report: report.clone(),
+        };
+        (fs, report)
+    }
+
+    fn file_attr(&self, attr: &Attr) -> FileAttr {
+        let time = system_time(attr.mtime_ns);
+        FileAttr {
+            ino: INodeNo(attr.ino),
+            size: attr.size,
+            blocks: attr.blocks(),
+            atime: time,
+            mtime: time,
+            ctime: time,
+            crtime: time,
+            kind: file_type(attr.kind),
+            perm: attr.perm,
+            nlink: attr.nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn reply_entry(&self, result: Result<Attr, VfsError>, reply: ReplyEntry) {
+        match result {
+            Ok(attr) => {
+                let (attr_ttl, entry_ttl) = ttls(&attr);
+                reply.entry_with_ttls(&attr_ttl, &entry_ttl, &self.file_attr(&attr), Generation(0));
+            }
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn handle(&self) -> u64 {
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Opens the blob behind `ino` from the store, so the open file keeps reading
+    /// even if its tag (and the blob's directory entry) goes away meanwhile.
+    fn open_blob(&self, ino: Ino) -> Result<File, VfsError> {
+        let digest = self.vfs.blob_of(ino)?.ok_or(VfsError::NotFound)?;
+        let file = self
+            .vfs
+            .store()
+            .cas()
+            .open_blob(&digest)
+            .map_err(|e| VfsError::Store(e.into()))?;
+        Ok(file)
+    }
+
+    /// A backing id for `ino`, shared with its other open handles.
+    fn backing_for(&self, ino: Ino, file: &File, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
+        if self.passthrough != Passthrough::On {
+            return None;
+        }
+        let mut table = lock(&self.backing);
+        if let Some(id) = table.get(&ino).and_then(Weak::upgrade) {
+            return Some(id);
+        }
+        match reply.open_backing(file) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                table.insert(ino, Arc::downgrade(&id));
+                Some(id)
+            }
+            Err(error) => {
+                log::debug!("passthrough refused for inode {ino}, reading instead: {error}");
+                None
+            }
+        }
+    }
+
+    fn read_only_reply(&self) -> Errno {
+        Errno::EROFS
+    }
+}
+
+impl Filesystem for ImageFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = self.backing_stack_depth + 1;
+        if config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(wanted).is_ok()
+        {
+            self.passthrough = Passthrough::On;
+            self.passthrough_report.store(2, Ordering::Relaxed);
+            log::info!("FUSE passthrough negotiated");
+        } else {
+            self.passthrough_report.store(1, Ordering::Relaxed);
+            log::info!("FUSE passthrough not available; serving reads from blob files");
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = match name_str(name) {
+            Ok(name) => name,
+            Err(e) => return reply.error(e),
+        };
+        self.reply_entry(self.vfs.lookup(parent.0, name), reply);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.vfs.getattr(ino.0) {
+            Ok(attr) => reply.attr(&ttls(&attr).0, &self.file_attr(&attr)),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(self.read_only_reply());
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.vfs.readlink(ino.0) {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.read_only_reply());
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match name_str(name) {
+            Ok(name) => name,
+            Err(_) => return reply.error(Errno::EINVAL),
+        };
+        self.reply_entry(self.vfs.mkdir(parent.0, name), reply);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = name_str(name).and_then(|name| {
+            self.vfs
+                .unlink(parent.0, name)
+                .map_err(|error| errno(&error))
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = name_str(name).and_then(|name| {
+            self.vfs
+                .rmdir(parent.0, name)
+                .map_err(|error| errno(&error))
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let name = match link_name.to_str() {
+            Some(name) => name,
+            None => return reply.error(Errno::EINVAL),
+        };
+        self.reply_entry(self.vfs.symlink(parent.0, name, target), reply);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.contains(RenameFlags::RENAME_EXCHANGE)
+            || flags.contains(RenameFlags::RENAME_WHITEOUT)
+        {
+            return reply.error(Errno::EINVAL);
+        }
+        let (Ok(name), Some(newname)) = (name_str(name), newname.to_str()) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        match self
+            .vfs
+            .rename(parent.0, name, newparent.0, newname, no_replace)
+        {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.read_only_reply());
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
+            return reply.error(Errno::EROFS);
+        }
+        let file = match self.open_blob(ino.0) {
+            Ok(file) => file,
+            Err(error) => return reply.error(errno(&error)),
+        };
+        let handle = self.handle();
+        let backing = self.backing_for(ino.0, &file, &reply);
+        match backing {
+            Some(id) => {
+                lock(&self.files).insert(
+                    handle,
+                    OpenBlob {
+                        file,
+                        _backing: Some(id.clone()),
+                    },
+                );
+                // No FOPEN_KEEP_CACHE here: the kernel refuses the open with EIO when
+                // it is combined with passthrough (the backing file's cache serves).
+                reply.opened_passthrough(FileHandle(handle), FopenFlags::empty(), &id);
+            }
+            None => {
+                lock(&self.files).insert(
+                    handle,
+                    OpenBlob {
+                        file,
+                        _backing: None,
+                    },
+                );
+                // Blob bytes never change: the kernel may keep its page cache across opens.
+                reply.opened(FileHandle(handle), FopenFlags::FOPEN_KEEP_CACHE);
+            }
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let file = match lock(&self.files).get(&fh.0) {
+            // A clone of the descriptor, so the table lock is not held during I/O.
+            Some(open) => open.file.try_clone(),
+            None => return reply.error(Errno::EBADF),
+        };
+        let file = match file {
+            Ok(file) => file,
+            Err(error) => return reply.error(Errno::from(error)),
+        };
+        let mut buf = vec![0u8; size as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read_at(&mut buf[filled..], offset.saturating_add(filled as u64)) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    log::error!("read of inode {}: {error}", _ino.0);
+                    return reply.error(Errno::EIO);
+                }
+            }
+        }
+        reply.data(&buf[..filled]);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(self.read_only_reply());
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let released = lock(&self.files).remove(&fh.0);
+        drop(released);
+        // Forget dead weak entries so the table does not grow with every inode read.
+        let mut backing = lock(&self.backing);
+        if backing.get(&ino.0).is_some_and(|w| w.strong_count() == 0) {
+            backing.remove(&ino.0);
+        }
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // A snapshot per open: offsets stay meaningful while the directory changes.
+        match self.vfs.readdir(ino.0) {
+            Ok(entries) => {
+                let handle = self.handle();
+                lock(&self.dirs).insert(handle, Arc::new(entries));
+                reply.opened(FileHandle(handle), FopenFlags::empty());
+            }
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(entries) = lock(&self.dirs).get(&fh.0).cloned() else {
+            return reply.error(Errno::EBADF);
+        };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (index, entry) in entries.iter().enumerate().skip(start) {
+            if reply.add(
+                INodeNo(entry.ino),
+                (index + 1) as u64,
+                file_type(entry.kind),
+                &entry.name,
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.dirs).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match statvfs(self.vfs.store().root()) {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                s.f_namemax as u32,
+                s.f_frsize as u32,
+            ),
+            Err(error) => {
+                log::error!("statfs of the store: {error}");
+                reply.error(Errno::EIO);
+            }
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(self.read_only_reply());
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::from_i32(libc::ENODATA));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(self.read_only_reply());
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        reply.error(self.read_only_reply());
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(self.read_only_reply());
+    }
+}
+
+/// `statvfs(2)` of a path.
+pub(crate) fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut out = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: c_path is a valid NUL-terminated string and `out` is writable memory of
+    // the right size; statvfs fills it on success.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), out.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialized the struct.
+    Ok(unsafe { out.assume_init() })
+}

@@ -1,0 +1,1304 @@
+//! The mounted tree as a plain view over the [`Store`], knowing nothing of FUSE.
+//!
+//! Owns: what each path of SPEC section 3 is ([`Node`]), inode numbering
+//! ([`InodeTable`]), attributes, directory listings, link targets, and the
+//! meaning of each write (unlink, symlink, rename, mkdir, rmdir). It must not touch
+//! blob bytes (the adapter opens files) and must not know about TTLs or replies.
+//!
+//! Inode numbers: a table assigns numbers in order of first sight to [`Node`] keys
+//! and never forgets or reuses one while mounted, so a number always means the same
+//! path-shaped thing. Nodes are per path (a manifest seen from two repositories has
+//! two directories), because FUSE forbids directory aliases. The image views that
+//! come later slot in as further [`Item`] variants keyed by (manifest, layer, node id
+//! of the layer `Tree`): hard links share a node id, hence one inode.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::digest::Digest;
+use crate::image;
+use crate::reference::{self, Reference, Target};
+use crate::store::{BlobInfo, BlobKind, EdgeKind, PlatformRow, RepoRow, Store, StoreError};
+
+use super::errno::VfsError;
+
+/// An inode number.
+pub(crate) type Ino = u64;
+
+/// The root directory's inode number (fixed by FUSE).
+pub(crate) const ROOT_INO: Ino = 1;
+
+/// Longest chain of our own symlinks followed when resolving a link target.
+const MAX_LINK_HOPS: usize = 40;
+
+type Result<T, E = VfsError> = std::result::Result<T, E>;
+
+/// A repository, by registry and repository path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RepoKey {
+    pub(crate) registry: String,
+    pub(crate) repository: String,
+}
+
+impl RepoKey {
+    fn reference(&self, tag: &str) -> Reference {
+        Reference {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            target: Target::Tag(tag.to_string()),
+        }
+    }
+}
+
+/// Every kind of path in the tree.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Node {
+    /// The mount root: registries.
+    Root,
+    /// A registry (`path` empty) or a repository path prefix inside it, which may
+    /// itself be a repository (then it also holds `tags/` and `manifests/`).
+    Namespace { registry: String, path: String },
+    /// `<repo>/tags/`
+    Tags(RepoKey),
+    /// `<repo>/tags/<tag>`, a symlink.
+    Tag(RepoKey, String),
+    /// `<repo>/manifests/`
+    Manifests(RepoKey),
+    /// Something in or under `<repo>/manifests/sha256:<hex>/`.
+    Manifest(RepoKey, Digest, Item),
+}
+
+/// What a node under `manifests/sha256:<hex>/` is. Content here never changes.
+///
+/// Later: `Rootfs(tree node id)` and `LayerFiles(position, tree node id)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Item {
+    /// The `sha256:<hex>` directory itself.
+    Dir,
+    /// `manifest.json`
+    ManifestJson,
+    /// `config.json`
+    ConfigJson,
+    /// `layers/`
+    Layers,
+    /// `layers/NNN/`, by layer position.
+    Layer(u32),
+    /// `layers/NNN/blob`
+    LayerBlob(u32),
+    /// `platforms/` (indexes only)
+    Platforms,
+    /// `platforms/<name>`, a symlink to a child manifest.
+    Platform(String),
+}
+
+/// The three file types the tree has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NodeType {
+    /// A directory.
+    Directory,
+    /// A regular, read-only file.
+    File,
+    /// A symbolic link.
+    Symlink,
+}
+
+/// How long what the kernel learns about a node stays true.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Volatility {
+    /// Changes with tags and repositories (registries, repositories, `tags/`).
+    Volatile,
+    /// Its attributes never change, but its name may vanish from its directory
+    /// (`manifests/sha256:<hex>` when the last tag reaching it goes).
+    ImmutableInVolatileDir,
+    /// Never changes (everything deeper under `manifests/`).
+    Immutable,
+}
+
+/// Attributes of one node, without owner (the adapter fills in uid/gid).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Attr {
+    pub(crate) ino: Ino,
+    pub(crate) kind: NodeType,
+    pub(crate) size: u64,
+    pub(crate) nlink: u32,
+    pub(crate) perm: u16,
+    pub(crate) mtime_ns: i64,
+    pub(crate) volatility: Volatility,
+}
+
+impl Attr {
+    /// 512-byte blocks, as `du` wants them.
+    pub(crate) fn blocks(&self) -> u64 {
+        self.size.div_ceil(512)
+    }
+}
+
+/// One directory entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct DirEntry {
+    pub(crate) name: String,
+    pub(crate) ino: Ino,
+    pub(crate) kind: NodeType,
+}
+
+/// Numbers nodes in order of first sight; never forgets, never reuses.
+#[derive(Debug)]
+pub(crate) struct InodeTable {
+    by_node: HashMap<Node, Ino>,
+    nodes: Vec<Node>,
+}
+
+impl InodeTable {
+    fn new() -> Self {
+        let mut table = InodeTable {
+            by_node: HashMap::new(),
+            nodes: Vec::new(),
+        };
+        let root = table.ino_of(&Node::Root);
+        debug_assert_eq!(root, ROOT_INO);
+        table
+    }
+
+    fn ino_of(&mut self, node: &Node) -> Ino {
+        if let Some(ino) = self.by_node.get(node) {
+            return *ino;
+        }
+        self.nodes.push(node.clone());
+        let ino = self.nodes.len() as Ino;
+        self.by_node.insert(node.clone(), ino);
+        ino
+    }
+
+    /// After a rename the kernel keeps the moved inode under its new name: `from`'s
+    /// number now means `to`, and `from` gets a fresh number if it ever comes back.
+    fn rename(&mut self, from: &Node, to: &Node) {
+        let Some(ino) = self.by_node.remove(from) else {
+            return;
+        };
+        if let Some(slot) = usize::try_from(ino - 1)
+            .ok()
+            .and_then(|i| self.nodes.get_mut(i))
+        {
+            *slot = to.clone();
+        }
+        // An inode that `to` had before is dropped by the kernel with the replaced
+        // dentry; its slot keeps naming `to`, which is harmless.
+        self.by_node.insert(to.clone(), ino);
+    }
+
+    fn node(&self, ino: Ino) -> Option<&Node> {
+        let index = usize::try_from(ino.checked_sub(1)?).ok()?;
+        self.nodes.get(index)
+    }
+}
+
+/// What never changes about a manifest or index, read once per mount.
+#[derive(Debug)]
+struct ManifestView {
+    info: BlobInfo,
+    config: Option<BlobInfo>,
+    /// (position, layer blob), base layer first.
+    layers: Vec<(u32, BlobInfo)>,
+    /// (name, child manifest), index order.
+    platforms: Vec<(String, Digest)>,
+}
+
+impl ManifestView {
+    fn layer(&self, position: u32) -> Option<&BlobInfo> {
+        self.layers
+            .iter()
+            .find(|(p, _)| *p == position)
+            .map(|(_, info)| info)
+    }
+
+    fn platform(&self, name: &str) -> Option<Digest> {
+        self.platforms
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, digest)| *digest)
+    }
+
+    fn is_index(&self) -> bool {
+        self.info.kind == BlobKind::Index
+    }
+}
+
+/// The name of layer directory `position`: zero-padded to three digits.
+fn layer_name(position: u32) -> String {
+    format!("{position:03}")
+}
+
+fn parse_layer_name(name: &str) -> Option<u32> {
+    if name.len() < 3 || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let position: u32 = name.parse().ok()?;
+    (layer_name(position) == name).then_some(position)
+}
+
+/// A tag's link text: `../manifests/sha256:<hex>`.
+fn tag_link(manifest: &Digest) -> String {
+    format!("../manifests/{manifest}")
+}
+
+/// A platform entry's link text: `../../sha256:<hex>`.
+fn platform_link(child: &Digest) -> String {
+    format!("../../{child}")
+}
+
+/// Platform names of index children (rules in `image::unique_platform_names`),
+/// from the platforms recorded on the store's edges.
+fn unique_platform_names(children: &[(Digest, Option<PlatformRow>)]) -> Vec<String> {
+    let converted: Vec<(Digest, Option<image::Platform>)> = children
+        .iter()
+        .map(|(digest, platform)| {
+            let platform = platform.as_ref().map(|p| image::Platform {
+                os: p.os.clone(),
+                architecture: p.architecture.clone(),
+                variant: p.variant.clone(),
+                os_version: p.os_version.clone(),
+            });
+            (*digest, platform)
+        })
+        .collect();
+    image::unique_platform_names(&converted)
+}
+
+/// Joins a repository path prefix and one more component.
+fn join_path(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}/{name}")
+    }
+}
+
+/// Resolves `.` and `..` lexically, starting from `base`. `None` when `..` climbs
+/// above the start of `base`.
+fn normalize<'a>(base: &[String], parts: impl IntoIterator<Item = &'a str>) -> Option<Vec<String>> {
+    let mut out: Vec<String> = base.to_vec();
+    for part in parts {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop()?;
+            }
+            other => out.push(other.to_string()),
+        }
+    }
+    Some(out)
+}
+
+/// Listing of repositories, cached until the store's change token moves.
+#[derive(Debug, Default)]
+struct RepoCache {
+    token: Option<u64>,
+    repos: Arc<Vec<RepoRow>>,
+}
+
+/// The view. Every method takes `&self`; tables sit behind short-held mutexes.
+#[derive(Debug)]
+pub(crate) struct Vfs {
+    store: Arc<Store>,
+    mountpoint: PathBuf,
+    read_only: bool,
+    mount_time_ns: i64,
+    table: Mutex<InodeTable>,
+    views: Mutex<HashMap<Digest, Arc<ManifestView>>>,
+    repo_cache: Mutex<RepoCache>,
+    /// Repositories this mount created with mkdir: `mkdir -p a/b/c` first makes `a`
+    /// and `a/b`, which become plain path prefixes again when a deeper one is made
+    /// inside them while still empty.
+    made_by_mkdir: Mutex<HashSet<(String, String)>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The tables stay consistent across a panic (each update is one insert).
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_ns() -> i64 {
+    crate::store::meta::now_ns()
+}
+
+impl Vfs {
+    /// A view of `store` as mounted at `mountpoint` (absolute; used to resolve
+    /// absolute link targets).
+    pub(crate) fn new(store: Arc<Store>, mountpoint: PathBuf, read_only: bool) -> Self {
+        Vfs {
+            store,
+            mountpoint,
+            read_only,
+            mount_time_ns: now_ns(),
+            table: Mutex::new(InodeTable::new()),
+            views: Mutex::new(HashMap::new()),
+            repo_cache: Mutex::new(RepoCache::default()),
+            made_by_mkdir: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The store behind the view.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn node(&self, ino: Ino) -> Result<Node> {
+        lock(&self.table)
+            .node(ino)
+            .cloned()
+            .ok_or(VfsError::NotFound)
+    }
+
+    fn ino_of(&self, node: &Node) -> Ino {
+        lock(&self.table).ino_of(node)
+    }
+
+    // ---- store reads, with the small caches ----
+
+    fn all_repos(&self) -> Result<Arc<Vec<RepoRow>>> {
+        // Read the token first: a change racing the query then only causes a re-read.
+        let token = self.store.change_token().ok();
+        if let Some(token) = token {
+            let cache = lock(&self.repo_cache);
+            if cache.token == Some(token) {
+                return Ok(cache.repos.clone());
+            }
+        }
+        let repos = Arc::new(self.store.repositories(None)?);
+        let mut cache = lock(&self.repo_cache);
+        cache.token = token;
+        cache.repos = repos.clone();
+        Ok(repos)
+    }
+
+    fn registry_created(&self, registry: &str) -> Result<Option<i64>> {
+        Ok(self
+            .store
+            .registries()?
+            .into_iter()
+            .find(|r| r.name == registry)
+            .map(|r| r.created_ns))
+    }
+
+    fn view(&self, manifest: &Digest) -> Result<Arc<ManifestView>> {
+        if let Some(view) = lock(&self.views).get(manifest) {
+            return Ok(view.clone());
+        }
+        let info = self.store.blob(manifest)?.ok_or(VfsError::NotFound)?;
+        if !matches!(info.kind, BlobKind::Manifest | BlobKind::Index) {
+            return Err(VfsError::NotFound);
+        }
+        let mut config = None;
+        let mut layers = Vec::new();
+        let mut children = Vec::new();
+        for edge in self.store.edges(manifest)? {
+            match edge.kind {
+                EdgeKind::Config => config = self.store.blob(&edge.child)?,
+                EdgeKind::Layer => {
+                    if let Some(layer) = self.store.blob(&edge.child)? {
+                        layers.push((edge.position, layer));
+                    }
+                }
+                EdgeKind::Manifest => children.push((edge.position, edge.child, edge.platform)),
+                EdgeKind::Subject => {}
+            }
+        }
+        layers.sort_by_key(|(position, _)| *position);
+        children.sort_by_key(|(position, _, _)| *position);
+        let children: Vec<(Digest, Option<PlatformRow>)> = children
+            .into_iter()
+            .map(|(_, digest, platform)| (digest, platform))
+            .collect();
+        let names = unique_platform_names(&children);
+        let platforms = names
+            .into_iter()
+            .zip(children)
+            .map(|(name, (digest, _))| (name, digest))
+            .collect();
+        let view = Arc::new(ManifestView {
+            info,
+            config,
+            layers,
+            platforms,
+        });
+        lock(&self.views).insert(*manifest, view.clone());
+        Ok(view)
+    }
+
+    // ---- the shape of the tree ----
+
+    /// What a namespace holds: whether it is a repository, its creation time, and
+    /// the next path components of deeper repositories.
+    fn namespace(&self, registry: &str, path: &str) -> Result<(Option<i64>, BTreeSet<String>)> {
+        let repos = self.all_repos()?;
+        let mut is_repo = None;
+        let mut children = BTreeSet::new();
+        for repo in repos.iter().filter(|r| r.registry == registry) {
+            if repo.name == path {
+                is_repo = Some(repo.created_ns);
+                continue;
+            }
+            let rest = if path.is_empty() {
+                Some(repo.name.as_str())
+            } else {
+                repo.name
+                    .strip_prefix(path)
+                    .and_then(|rest| rest.strip_prefix('/'))
+            };
+            if let Some(rest) = rest {
+                let next = rest.split('/').next().unwrap_or(rest);
+                children.insert(next.to_string());
+            }
+        }
+        Ok((is_repo, children))
+    }
+
+    /// The node `name` inside directory `parent`, if it exists.
+    fn child(&self, parent: &Node, name: &str) -> Result<Node> {
+        match parent {
+            Node::Root => {
+                if self.registry_created(name)?.is_some() {
+                    Ok(Node::Namespace {
+                        registry: name.to_string(),
+                        path: String::new(),
+                    })
+                } else {
+                    Err(VfsError::NotFound)
+                }
+            }
+            Node::Namespace { registry, path } => {
+                let (is_repo, children) = self.namespace(registry, path)?;
+                let repo = || RepoKey {
+                    registry: registry.clone(),
+                    repository: path.clone(),
+                };
+                match name {
+                    "tags" if is_repo.is_some() => Ok(Node::Tags(repo())),
+                    "manifests" if is_repo.is_some() => Ok(Node::Manifests(repo())),
+                    _ if children.contains(name) => Ok(Node::Namespace {
+                        registry: registry.clone(),
+                        path: join_path(path, name),
+                    }),
+                    _ => Err(VfsError::NotFound),
+                }
+            }
+            Node::Tags(repo) => {
+                self.store
+                    .tag_info(&repo.registry, &repo.repository, name)?
+                    .ok_or(VfsError::NotFound)?;
+                Ok(Node::Tag(repo.clone(), name.to_string()))
+            }
+            Node::Manifests(repo) => {
+                let digest = Digest::parse(name).map_err(|_| VfsError::NotFound)?;
+                let manifests = self
+                    .store
+                    .repository_manifests(&repo.registry, &repo.repository)?;
+                if manifests.contains(&digest) {
+                    Ok(Node::Manifest(repo.clone(), digest, Item::Dir))
+                } else {
+                    Err(VfsError::NotFound)
+                }
+            }
+            Node::Manifest(repo, digest, item) => {
+                let view = self.view(digest)?;
+                let found = match (item, name) {
+                    (Item::Dir, "manifest.json") => Some(Item::ManifestJson),
+                    (Item::Dir, "config.json") if view.config.is_some() => Some(Item::ConfigJson),
+                    (Item::Dir, "layers") if !view.layers.is_empty() => Some(Item::Layers),
+                    (Item::Dir, "platforms") if view.is_index() => Some(Item::Platforms),
+                    (Item::Layers, _) => parse_layer_name(name)
+                        .filter(|p| view.layer(*p).is_some())
+                        .map(Item::Layer),
+                    (Item::Layer(position), "blob") => Some(Item::LayerBlob(*position)),
+                    (Item::Platforms, _) => view
+                        .platform(name)
+                        .map(|_| Item::Platform(name.to_string())),
+                    (Item::Dir | Item::Layer(_), _) => None,
+                    _ => return Err(VfsError::NotDir),
+                };
+                found
+                    .map(|item| Node::Manifest(repo.clone(), *digest, item))
+                    .ok_or(VfsError::NotFound)
+            }
+            Node::Tag(..) => Err(VfsError::NotDir),
+        }
+    }
+
+    /// The node's parent directory (the root is its own parent).
+    fn parent(node: &Node) -> Node {
+        let namespace_of = |repo: &RepoKey| Node::Namespace {
+            registry: repo.registry.clone(),
+            path: repo.repository.clone(),
+        };
+        match node {
+            Node::Root => Node::Root,
+            Node::Namespace { registry, path } => match path.rsplit_once('/') {
+                _ if path.is_empty() => Node::Root,
+                Some((prefix, _)) => Node::Namespace {
+                    registry: registry.clone(),
+                    path: prefix.to_string(),
+                },
+                None => Node::Namespace {
+                    registry: registry.clone(),
+                    path: String::new(),
+                },
+            },
+            Node::Tags(repo) | Node::Manifests(repo) => namespace_of(repo),
+            Node::Tag(repo, _) => Node::Tags(repo.clone()),
+            Node::Manifest(repo, digest, item) => {
+                let up = |item| Node::Manifest(repo.clone(), *digest, item);
+                match item {
+                    Item::Dir => Node::Manifests(repo.clone()),
+                    Item::ManifestJson | Item::ConfigJson | Item::Layers | Item::Platforms => {
+                        up(Item::Dir)
+                    }
+                    Item::Layer(_) => up(Item::Layers),
+                    Item::LayerBlob(position) => up(Item::Layer(*position)),
+                    Item::Platform(_) => up(Item::Platforms),
+                }
+            }
+        }
+    }
+
+    /// The node's path inside the mount, one component per element.
+    fn path_of(node: &Node) -> Vec<String> {
+        let repo_path = |repo: &RepoKey| {
+            let mut out = vec![repo.registry.clone()];
+            out.extend(repo.repository.split('/').map(str::to_string));
+            out
+        };
+        match node {
+            Node::Root => Vec::new(),
+            Node::Namespace { registry, path } => {
+                let mut out = vec![registry.clone()];
+                if !path.is_empty() {
+                    out.extend(path.split('/').map(str::to_string));
+                }
+                out
+            }
+            Node::Tags(repo) => {
+                let mut out = repo_path(repo);
+                out.push("tags".into());
+                out
+            }
+            Node::Tag(repo, tag) => {
+                let mut out = Self::path_of(&Node::Tags(repo.clone()));
+                out.push(tag.clone());
+                out
+            }
+            Node::Manifests(repo) => {
+                let mut out = repo_path(repo);
+                out.push("manifests".into());
+                out
+            }
+            Node::Manifest(repo, digest, item) => {
+                let mut out = Self::path_of(&Self::parent(node));
+                out.push(match item {
+                    Item::Dir => digest.to_string(),
+                    Item::ManifestJson => "manifest.json".into(),
+                    Item::ConfigJson => "config.json".into(),
+                    Item::Layers => "layers".into(),
+                    Item::Layer(position) => layer_name(*position),
+                    Item::LayerBlob(_) => "blob".into(),
+                    Item::Platforms => "platforms".into(),
+                    Item::Platform(name) => name.clone(),
+                });
+                let _ = repo;
+                out
+            }
+        }
+    }
+
+    /// Attributes of a node that exists; `NotFound` when it no longer does.
+    fn attr_of(&self, node: &Node, ino: Ino) -> Result<Attr> {
+        let dir = |nlink: usize, mtime_ns: i64, volatility| Attr {
+            ino,
+            kind: NodeType::Directory,
+            size: 0,
+            nlink: u32::try_from(nlink).unwrap_or(u32::MAX),
+            perm: 0o755,
+            mtime_ns,
+            volatility,
+        };
+        let file = |info: &BlobInfo| Attr {
+            ino,
+            kind: NodeType::File,
+            size: info.size,
+            nlink: 1,
+            perm: 0o444,
+            mtime_ns: info.created_ns,
+            volatility: Volatility::Immutable,
+        };
+        let link = |target: String, mtime_ns: i64, volatility| Attr {
+            ino,
+            kind: NodeType::Symlink,
+            size: target.len() as u64,
+            nlink: 1,
+            perm: 0o777,
+            mtime_ns,
+            volatility,
+        };
+        Ok(match node {
+            Node::Root => {
+                let registries = self.store.registries()?.len();
+                dir(2 + registries, self.mount_time_ns, Volatility::Volatile)
+            }
+            Node::Namespace { registry, path } => {
+                let created = self.registry_created(registry)?.ok_or(VfsError::NotFound)?;
+                let (is_repo, children) = self.namespace(registry, path)?;
+                if !path.is_empty() && is_repo.is_none() && children.is_empty() {
+                    return Err(VfsError::NotFound);
+                }
+                let own = if is_repo.is_some() { 2 } else { 0 };
+                dir(
+                    2 + own + children.len(),
+                    is_repo.unwrap_or(created),
+                    Volatility::Volatile,
+                )
+            }
+            Node::Tags(repo) => {
+                let row = self
+                    .store
+                    .repository(&repo.registry, &repo.repository)?
+                    .ok_or(VfsError::NotFound)?;
+                let tags = self.store.tags(&repo.registry, &repo.repository)?;
+                let newest = tags.iter().map(|t| t.updated_ns).max().unwrap_or(0);
+                dir(2, newest.max(row.created_ns), Volatility::Volatile)
+            }
+            Node::Tag(repo, tag) => {
+                let row = self
+                    .store
+                    .tag_info(&repo.registry, &repo.repository, tag)?
+                    .ok_or(VfsError::NotFound)?;
+                link(
+                    tag_link(&row.manifest),
+                    row.updated_ns,
+                    Volatility::Volatile,
+                )
+            }
+            Node::Manifests(repo) => {
+                let row = self
+                    .store
+                    .repository(&repo.registry, &repo.repository)?
+                    .ok_or(VfsError::NotFound)?;
+                let manifests = self
+                    .store
+                    .repository_manifests(&repo.registry, &repo.repository)?;
+                dir(2 + manifests.len(), row.created_ns, Volatility::Volatile)
+            }
+            Node::Manifest(_, digest, item) => {
+                let view = self.view(digest)?;
+                let created = view.info.created_ns;
+                match item {
+                    Item::Dir => {
+                        let subdirs =
+                            usize::from(!view.layers.is_empty()) + usize::from(view.is_index());
+                        dir(2 + subdirs, created, Volatility::ImmutableInVolatileDir)
+                    }
+                    Item::ManifestJson => file(&view.info),
+                    Item::ConfigJson => file(view.config.as_ref().ok_or(VfsError::NotFound)?),
+                    Item::Layers => dir(2 + view.layers.len(), created, Volatility::Immutable),
+                    Item::Layer(position) => {
+                        view.layer(*position).ok_or(VfsError::NotFound)?;
+                        dir(2, created, Volatility::Immutable)
+                    }
+                    Item::LayerBlob(position) => {
+                        file(view.layer(*position).ok_or(VfsError::NotFound)?)
+                    }
+                    Item::Platforms => dir(2, created, Volatility::Immutable),
+                    Item::Platform(name) => {
+                        let child = view.platform(name).ok_or(VfsError::NotFound)?;
+                        link(platform_link(&child), created, Volatility::Immutable)
+                    }
+                }
+            }
+        })
+    }
+
+    // ---- reading ----
+
+    /// Attributes of inode `ino`.
+    pub(crate) fn getattr(&self, ino: Ino) -> Result<Attr> {
+        let node = self.node(ino)?;
+        self.attr_of(&node, ino)
+    }
+
+    /// Looks `name` up in directory `parent`.
+    pub(crate) fn lookup(&self, parent: Ino, name: &str) -> Result<Attr> {
+        let parent = self.node(parent)?;
+        let node = self.child(&parent, name)?;
+        let ino = self.ino_of(&node);
+        self.attr_of(&node, ino)
+    }
+
+    /// Lists directory `ino`, with `.` and `..` first.
+    pub(crate) fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>> {
+        let node = self.node(ino)?;
+        let parent_ino = self.ino_of(&Self::parent(&node));
+        let mut children: Vec<(String, Node, NodeType)> = Vec::new();
+        let dir = NodeType::Directory;
+        match &node {
+            Node::Root => {
+                for registry in self.store.registries()? {
+                    let child = Node::Namespace {
+                        registry: registry.name.clone(),
+                        path: String::new(),
+                    };
+                    children.push((registry.name, child, dir));
+                }
+            }
+            Node::Namespace { registry, path } => {
+                let (is_repo, names) = self.namespace(registry, path)?;
+                if is_repo.is_some() {
+                    let repo = RepoKey {
+                        registry: registry.clone(),
+                        repository: path.clone(),
+                    };
+                    // tags/ before manifests/: `rm -rf` walks in this order, and once
+                    // the tags are gone manifests/ is empty.
+                    children.push(("tags".into(), Node::Tags(repo.clone()), dir));
+                    children.push(("manifests".into(), Node::Manifests(repo), dir));
+                } else if !path.is_empty() && names.is_empty() {
+                    return Err(VfsError::NotFound);
+                }
+                for name in names {
+                    let child = Node::Namespace {
+                        registry: registry.clone(),
+                        path: join_path(path, &name),
+                    };
+                    children.push((name, child, dir));
+                }
+            }
+            Node::Tags(repo) => {
+                for tag in self.store.tags(&repo.registry, &repo.repository)? {
+                    let child = Node::Tag(repo.clone(), tag.name.clone());
+                    children.push((tag.name, child, NodeType::Symlink));
+                }
+            }
+            Node::Manifests(repo) => {
+                for digest in self
+                    .store
+                    .repository_manifests(&repo.registry, &repo.repository)?
+                {
+                    let child = Node::Manifest(repo.clone(), digest, Item::Dir);
+                    children.push((digest.to_string(), child, dir));
+                }
+            }
+            Node::Manifest(repo, digest, item) => {
+                let view = self.view(digest)?;
+                let at = |item| Node::Manifest(repo.clone(), *digest, item);
+                match item {
+                    Item::Dir => {
+                        let file = NodeType::File;
+                        children.push(("manifest.json".into(), at(Item::ManifestJson), file));
+                        if view.config.is_some() {
+                            children.push(("config.json".into(), at(Item::ConfigJson), file));
+                        }
+                        if !view.layers.is_empty() {
+                            children.push(("layers".into(), at(Item::Layers), dir));
+                        }
+                        if view.is_index() {
+                            children.push(("platforms".into(), at(Item::Platforms), dir));
+                        }
+                    }
+                    Item::Layers => {
+                        for (position, _) in &view.layers {
+                            children.push((layer_name(*position), at(Item::Layer(*position)), dir));
+                        }
+                    }
+                    Item::Layer(position) => {
+                        children.push((
+                            "blob".into(),
+                            at(Item::LayerBlob(*position)),
+                            NodeType::File,
+                        ));
+                    }
+                    Item::Platforms => {
+                        for (name, _) in &view.platforms {
+                            let child = at(Item::Platform(name.clone()));
+                            children.push((name.clone(), child, NodeType::Symlink));
+                        }
+                    }
+                    _ => return Err(VfsError::NotDir),
+                }
+            }
+            Node::Tag(..) => return Err(VfsError::NotDir),
+        }
+        let mut entries = vec![
+            DirEntry {
+                name: ".".into(),
+                ino,
+                kind: dir,
+            },
+            DirEntry {
+                name: "..".into(),
+                ino: parent_ino,
+                kind: dir,
+            },
+        ];
+        let mut table = lock(&self.table);
+        entries.extend(children.into_iter().map(|(name, node, kind)| DirEntry {
+            name,
+            ino: table.ino_of(&node),
+            kind,
+        }));
+        Ok(entries)
+    }
+
+    /// The text of symlink `ino`.
+    pub(crate) fn readlink(&self, ino: Ino) -> Result<String> {
+        match self.node(ino)? {
+            Node::Tag(repo, tag) => {
+                let row = self
+                    .store
+                    .tag_info(&repo.registry, &repo.repository, &tag)?
+                    .ok_or(VfsError::NotFound)?;
+                Ok(tag_link(&row.manifest))
+            }
+            Node::Manifest(_, digest, Item::Platform(name)) => {
+                let child = self
+                    .view(&digest)?
+                    .platform(&name)
+                    .ok_or(VfsError::NotFound)?;
+                Ok(platform_link(&child))
+            }
+            _ => Err(VfsError::Invalid("not a symbolic link".into())),
+        }
+    }
+
+    /// The blob whose bytes file `ino` shows, or `None` when `ino` is no blob file.
+    pub(crate) fn blob_of(&self, ino: Ino) -> Result<Option<Digest>> {
+        let Node::Manifest(_, digest, item) = self.node(ino)? else {
+            return Ok(None);
+        };
+        let view = self.view(&digest)?;
+        Ok(match item {
+            Item::ManifestJson => Some(digest),
+            Item::ConfigJson => view.config.as_ref().map(|c| c.digest),
+            Item::LayerBlob(position) => view.layer(position).map(|l| l.digest),
+            _ => None,
+        })
+    }
+
+    // ---- writing ----
+
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            Err(VfsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Refusal to remove or move what the tree does not let go: EROFS when `name`
+    /// exists in `parent`, else why it does not.
+    fn refuse_removal(&self, parent: &Node, name: &str) -> VfsError {
+        match self.child(parent, name) {
+            Ok(_) => VfsError::ReadOnly,
+            Err(error) => error,
+        }
+    }
+
+    /// Refusal to create `name` where nothing can be created: EEXIST when it
+    /// exists, else EROFS.
+    fn refuse_creation(&self, parent: &Node, name: &str) -> VfsError {
+        match self.child(parent, name) {
+            Ok(_) => VfsError::Exists,
+            Err(VfsError::NotFound) => VfsError::ReadOnly,
+            Err(error) => error,
+        }
+    }
+
+    /// `rm tags/<tag>`: untags (blobs only it kept are gone before this returns).
+    pub(crate) fn unlink(&self, parent: Ino, name: &str) -> Result<()> {
+        self.writable()?;
+        match self.node(parent)? {
+            Node::Tags(repo) => {
+                if reference::validate_tag(name).is_err() {
+                    return Err(VfsError::NotFound);
+                }
+                self.store.untag(&repo.reference(name))?;
+                Ok(())
+            }
+            other => Err(self.refuse_removal(&other, name)),
+        }
+    }
+
+    /// `rmdir`: a manifest, an empty registry or repository; `tags/` and
+    /// `manifests/` of a repository once they are empty (a no-op, so `rm -rf` works).
+    pub(crate) fn rmdir(&self, parent: Ino, name: &str) -> Result<()> {
+        self.writable()?;
+        match self.node(parent)? {
+            Node::Root => {
+                self.store.remove_registry(name)?;
+                Ok(())
+            }
+            Node::Namespace { registry, path } => {
+                let (is_repo, _) = self.namespace(&registry, &path)?;
+                let repo = RepoKey {
+                    registry: registry.clone(),
+                    repository: path.clone(),
+                };
+                match name {
+                    "tags" if is_repo.is_some() => {
+                        if self.store.tags(&registry, &path)?.is_empty() {
+                            Ok(())
+                        } else {
+                            Err(VfsError::NotEmpty)
+                        }
+                    }
+                    "manifests" if is_repo.is_some() => {
+                        if self
+                            .store
+                            .repository_manifests(&repo.registry, &repo.repository)?
+                            .is_empty()
+                        {
+                            Ok(())
+                        } else {
+                            Err(VfsError::NotEmpty)
+                        }
+                    }
+                    _ => {
+                        let child = join_path(&path, name);
+                        let (child_is_repo, grandchildren) = self.namespace(&registry, &child)?;
+                        if !grandchildren.is_empty() {
+                            return Err(VfsError::NotEmpty);
+                        }
+                        if child_is_repo.is_none() {
+                            return Err(VfsError::NotFound);
+                        }
+                        self.store.remove_repository(&registry, &child, false)?;
+                        lock(&self.made_by_mkdir).remove(&(registry, child));
+                        Ok(())
+                    }
+                }
+            }
+            Node::Manifests(repo) => {
+                let digest = Digest::parse(name).map_err(|_| VfsError::NotFound)?;
+                self.store
+                    .remove_manifest(&repo.registry, &repo.repository, &digest)?;
+                Ok(())
+            }
+            other => Err(self.refuse_removal(&other, name)),
+        }
+    }
+
+    /// `mkdir`: a registry at the root, a repository below one.
+    pub(crate) fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr> {
+        self.writable()?;
+        let node = match self.node(parent)? {
+            Node::Root => {
+                reference::validate_registry(name).map_err(StoreError::from)?;
+                self.store.create_registry(name)?;
+                Node::Namespace {
+                    registry: name.to_string(),
+                    path: String::new(),
+                }
+            }
+            Node::Namespace { registry, path } => {
+                if !reference::is_valid_repository_component(name) {
+                    return Err(VfsError::Invalid(format!(
+                        "{name:?} is not a valid repository path component"
+                    )));
+                }
+                let child = join_path(&path, name);
+                if self.namespace(&registry, &child)?.0.is_some() {
+                    return Err(VfsError::Exists);
+                }
+                self.store.create_repository(&registry, &child)?;
+                self.demote_mkdir_parent(&registry, &path);
+                lock(&self.made_by_mkdir).insert((registry.clone(), child.clone()));
+                Node::Namespace {
+                    registry,
+                    path: child,
+                }
+            }
+            other => return Err(self.refuse_creation(&other, name)),
+        };
+        let ino = self.ino_of(&node);
+        self.attr_of(&node, ino)
+    }
+
+    /// After `mkdir a/b`, turns `a` back into a plain prefix if this mount's mkdir
+    /// made it and it is still empty, so `mkdir -p` makes only the last repository.
+    fn demote_mkdir_parent(&self, registry: &str, path: &str) {
+        if path.is_empty() {
+            return;
+        }
+        let key = (registry.to_string(), path.to_string());
+        if !lock(&self.made_by_mkdir).remove(&key) {
+            return;
+        }
+        if matches!(self.store.tags(registry, path), Ok(tags) if tags.is_empty()) {
+            if let Err(error) = self.store.remove_repository(registry, path, false) {
+                log::warn!("mkdir: keeping {registry}/{path} as a repository: {error}");
+            }
+        }
+    }
+
+    /// `ln -s TARGET tags/<name>`: tags what TARGET names (never copies anything).
+    pub(crate) fn symlink(&self, parent: Ino, name: &str, target: &Path) -> Result<Attr> {
+        self.writable()?;
+        let parent_node = self.node(parent)?;
+        let Node::Tags(repo) = &parent_node else {
+            return Err(self.refuse_creation(&parent_node, name));
+        };
+        reference::validate_tag(name).map_err(StoreError::from)?;
+        let digest = self.link_target_digest(&Self::path_of(&parent_node), target)?;
+        self.store.set_tag(&repo.reference(name), &digest, false)?;
+        let node = Node::Tag(repo.clone(), name.to_string());
+        let ino = self.ino_of(&node);
+        self.attr_of(&node, ino)
+    }
+
+    /// `mv tags/a tags/b`, also between repositories and registries (promotion).
+    pub(crate) fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        no_replace: bool,
+    ) -> Result<()> {
+        self.writable()?;
+        let from = self.node(parent)?;
+        let to = self.node(new_parent)?;
+        let (Node::Tags(from_repo), Node::Tags(to_repo)) = (&from, &to) else {
+            return Err(self.refuse_removal(&from, name));
+        };
+        reference::validate_tag(new_name).map_err(StoreError::from)?;
+        if no_replace
+            && self
+                .store
+                .tag_info(&to_repo.registry, &to_repo.repository, new_name)?
+                .is_some()
+        {
+            return Err(VfsError::Exists);
+        }
+        self.store
+            .move_tag(&from_repo.reference(name), &to_repo.reference(new_name))?;
+        lock(&self.table).rename(
+            &Node::Tag(from_repo.clone(), name.to_string()),
+            &Node::Tag(to_repo.clone(), new_name.to_string()),
+        );
+        Ok(())
+    }
+
+    // ---- link targets ----
+
+    /// The manifest a new tag link names. `link_dir` is the new link's directory as
+    /// mount path components. Accepted: `sha256:<hex>`; a path (absolute inside the
+    /// mount, or relative to `link_dir`) ending in `manifests/sha256:<hex>`; a path to
+    /// any tag, manifest or platform entry of this mount.
+    fn link_target_digest(&self, link_dir: &[String], target: &Path) -> Result<Digest> {
+        let text = target
+            .to_str()
+            .ok_or_else(|| VfsError::Invalid("link target is not UTF-8".into()))?;
+        if let Ok(digest) = Digest::parse(text) {
+            return Ok(digest);
+        }
+        let components = self.mount_components(link_dir, target)?;
+        if let [.., dir, last] = components.as_slice() {
+            if dir == "manifests" {
+                if let Ok(digest) = Digest::parse(last) {
+                    return Ok(digest);
+                }
+            }
+        }
+        match self.walk(components)? {
+            Node::Manifest(_, digest, Item::Dir) => Ok(digest),
+            _ => Err(VfsError::Invalid(format!(
+                "{text}: names no tag or manifest of this mount"
+            ))),
+        }
+    }
+
+    /// A link target as path components from the mount root.
+    fn mount_components(&self, link_dir: &[String], target: &Path) -> Result<Vec<String>> {
+        let outside = || VfsError::Invalid(format!("{}: not inside this mount", target.display()));
+        let parts: Vec<&str> = target
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(part) => part.to_str(),
+                Component::ParentDir => Some(".."),
+                Component::CurDir | Component::RootDir | Component::Prefix(_) => None,
+            })
+            .collect();
+        if target.is_absolute() {
+            let absolute = normalize(&[], parts).ok_or_else(outside)?;
+            let mount: Vec<String> = self
+                .mountpoint
+                .components()
+                .filter_map(|c| match c {
+                    Component::Normal(part) => part.to_str().map(str::to_string),
+                    _ => None,
+                })
+                .collect();
+            absolute
+                .strip_prefix(mount.as_slice())
+                .map(<[String]>::to_vec)
+                .ok_or_else(outside)
+        } else {
+            normalize(link_dir, parts).ok_or_else(outside)
+        }
+    }
+
+    /// Resolves mount path components to a node, following this mount's own
+    /// symlinks (tags, platforms) wherever they occur.
+    fn walk(&self, mut components: Vec<String>) -> Result<Node> {
+        let mut hops = 0;
+        'restart: loop {
+            let mut node = Node::Root;
+            for (index, name) in components.iter().enumerate() {
+                node = self.child(&node, name)?;
+                let link = match &node {
+                    Node::Tag(..) | Node::Manifest(_, _, Item::Platform(_)) => {
+                        let ino = self.ino_of(&node);
+                        self.readlink(ino)?
+                    }
+                    _ => continue,
+                };
+                hops += 1;
+                if hops > MAX_LINK_HOPS {
+                    return Err(VfsError::Invalid("too many levels of links".into()));
+                }
+                let rest = components[index + 1..].iter().map(String::as_str);
+                let dir = Self::path_of(&Self::parent(&node));
+                let resolved = normalize(&dir, link.split('/'))
+                    .ok_or_else(|| VfsError::Invalid("link leaves the mount".into()))?;
+                components = normalize(&resolved, rest)
+                    .ok_or_else(|| VfsError::Invalid("link leaves the mount".into()))?;
+                continue 'restart;
+            }
+            return Ok(node);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(n: u8) -> Digest {
+        Digest::of(&[n])
+    }
+
+    fn platform(os: &str, arch: &str, variant: Option<&str>) -> Option<PlatformRow> {
+        Some(PlatformRow {
+            os: os.into(),
+            architecture: arch.into(),
+            variant: variant.map(str::to_string),
+            os_version: None,
+        })
+    }
+
+    #[test]
+    fn platform_names_are_unique_and_order_independent() {
+        let children = vec![
+            (digest(1), platform("linux", "amd64", None)),
+            (digest(2), platform("linux", "arm64", Some("v8"))),
+            (digest(3), platform("unknown", "unknown", None)),
+            (digest(4), None),
+            (digest(5), platform("linux", "a/b", Some(""))),
+        ];
+        let names = unique_platform_names(&children);
+        assert_eq!(names[0], "linux-amd64");
+        assert_eq!(names[1], "linux-arm64-v8");
+        assert_eq!(names[2], format!("unknown-unknown-{}", digest(3).short(12)));
+        assert_eq!(names[3], format!("unknown-unknown-{}", digest(4).short(12)));
+        assert_eq!(names[4], "linux-a_b");
+        let mut reversed = children.clone();
+        reversed.reverse();
+        let mut again = unique_platform_names(&reversed);
+        again.reverse();
+        assert_eq!(names, again);
+        let twice = vec![(digest(1), None), (digest(1), None)];
+        let names = unique_platform_names(&twice);
+        assert_ne!(names[0], names[1]);
+    }
+
+    #[test]
+    fn lexical_normalization() {
+        let base: Vec<String> = ["dev", "app", "tags"].map(String::from).to_vec();
+        assert_eq!(
+            normalize(&base, "../manifests/sha256:x".split('/')).unwrap(),
+            ["dev", "app", "manifests", "sha256:x"]
+        );
+        assert_eq!(
+            normalize(&base, "../../../prod/app/tags/1".split('/')).unwrap(),
+            ["prod", "app", "tags", "1"]
+        );
+        assert!(normalize(&base, "../../../../x".split('/')).is_none());
+        assert_eq!(normalize(&base, "././/a".split('/')).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn layer_names_round_trip() {
+        assert_eq!(layer_name(0), "000");
+        assert_eq!(layer_name(1234), "1234");
+        assert_eq!(parse_layer_name("007"), Some(7));
+        assert_eq!(parse_layer_name("1234"), Some(1234));
+        assert_eq!(parse_layer_name("7"), None);
+        assert_eq!(parse_layer_name("0007"), None);
+        assert_eq!(parse_layer_name("blob"), None);
+    }
+
+    fn repo_key() -> RepoKey {
+        RepoKey {
+            registry: "dev".into(),
+            repository: "app".into(),
+        }
+    }
+
+    #[test]
+    fn inode_numbers_are_stable_and_never_reused() {
+        let mut table = InodeTable::new();
+        let repo = RepoKey {
+            registry: "dev".into(),
+            repository: "app".into(),
+        };
+        let tags = table.ino_of(&Node::Tags(repo.clone()));
+        let tag = table.ino_of(&Node::Tag(repo.clone(), "1".into()));
+        assert_eq!(table.ino_of(&Node::Root), ROOT_INO);
+        assert_ne!(tags, tag);
+        assert_eq!(table.ino_of(&Node::Tags(repo)), tags);
+        assert!(table.node(0).is_none());
+        let renamed = Node::Tag(repo_key(), "2".into());
+        table.rename(&Node::Tag(repo_key(), "1".into()), &renamed);
+        assert_eq!(table.ino_of(&renamed), tag);
+        assert_eq!(table.node(tag), Some(&renamed));
+        let again = table.ino_of(&Node::Tag(repo_key(), "1".into()));
+        assert!(again > tag, "a new number, never a reused one");
+        assert!(table.node(999).is_none());
+    }
+
+    #[test]
+    fn parents_and_paths_agree() {
+        let repo = RepoKey {
+            registry: "docker.io".into(),
+            repository: "library/alpine".into(),
+        };
+        let node = Node::Manifest(repo.clone(), digest(1), Item::LayerBlob(2));
+        assert_eq!(
+            Vfs::path_of(&node),
+            [
+                "docker.io".to_string(),
+                "library".into(),
+                "alpine".into(),
+                "manifests".into(),
+                digest(1).to_string(),
+                "layers".into(),
+                "002".into(),
+                "blob".into()
+            ]
+        );
+        let mut up = node;
+        let mut steps = 0;
+        while up != Node::Root {
+            up = Vfs::parent(&up);
+            steps += 1;
+        }
+        assert_eq!(steps, 8);
+    }
+}
