@@ -2,6 +2,7 @@
 //! No logic of its own: each command parses its arguments, calls the library and
 //! prints. Errors are printed once, by `main`, as `imagefs: <what>: <why>`.
 
+mod demo;
 mod df;
 mod export;
 mod fsck;
@@ -90,6 +91,8 @@ pub enum Command {
     Mount(mount::MountArgs),
     /// Unmount (also after a crashed daemon)
     Unmount(mount::UnmountArgs),
+    /// Make a store of sample images, mount it and show a short tour
+    Demo(demo::Args),
 }
 
 impl Cli {
@@ -110,6 +113,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             return mount::run_mount(&cli.store_root(), args).map_err(CliError::line)
         }
         Command::Unmount(args) => return mount::run_unmount(args).map_err(CliError::line),
+        Command::Demo(args) => return demo::run(args),
         _ => {}
     }
     let store = cli.open_store()?;
@@ -123,7 +127,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Df(args) => df::run(&store, args),
         Command::Fsck(args) => fsck::run_fsck(&store, args),
         Command::Gc(args) => fsck::run_gc(&store, args),
-        Command::Mount(_) | Command::Unmount(_) => Ok(()),
+        Command::Mount(_) | Command::Unmount(_) | Command::Demo(_) => Ok(()),
     }
 }
 

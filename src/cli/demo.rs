@@ -1,0 +1,81 @@
+//! `imagefs demo [DIR]`: a store of sample images, mounted, with a short tour.
+
+use std::path::{Path, PathBuf};
+
+use imagefs::store::{ImportOptions, Progress, Store};
+
+use super::mount::{run_mount, MountArgs};
+use super::{CliError, Context};
+
+/// `demo [DIR]`
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where to put the demo store and mountpoint
+    #[arg(default_value = "/tmp/imagefs-demo")]
+    pub dir: PathBuf,
+}
+
+/// Builds the sample images, imports them, mounts the store and prints a tour.
+pub fn run(args: &Args) -> Result<(), CliError> {
+    let what = format!("demo {}", args.dir.display());
+    std::fs::create_dir_all(&args.dir).context(&what)?;
+    let dir = args.dir.canonicalize().context(&what)?;
+    let store_root = dir.join("store");
+    let mountpoint = dir.join("mnt");
+    let layout = dir.join("sample-images");
+    // A previous demo may still be mounted: start clean.
+    if imagefs::fs::is_mounted(&mountpoint).unwrap_or(false) {
+        imagefs::fs::unmount(&mountpoint).context(&what)?;
+    }
+    std::fs::create_dir_all(&mountpoint).context(&what)?;
+    let images = imagefs::sample::write_demo_layout(&layout).context(&what)?;
+    let store = Store::open(&store_root).context(&what)?;
+    let report = store
+        .import(
+            layout.to_str().unwrap_or_default(),
+            &ImportOptions {
+                progress: Progress::Bar,
+                ..ImportOptions::default()
+            },
+        )
+        .context(&what)?;
+    drop(store);
+    run_mount(
+        &store_root,
+        &MountArgs {
+            mountpoint: mountpoint.clone(),
+            foreground: false,
+            allow_other: false,
+            read_only: false,
+            threads: imagefs::fs::DEFAULT_THREADS,
+            cache_size: None,
+        },
+    )
+    .map_err(CliError::line)?;
+    print_tour(&store_root, &mountpoint, images.len(), report.blobs_written);
+    Ok(())
+}
+
+fn print_tour(store: &Path, mnt: &Path, images: usize, blobs: u64) {
+    let m = mnt.display();
+    let s = store.display();
+    let lib = format!("{m}/docker.io/library");
+    println!("imagefs demo: {images} sample images ({blobs} new blobs) in {s}, mounted at {m}");
+    println!();
+    println!("Browse:");
+    println!("  ls {lib}/");
+    println!("  ls -l {lib}/sample-app/tags/");
+    println!("  cat {lib}/sample-app/tags/1.1/manifest.json");
+    println!("  cat {lib}/sample-app/tags/1.1/rootfs/etc/os-release");
+    println!("  diff -r {lib}/sample-app/tags/1.0/rootfs {lib}/sample-app/tags/1.1/rootfs");
+    println!("  ls -l {lib}/sample-multi/tags/latest/platforms/");
+    println!("  sha256sum {lib}/sample-app/tags/1.1/layers/*/blob");
+    println!();
+    println!("Manage with plain shell:");
+    println!("  mkdir -p {m}/prod/sample-app");
+    println!("  ln -s {lib}/sample-app/tags/1.1 {m}/prod/sample-app/tags/1.1   # promote: no data copied");
+    println!("  rm {lib}/sample-app/tags/1.1                                   # untag; shared blobs stay");
+    println!("  imagefs --store {s} df");
+    println!();
+    println!("When done: imagefs unmount {m}");
+}
