@@ -9,15 +9,15 @@
 //! them).
 
 use std::collections::HashSet;
-use std::io::{self, Read};
+use std::io::Read;
 
 use crate::archive::{self, ImageSource, SourceImage};
 use crate::digest::{DiffId, Digest};
 use crate::image::{self, Descriptor, LayerCompression, Parsed};
-use crate::layer::{self, DiscardSink, LayerIndex};
 use crate::reference::Reference;
 use crate::store::cas::Expected;
 use crate::store::meta::{self, BlobKind, Edge, EdgeKind, NewBlob, Owner, PlatformRow};
+use crate::store::pipeline;
 use crate::store::{Store, StoreError, MAX_JSON_BLOB};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -557,17 +557,14 @@ impl Importer<'_> {
                 // Stored but its diff_id is unknown here (a concurrent delete took the
                 // row; our lease keeps the file): compute it from the stored copy.
                 self.report.blobs_present += 1;
-                let file = io::BufReader::with_capacity(
-                    1 << 20,
-                    self.store.cas.open_blob(&descriptor.digest)?,
-                );
-                let index = index_blob(file, compression)
+                let mut file = self.store.cas.open_blob(&descriptor.digest)?;
+                let index = pipeline::write_and_index(&mut file, None, compression, &|_| {})
                     .map_err(|e| StoreError::Import(format!("{what}: {e}")))?;
                 self.store.save_layer_index(&descriptor.digest, &index)?;
                 index.diff_id
             }
             None => {
-                let reader = self
+                let mut reader = self
                     .source
                     .open_blob(&descriptor.digest)
                     .map_err(|e| StoreError::Import(e.to_string()))?;
@@ -582,15 +579,14 @@ impl Importer<'_> {
                         &what,
                     )
                     .map_err(|e| StoreError::Import(e.to_string()))?;
-                let index = {
-                    let tee = TeeReader {
-                        inner: reader,
-                        writer: &mut writer,
-                        bar: self.bar.clone(),
-                    };
-                    index_blob(io::BufReader::with_capacity(1 << 20, tee), compression)
-                        .map_err(|e| StoreError::Import(format!("{what}: {e}")))?
-                };
+                let bar = self.bar.clone();
+                let index =
+                    pipeline::write_and_index(&mut reader, Some(&mut writer), compression, &|n| {
+                        if let Some(bar) = &bar {
+                            bar.inc(n);
+                        }
+                    })
+                    .map_err(|e| StoreError::Import(format!("{what}: {e}")))?;
                 let size = writer.len();
                 let (_, _, created) = writer
                     .finish()
@@ -609,38 +605,5 @@ impl Importer<'_> {
         }
         self.record_leaf(descriptor, BlobKind::Layer, Some(diff_id));
         Ok(())
-    }
-}
-
-/// Decompresses a whole layer blob (consuming everything, bytes after the
-/// compressed stream included, so the blob's digest covers them) and indexes its
-/// tar stream; the index carries the digest of the uncompressed stream.
-fn index_blob(mut reader: impl Read, compression: LayerCompression) -> Result<LayerIndex, String> {
-    let index = {
-        let stream =
-            layer::open_layer_stream(&mut reader, compression).map_err(|e| e.to_string())?;
-        layer::index_layer(stream, &mut DiscardSink).map_err(|e| e.to_string())?
-    };
-    io::copy(&mut reader, &mut io::sink()).map_err(|e| e.to_string())?;
-    Ok(index)
-}
-
-/// Copies everything read through it into the blob writer.
-struct TeeReader<'w, R> {
-    inner: R,
-    writer: &'w mut crate::store::cas::BlobWriter,
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl<R: Read> Read for TeeReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.writer
-            .write_checked(&buf[..n])
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        if let Some(bar) = &self.bar {
-            bar.inc(n as u64);
-        }
-        Ok(n)
     }
 }

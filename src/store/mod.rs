@@ -24,6 +24,7 @@ pub mod cas;
 mod import;
 mod layers;
 pub mod meta;
+mod pipeline;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,189 @@
+//! The import pipeline for one layer blob: three threads on the bytes as they
+//! stream by, so that verifying a layer costs about as much as decompressing it.
+//!
+//! ```text
+//! source --read--> [this thread] hash compressed bytes, write the blob file
+//!                      | chunks
+//!                      v
+//!                  [decompress] gunzip / unzstd, then drain trailing bytes
+//!                      | chunks
+//!                      v
+//!                  [index] parse the tar, hash the uncompressed stream (DiffId)
+//! ```
+//! Bounded channels keep memory at a few MiB whatever the layer's size. When any
+//! stage fails, the channels close and every stage stops; the first real error is
+//! reported.
+
+use std::io::{self, Read};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+use crate::image::LayerCompression;
+use crate::layer::{self, DiscardSink, LayerIndex};
+use crate::store::cas::BlobWriter;
+
+const CHUNK: usize = 1 << 20;
+const DEPTH: usize = 4;
+
+/// Reads chunks from a channel as one stream; the end of the channel is EOF.
+struct ChannelReader {
+    rx: Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl ChannelReader {
+    fn new(rx: Receiver<Vec<u8>>) -> Self {
+        ChannelReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Reads `reader` in chunks and sends them; returns false when the receiver is gone.
+fn pump(
+    reader: &mut dyn Read,
+    tx: &SyncSender<Vec<u8>>,
+    mut each: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<bool, String> {
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            match reader.read(&mut chunk[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if filled == 0 {
+            return Ok(true);
+        }
+        chunk.truncate(filled);
+        each(&chunk)?;
+        if tx.send(chunk).is_err() {
+            return Ok(false);
+        }
+    }
+}
+
+/// Streams a layer blob from `source`, writing it through `writer` (when given)
+/// while decompressing and indexing it on two other threads. Reads `source` to
+/// its end (bytes after the compressed stream included). Returns the index,
+/// whose `diff_id` is the digest of the uncompressed stream.
+pub(crate) fn write_and_index(
+    source: &mut dyn Read,
+    mut writer: Option<&mut BlobWriter>,
+    compression: LayerCompression,
+    progress: &dyn Fn(u64),
+) -> Result<LayerIndex, String> {
+    let (compressed_tx, compressed_rx) = sync_channel::<Vec<u8>>(DEPTH);
+    let (plain_tx, plain_rx) = sync_channel::<Vec<u8>>(DEPTH);
+    std::thread::scope(|scope| {
+        let decompress = scope.spawn(move || -> Result<(), String> {
+            let mut input = ChannelReader::new(compressed_rx);
+            {
+                let mut stream =
+                    layer::open_layer_stream(&mut input, compression).map_err(|e| e.to_string())?;
+                if !pump(&mut *stream, &plain_tx, |_| Ok(()))? {
+                    return Ok(()); // the indexer stopped; its error is the one to report
+                }
+            }
+            drop(plain_tx);
+            // Bytes after the compressed stream: keep the writer flowing to the end.
+            io::copy(&mut input, &mut io::sink()).map_err(|e| e.to_string())?;
+            Ok(())
+        });
+        let index = scope.spawn(move || {
+            let mut input = ChannelReader::new(plain_rx);
+            let result =
+                layer::index_layer(&mut input, &mut DiscardSink).map_err(|e| e.to_string());
+            // On error, drain nothing: dropping the receiver stops the decompressor.
+            result
+        });
+        let fed = pump(source, &compressed_tx, |chunk| {
+            if let Some(writer) = writer.as_deref_mut() {
+                writer.write_checked(chunk).map_err(|e| e.to_string())?;
+            }
+            progress(chunk.len() as u64);
+            Ok(())
+        });
+        drop(compressed_tx);
+        let decompressed = decompress
+            .join()
+            .unwrap_or_else(|_| Err("the decompressor panicked".into()));
+        let indexed = index
+            .join()
+            .unwrap_or_else(|_| Err("the layer indexer panicked".into()));
+        // Report the most specific error: source/writer, then decoder, then tar.
+        fed?;
+        decompressed?;
+        indexed
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, name, *data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn indexes_gzip_and_covers_trailing_bytes() {
+        let big = vec![7u8; 3 * CHUNK + 17];
+        let tar = tar_of(&[("a", b"hello"), ("big", &big)]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let mut blob = gz.finish().unwrap();
+        let index = write_and_index(&mut &blob[..], None, LayerCompression::Gzip, &|_| {}).unwrap();
+        assert_eq!(index.diff_id.0, crate::Digest::of(&tar));
+        assert_eq!(index.entries.len(), 2);
+        // Garbage after the gzip stream is part of the blob; the decoder refuses it.
+        blob.extend_from_slice(b"trailing");
+        assert!(write_and_index(&mut &blob[..], None, LayerCompression::Gzip, &|_| {}).is_err());
+    }
+
+    #[test]
+    fn broken_streams_fail_without_hanging() {
+        let tar = tar_of(&[("a", &vec![1u8; 5 * CHUNK])]);
+        let truncated = &tar[..tar.len() / 2];
+        assert!(
+            write_and_index(&mut &truncated[..], None, LayerCompression::None, &|_| {}).is_err()
+        );
+        let garbage = vec![0x1fu8; 4 * CHUNK];
+        assert!(write_and_index(&mut &garbage[..], None, LayerCompression::Gzip, &|_| {}).is_err());
+        let not_tar = vec![b'x'; 4 * CHUNK];
+        assert!(write_and_index(&mut &not_tar[..], None, LayerCompression::None, &|_| {}).is_err());
+    }
+}
