@@ -55,6 +55,7 @@ if [ -n "$RUNS_OVERRIDE" ]; then RUNS=$RUNS_OVERRIDE COLD_RUNS=$RUNS_OVERRIDE SL
 GEN_VERSION=v1
 
 T_START=$(date +%s)
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 log() { printf '[bench %s +%ss] %s\n' "$(date +%T)" "$(($(date +%s) - T_START))" "$*" >&2; }
 die() { echo "bench.sh: $*" >&2; exit 1; }
 
@@ -235,7 +236,9 @@ LAYERS=("$LB/$L_BASE" "$LB/$L_MODIFY" "$LB/$L_RANDOM" "$LB/$L_TEXT")
 LAYERS_BYTES=$((L_BASE_SIZE + L_MODIFY_SIZE + L_RANDOM_SIZE + L_TEXT_SIZE))
 
 # Fresh scratch (but keep results.tsv just created).
-for d in "$MP" "$RMP"; do is_mounted "$d" && die "$d is still mounted from an earlier run; unmount it"; done
+if awk -v p="$RUN/" 'index($2, p) == 1 { found = 1 } END { exit !found }' /proc/self/mounts; then
+    die "something under $RUN is still mounted from an earlier run; unmount it first"
+fi
 find "$RUN" -mindepth 1 -maxdepth 1 ! -name results.tsv -exec rm -rf {} +
 mkdir -p "$MP" "$RMP"
 
@@ -781,7 +784,7 @@ MODE=$PROFILE
 [ "$QUICK" = 0 ] || MODE="quick (tiny inputs, one run each: timings mean nothing)"
 python3 "$REPO/scripts/bench-report.py" "$RESULTS" "$OUT" "$JSON" \
     "$(machine_line)" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$MODE" \
-    "runs: $RUNS warm, $COLD_RUNS cold, $SLOW_RUNS import; files: $FILES in $DIRS dirs; big files: $BIG bytes; imagefs $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')" \
+    "load average at start: $LOAD0; runs: $RUNS warm, $COLD_RUNS cold, $SLOW_RUNS import; files: $FILES in $DIRS dirs; big files: $BIG bytes; imagefs $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')" \
     "$(($(date +%s) - T_START))"
 cat "$OUT"
 log "done in $(($(date +%s) - T_START)) s: $OUT, $JSON"

@@ -61,13 +61,14 @@ for r in json.load(sys.stdin):
                 mkdir "$m/rootfs"
                 mount --bind "$u/rootfs" "$m/rootfs"
             done
+        echo "$tree" >"$mp.fake-tree"
         mount --rbind "$tree" "$mp"
         mount -o remount,ro,bind "$mp"
         ;;
     unmount)
         mp=${args[-1]}
         umount -R "$mp"
-        unmount_under "$store.fake-tree"
+        [ ! -f "$mp.fake-tree" ] || unmount_under "$(cat "$mp.fake-tree")"
         ;;
     *) exec "$REAL" "$@" ;;
 esac
