@@ -136,7 +136,9 @@ def main():
         peer = r["cells"]["peer"]
         if r["peer"]:
             peer = f"{peer} ({r['peer']})"
-        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "—"
+        ratio = "—"
+        if r["ratio"] is not None:
+            ratio = f"{r['ratio']:.2f}" if r["ratio"] >= 0.1 else f"{r['ratio']:.3g}"
         cell = lambda t: t.replace("|", "\\|")
         md.append(f"| {r['case']} | {cell(r['what'])} | {cell(r['cells']['imagefs'])} | {cell(peer)} | "
                   f"{ratio} | {cell(r['target'] or '—')} | {r['met']} |")

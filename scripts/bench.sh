@@ -772,6 +772,7 @@ put 8.store peer "$IMAGES_BYTES"
 put 8.store.all imagefs "$(du -sb "$STORE" | cut -f1)"
 put 8.store.all peer "$IMAGES_BYTES"
 ifs df --json >"$RUN/df.json"
+note 8.store "dedupe: the images' sum is $(python3 -c 'import sys; print("%.0f" % (int(sys.argv[1]) / max(1, int(sys.argv[2]))))' "$IMAGES_BYTES" "$(du -sb "$STORE/blobs" | cut -f1)")x the blobs on disk"
 note 8.store "$TAGS tags; df --json: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("stored_bytes %d, logical_bytes %d, cache_bytes %d" % (d["stored_bytes"], d["logical_bytes"], d["cache_bytes"]))' "$RUN/df.json")"
 
 log "fsck"
