@@ -147,18 +147,19 @@ impl ImageViews {
         Ok(tree)
     }
 
-    /// The merged rootfs of image `manifest`, whose layer blobs are `layers`, base
-    /// first. Node contents name layers by their position in `layers`.
+    /// The merged rootfs of image `manifest`, whose layer blobs `layers` gives, base
+    /// first (asked only when the tree must be built: this runs on every getattr).
+    /// Node contents name layers by their position in that list.
     pub(crate) fn rootfs(
         &self,
         manifest: &Digest,
-        layers: &[Digest],
+        layers: impl FnOnce() -> Vec<Digest>,
     ) -> Result<Arc<ImageTree>, StoreError> {
         Self::cached(
             &self.rootfs,
             manifest,
             || {
-                let indexes = layers
+                let indexes = layers()
                     .iter()
                     .map(|layer| self.store.layer_index(layer))
                     .collect::<Result<Vec<_>, _>>()?;
@@ -219,7 +220,8 @@ impl ImageViews {
         let file = match self.store.open_layer_content(layer, &index, entry) {
             Ok((file, _)) => file,
             Err(first) => {
-                log::warn!("{first}; unpacking the layer again");
+                // Usually an eviction (by this mount's cap or another process).
+                log::info!("{first}; unpacking the layer again");
                 lock(&self.unpacked).pop(layer);
                 // What made the open fail may still be on disk (a wrong-sized file,
                 // an unpacked.idx whose contents were removed): start from nothing.

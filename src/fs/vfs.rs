@@ -648,7 +648,7 @@ impl Vfs {
             return Err(VfsError::NotFound);
         }
         let tree = match kind {
-            TreeKind::Rootfs => self.images.rootfs(digest, &view.layer_digests())?,
+            TreeKind::Rootfs => self.images.rootfs(digest, || view.layer_digests())?,
             TreeKind::LayerFiles(position) => {
                 let layer = view.layer(position).ok_or(VfsError::NotFound)?;
                 self.images.layer_files(&layer.digest)?
