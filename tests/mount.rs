@@ -240,9 +240,19 @@ fn platform(os: &str, arch: &str, variant: Option<&str>) -> Option<PlatformRow> 
     })
 }
 
-/// A deterministic blob big enough for several reads.
+/// An uncompressed tar layer from a `sample::LayerSpec` description. Files are
+/// 0444 and owned by root, like the rest of the mount, so the attribute walk holds
+/// inside `rootfs/` and `files/` too.
+fn tar_layer(spec: &str) -> Vec<u8> {
+    imagefs::sample::LayerSpec::parse(spec)
+        .expect("valid layer description")
+        .to_tar()
+        .expect("tar builds")
+}
+
+/// A deterministic layer big enough for several reads.
 fn big_layer() -> Vec<u8> {
-    (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect()
+    tar_layer("file /big 0444 @random:300000")
 }
 
 /// Builds the sample store:
@@ -252,7 +262,7 @@ fn big_layer() -> Vec<u8> {
 ///   attestation artifacts (unknown/unknown)
 /// - registry prod, empty
 fn build_sample(store: &Store) -> Sample {
-    let shared = b"shared layer bytes".to_vec();
+    let shared = tar_layer(r#"file /shared 0444 "shared layer bytes""#);
     let (app1, mut blobs) = image(
         store,
         "app1",
@@ -262,14 +272,17 @@ fn build_sample(store: &Store) -> Sample {
     let (app2, more) = image(
         store,
         "app2",
-        &[shared.clone(), b"app2 own layer".to_vec()],
+        &[
+            shared.clone(),
+            tar_layer(r#"file /app2 0444 "app2 own layer""#),
+        ],
         "application/vnd.oci.image.config.v1+json",
     );
     blobs.extend(more);
     let (arm, more) = image(
         store,
         "arm",
-        &[b"arm layer".to_vec()],
+        &[tar_layer(r#"file /arm 0444 "arm layer""#)],
         "application/vnd.oci.image.config.v1+json",
     );
     blobs.extend(more);
@@ -430,9 +443,13 @@ fn tree_shows_registries_repositories_tags_and_manifests() {
     manifests.sort();
     assert_eq!(names(&m.path("dev/app/manifests")), manifests);
     let dir = m.path(&format!("dev/app/manifests/{}", s.app1.manifest));
-    assert_eq!(names(&dir), ["config.json", "layers", "manifest.json"]);
+    assert_eq!(
+        names(&dir),
+        ["config.json", "layers", "manifest.json", "rootfs"]
+    );
     assert_eq!(names(&dir.join("layers")), ["000", "001"]);
-    assert_eq!(names(&dir.join("layers/000")), ["blob"]);
+    assert_eq!(names(&dir.join("layers/000")), ["blob", "files"]);
+    assert_eq!(names(&dir.join("rootfs")), ["big", "shared"]);
 
     // Exact bytes: sha256sum of each file is its digest, through tags too.
     let out = sh_ok(
@@ -575,7 +592,9 @@ fn attributes_are_honest() {
             s.app1.manifest
         ),
     );
-    assert!(du.starts_with(&big_layer().len().to_string()), "{du}");
+    // The layer directory holds the blob and files/big (300000 bytes).
+    let expected = big_layer().len() + 300_000;
+    assert!(du.starts_with(&expected.to_string()), "{du}");
     let du = sh_ok(&m.mnt, "du -sk dev/app/tags/1/layers/001/blob");
     assert!(
         du.starts_with(&big_layer().len().div_ceil(1024).to_string()),

@@ -88,7 +88,7 @@ fn mount_options(args: &MountArgs) -> MountOptions {
         allow_other: args.allow_other,
         read_only: args.read_only,
         threads: args.threads,
-        cache_size: args.cache_size,
+        cache_size: Some(args.cache_size.unwrap_or_else(super::default_cache_size)),
     }
 }
 

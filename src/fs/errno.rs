@@ -28,6 +28,9 @@ pub(crate) enum VfsError {
     /// ENOTDIR: a path component is not a directory.
     #[error("not a directory")]
     NotDir,
+    /// ENODATA: no extended attribute of that name.
+    #[error("no such attribute")]
+    NoXattr,
     /// A store operation failed; mapped by [`store_errno`].
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -46,6 +49,7 @@ impl VfsError {
             VfsError::NotEmpty => libc::ENOTEMPTY,
             VfsError::ReadOnly => libc::EROFS,
             VfsError::NotDir => libc::ENOTDIR,
+            VfsError::NoXattr => libc::ENODATA,
             VfsError::Store(error) => store_errno(error),
             VfsError::Io(error) => match error.raw_os_error() {
                 Some(code) if code == libc::ENOENT => libc::ENOENT,

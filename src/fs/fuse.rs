@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +23,7 @@ use fuser::{
 };
 
 use super::errno::VfsError;
-use super::vfs::{Attr, DirEntry, Ino, NodeType, Vfs, Volatility};
+use super::vfs::{Attr, DirEntry, FileContent, Ino, NodeType, Vfs, Volatility};
 
 /// How long the kernel may trust what changes with tags and repositories. Short, so
 /// changes made by other processes show within the 1 s the SPEC promises.
@@ -64,6 +65,8 @@ pub(crate) struct ImageFs {
     backing: Mutex<HashMap<Ino, Weak<BackingId>>>,
     /// Set once `init` ran, for tests and logs.
     passthrough_report: Arc<AtomicU64>,
+    /// Keeps the cache trimming thread alive while the filesystem lives.
+    _trimmer: Option<super::Trimmer>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,10 +83,12 @@ fn name_str(name: &OsStr) -> Result<&str, Errno> {
 }
 
 fn system_time(ns: i64) -> SystemTime {
+    // Tar mtimes may precede 1970.
+    let magnitude = Duration::from_nanos(ns.unsigned_abs());
     if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+        UNIX_EPOCH + magnitude
     } else {
-        UNIX_EPOCH
+        UNIX_EPOCH.checked_sub(magnitude).unwrap_or(UNIX_EPOCH)
     }
 }
 
@@ -92,6 +97,21 @@ fn file_type(kind: NodeType) -> FileType {
         NodeType::Directory => FileType::Directory,
         NodeType::File => FileType::RegularFile,
         NodeType::Symlink => FileType::Symlink,
+        NodeType::CharDevice => FileType::CharDevice,
+        NodeType::BlockDevice => FileType::BlockDevice,
+        NodeType::Fifo => FileType::NamedPipe,
+    }
+}
+
+/// Answers a getxattr/listxattr: the size for a size-0 probe, ERANGE when the
+/// caller's buffer is too small, else the bytes.
+fn reply_xattr_bytes(bytes: &[u8], size: u32, reply: ReplyXattr) {
+    if size == 0 {
+        reply.size(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+    } else if bytes.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(bytes);
     }
 }
 
@@ -108,7 +128,11 @@ fn ttls(attr: &Attr) -> (Duration, Duration) {
 pub(crate) type PassthroughReport = Arc<AtomicU64>;
 
 impl ImageFs {
-    pub(crate) fn new(vfs: Vfs, backing_stack_depth: u32) -> (Self, PassthroughReport) {
+    pub(crate) fn new(
+        vfs: Vfs,
+        backing_stack_depth: u32,
+        trimmer: Option<super::Trimmer>,
+    ) -> (Self, PassthroughReport) {
         // SAFETY: geteuid/getegid have no preconditions and cannot fail.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
         let report = Arc::new(AtomicU64::new(0));
@@ -123,6 +147,7 @@ impl ImageFs {
             dirs: Mutex::new(HashMap::new()),
             backing: Mutex::new(HashMap::new()),
             passthrough_report: report.clone(),
+            _trimmer: trimmer,
         };
         (fs, report)
     }
@@ -140,9 +165,10 @@ impl ImageFs {
             kind: file_type(attr.kind),
             perm: attr.perm,
             nlink: attr.nlink,
-            uid: self.uid,
-            gid: self.gid,
-            rdev: 0,
+            uid: attr.owner.map_or(self.uid, |(uid, _)| uid),
+            gid: attr.owner.map_or(self.gid, |(_, gid)| gid),
+            // The kernel's dev_t encoding fits in 32 bits for real device numbers.
+            rdev: u32::try_from(attr.rdev).unwrap_or(0),
             blksize: 4096,
             flags: 0,
         }
@@ -162,17 +188,22 @@ impl ImageFs {
         self.next_handle.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Opens the blob behind `ino` from the store, so the open file keeps reading
-    /// even if its tag (and the blob's directory entry) goes away meanwhile.
-    fn open_blob(&self, ino: Ino) -> Result<File, VfsError> {
-        let digest = self.vfs.blob_of(ino)?.ok_or(VfsError::NotFound)?;
-        let file = self
-            .vfs
-            .store()
-            .cas()
-            .open_blob(&digest)
-            .map_err(|e| VfsError::Store(e.into()))?;
-        Ok(file)
+    /// Opens the file behind `ino` — a blob, or a layer entry's content in the
+    /// unpack cache (unpacking the layer on first use) — so the open file keeps
+    /// reading even if its tag, its blob or its cache entry goes away meanwhile.
+    fn open_content(&self, ino: Ino) -> Result<File, VfsError> {
+        match self.vfs.content_of(ino)? {
+            Some(FileContent::Blob(digest)) => self
+                .vfs
+                .store()
+                .cas()
+                .open_blob(&digest)
+                .map_err(|e| VfsError::Store(e.into())),
+            Some(FileContent::LayerEntry { layer, entry }) => {
+                Ok(self.vfs.images().open_content(&layer, entry)?)
+            }
+            None => Err(VfsError::Invalid("not a regular file".into())),
+        }
     }
 
     /// A backing id for `ino`, shared with its other open handles.
@@ -220,11 +251,7 @@ impl Filesystem for ImageFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let name = match name_str(name) {
-            Ok(name) => name,
-            Err(e) => return reply.error(e),
-        };
-        self.reply_entry(self.vfs.lookup(parent.0, name), reply);
+        self.reply_entry(self.vfs.lookup(parent.0, name.as_bytes()), reply);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -257,7 +284,7 @@ impl Filesystem for ImageFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.vfs.readlink(ino.0) {
-            Ok(target) => reply.data(target.as_bytes()),
+            Ok(target) => reply.data(&target),
             Err(error) => reply.error(errno(&error)),
         }
     }
@@ -373,9 +400,14 @@ impl Filesystem for ImageFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return reply.error(Errno::EROFS);
         }
-        let file = match self.open_blob(ino.0) {
+        let file = match self.open_content(ino.0) {
             Ok(file) => file,
-            Err(error) => return reply.error(errno(&error)),
+            Err(error) => {
+                if error.errno() == libc::EIO {
+                    log::error!("open of inode {}: {error}", ino.0);
+                }
+                return reply.error(errno(&error));
+            }
         };
         let handle = self.handle();
         let backing = self.backing_for(ino.0, &file, &reply);
@@ -528,7 +560,7 @@ impl Filesystem for ImageFs {
                 INodeNo(entry.ino),
                 (index + 1) as u64,
                 file_type(entry.kind),
-                &entry.name,
+                OsStr::from_bytes(&entry.name),
             ) {
                 break;
             }
@@ -591,22 +623,31 @@ impl Filesystem for ImageFs {
         reply.error(self.read_only_reply());
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        reply.error(Errno::from_i32(libc::ENODATA));
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let result = self.vfs.xattrs(ino.0).and_then(|xattrs| {
+            xattrs
+                .into_iter()
+                .find(|x| &*x.name == name.as_bytes())
+                .ok_or(VfsError::NoXattr)
+        });
+        match result {
+            Ok(xattr) => reply_xattr_bytes(&xattr.value, size, reply),
+            Err(error) => reply.error(errno(&error)),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.vfs.xattrs(ino.0) {
+            Ok(xattrs) => {
+                // Names, each followed by a NUL, as listxattr(2) returns them.
+                let mut names = Vec::new();
+                for xattr in xattrs {
+                    names.extend_from_slice(&xattr.name);
+                    names.push(0);
+                }
+                reply_xattr_bytes(&names, size, reply);
+            }
+            Err(error) => reply.error(errno(&error)),
         }
     }
 

@@ -2,6 +2,8 @@
 //!
 //! - [`vfs`]: the tree as a view over the store, knowing nothing of FUSE: paths,
 //!   inode numbers, attributes, listings, and what each write means.
+//! - [`image_view`]: the image views `rootfs/` and `layers/NNN/files/`: cached trees
+//!   and file contents from the unpack cache.
 //! - [`fuse`]: the thin adapter: handle tables, passthrough, TTLs, replies.
 //! - [`errno`]: the one mapping from errors to errno values.
 //! - this file: mount plumbing: options, foreground mount with clean unmount on
@@ -11,9 +13,14 @@
 //! Caching: everything under `manifests/sha256:<hex>/` is immutable and cached by
 //! the kernel for a day; registries, repositories and `tags/` use a 0.5 s TTL and
 //! uncached directory listings, so changes by other processes show within 1 s.
+//!
+//! The unpack cache (`STORE/cache/`) is kept under [`MountOptions::cache_size`]:
+//! after every layer unpack and every [`TRIM_INTERVAL`] from a background thread
+//! (other processes add to the cache too).
 
 mod errno;
 mod fuse;
+mod image_view;
 mod vfs;
 
 use std::ffi::CString;
@@ -21,13 +28,14 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 use fuser::{Config, MountOption, Session, SessionACL};
 
 pub use errno::store_errno;
 
-use crate::store::Store;
+use crate::store::{Store, DEFAULT_CACHE_SIZE};
 
 /// Default number of threads serving requests.
 pub const DEFAULT_THREADS: usize = 4;
@@ -41,7 +49,8 @@ pub struct MountOptions {
     pub read_only: bool,
     /// Threads serving FUSE requests.
     pub threads: usize,
-    /// Cap on the unpack cache in bytes (used by the layer views; `None` = default).
+    /// Cap on `STORE/cache/` in bytes; `None` means [`DEFAULT_CACHE_SIZE`] (the CLI
+    /// fills in `$IMAGEFS_CACHE_SIZE`).
     pub cache_size: Option<u64>,
 }
 
@@ -156,6 +165,41 @@ fn backing_stack_depth(store_root: &Path) -> u32 {
     u32::from(stat.f_type == OVERLAYFS_SUPER_MAGIC)
 }
 
+/// How often the mount trims `cache/` to its cap besides after its own unpacks.
+pub const TRIM_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A background thread trimming the cache every [`TRIM_INTERVAL`]; it stops when
+/// this is dropped (with the filesystem, at unmount).
+#[derive(Debug)]
+pub(crate) struct Trimmer {
+    _stop: mpsc::Sender<()>,
+}
+
+impl Trimmer {
+    fn start(store: Arc<Store>, cap: u64) -> Option<Trimmer> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("imagefs-trim".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(TRIM_INTERVAL)
+                {
+                    match store.trim_cache(cap) {
+                        Ok(0) => {}
+                        Ok(freed) => log::info!("cache trimmed to its cap: {freed} bytes evicted"),
+                        Err(error) => log::error!("trimming the cache: {error}"),
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Some(Trimmer { _stop: stop }),
+            Err(error) => {
+                log::error!("cache trimming thread: {error}; trimming only after unpacks");
+                None
+            }
+        }
+    }
+}
+
 /// Makes the filesystem and its session, mounted.
 fn new_session(
     store: Arc<Store>,
@@ -173,8 +217,10 @@ fn new_session(
         });
     }
     let depth = backing_stack_depth(store.root());
-    let view = vfs::Vfs::new(store, canonical.clone(), options.read_only);
-    let (filesystem, report) = fuse::ImageFs::new(view, depth);
+    let cache_cap = options.cache_size.unwrap_or(DEFAULT_CACHE_SIZE);
+    let trimmer = Trimmer::start(store.clone(), cache_cap);
+    let view = vfs::Vfs::new(store, canonical.clone(), options.read_only, cache_cap);
+    let (filesystem, report) = fuse::ImageFs::new(view, depth, trimmer);
     let session =
         Session::new(filesystem, &canonical, &fuser_config(options)).map_err(|source| {
             FsError::Mount {

@@ -8,20 +8,28 @@
 //! Inode numbers: a table assigns numbers in order of first sight to [`Node`] keys
 //! and never forgets or reuses one while mounted, so a number always means the same
 //! path-shaped thing. Nodes are per path (a manifest seen from two repositories has
-//! two directories), because FUSE forbids directory aliases. The image views that
-//! come later slot in as further [`Item`] variants keyed by (manifest, layer, node id
-//! of the layer `Tree`): hard links share a node id, hence one inode.
+//! two directories), because FUSE forbids directory aliases.
+//!
+//! The image views (`rootfs/`, `layers/NNN/files/`) are [`Item::Rootfs`] and
+//! [`Item::LayerFiles`] keyed by the node id of their layer `Tree`. Their roots are
+//! numbered like any node; everything below gets `base + node id` from a block of
+//! numbers reserved per (repository, manifest, view) when the view's tree is first
+//! built, so a tree of a million paths costs no table entries, hard links (one node
+//! id) share one inode, and numbers stay stable because trees are deterministic.
+//! Trees themselves are built and cached by [`ImageViews`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::digest::Digest;
 use crate::image;
+use crate::layer::{self, NodeId, NodeKind};
 use crate::reference::{self, Reference, Target};
 use crate::store::{BlobInfo, BlobKind, EdgeKind, PlatformRow, RepoRow, Store, StoreError};
 
 use super::errno::VfsError;
+use super::image_view::{ImageTree, ImageViews};
 
 /// An inode number.
 pub(crate) type Ino = u64;
@@ -70,8 +78,6 @@ pub(crate) enum Node {
 }
 
 /// What a node under `manifests/sha256:<hex>/` is. Content here never changes.
-///
-/// Later: `Rootfs(tree node id)` and `LayerFiles(position, tree node id)`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Item {
     /// The `sha256:<hex>` directory itself.
@@ -90,9 +96,44 @@ pub(crate) enum Item {
     Platforms,
     /// `platforms/<name>`, a symlink to a child manifest.
     Platform(String),
+    /// `rootfs/` (the tree's root) or a node below it (images only).
+    Rootfs(NodeId),
+    /// `layers/NNN/files/` or a node below it, by layer position (images only).
+    LayerFiles(u32, NodeId),
 }
 
-/// The three file types the tree has.
+/// Which tree an image view shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum TreeKind {
+    /// `rootfs/`
+    Rootfs,
+    /// `layers/NNN/files/`, by layer position.
+    LayerFiles(u32),
+}
+
+impl TreeKind {
+    fn item(self, id: NodeId) -> Item {
+        match self {
+            TreeKind::Rootfs => Item::Rootfs(id),
+            TreeKind::LayerFiles(position) => Item::LayerFiles(position, id),
+        }
+    }
+}
+
+/// The tree view a node belongs to, and its node id there.
+fn tree_parts(node: &Node) -> Option<(&RepoKey, &Digest, TreeKind, NodeId)> {
+    match node {
+        Node::Manifest(repo, digest, Item::Rootfs(id)) => {
+            Some((repo, digest, TreeKind::Rootfs, *id))
+        }
+        Node::Manifest(repo, digest, Item::LayerFiles(position, id)) => {
+            Some((repo, digest, TreeKind::LayerFiles(*position), *id))
+        }
+        _ => None,
+    }
+}
+
+/// The file types the tree has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum NodeType {
     /// A directory.
@@ -101,6 +142,34 @@ pub(crate) enum NodeType {
     File,
     /// A symbolic link.
     Symlink,
+    /// A character device (image views only).
+    CharDevice,
+    /// A block device (image views only).
+    BlockDevice,
+    /// A named pipe (image views only).
+    Fifo,
+}
+
+impl From<NodeKind> for NodeType {
+    fn from(kind: NodeKind) -> Self {
+        match kind {
+            NodeKind::File => NodeType::File,
+            NodeKind::Dir => NodeType::Directory,
+            NodeKind::Symlink => NodeType::Symlink,
+            NodeKind::CharDevice => NodeType::CharDevice,
+            NodeKind::BlockDevice => NodeType::BlockDevice,
+            NodeKind::Fifo => NodeType::Fifo,
+        }
+    }
+}
+
+/// Where the bytes of a regular file come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FileContent {
+    /// A whole blob of the store.
+    Blob(Digest),
+    /// Entry `entry` of layer blob `layer` (image views).
+    LayerEntry { layer: Digest, entry: u32 },
 }
 
 /// How long what the kernel learns about a node stays true.
@@ -115,15 +184,20 @@ pub(crate) enum Volatility {
     Immutable,
 }
 
-/// Attributes of one node, without owner (the adapter fills in uid/gid).
+/// Attributes of one node. Owner `None` means the mount's owner (the adapter
+/// fills it in); image views carry the owner from the tar.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Attr {
     pub(crate) ino: Ino,
     pub(crate) kind: NodeType,
     pub(crate) size: u64,
     pub(crate) nlink: u32,
+    /// Permission bits, setuid/setgid/sticky included.
     pub(crate) perm: u16,
     pub(crate) mtime_ns: i64,
+    pub(crate) owner: Option<(u32, u32)>,
+    /// Device number of device nodes.
+    pub(crate) rdev: u64,
     pub(crate) volatility: Volatility,
 }
 
@@ -137,16 +211,35 @@ impl Attr {
 /// One directory entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct DirEntry {
-    pub(crate) name: String,
+    /// The name's bytes (names inside image views need not be UTF-8).
+    pub(crate) name: Vec<u8>,
     pub(crate) ino: Ino,
     pub(crate) kind: NodeType,
 }
 
-/// Numbers nodes in order of first sight; never forgets, never reuses.
+/// First inode number of the blocks reserved for image view trees; the table's
+/// own numbers (one per node ever seen) stay far below it.
+const TREE_INO_BASE: Ino = 1 << 40;
+
+/// The block of inode numbers of one image view: `base + node id`.
+#[derive(Debug)]
+struct TreeBlock {
+    repo: RepoKey,
+    digest: Digest,
+    kind: TreeKind,
+    len: u64,
+}
+
+/// Numbers nodes in order of first sight; never forgets, never reuses. Nodes below
+/// an image view's root get numbers from that view's block instead.
 #[derive(Debug)]
 pub(crate) struct InodeTable {
     by_node: HashMap<Node, Ino>,
     nodes: Vec<Node>,
+    /// Blocks by base.
+    blocks: BTreeMap<Ino, TreeBlock>,
+    block_of: HashMap<(RepoKey, Digest, TreeKind), Ino>,
+    next_block: Ino,
 }
 
 impl InodeTable {
@@ -154,13 +247,47 @@ impl InodeTable {
         let mut table = InodeTable {
             by_node: HashMap::new(),
             nodes: Vec::new(),
+            blocks: BTreeMap::new(),
+            block_of: HashMap::new(),
+            next_block: TREE_INO_BASE,
         };
         let root = table.ino_of(&Node::Root);
         debug_assert_eq!(root, ROOT_INO);
         table
     }
 
+    /// The base of the block of view (`repo`, `digest`, `kind`), reserving `len`
+    /// numbers on first use (a tree's length never changes: trees are deterministic).
+    fn tree_base(&mut self, repo: &RepoKey, digest: &Digest, kind: TreeKind, len: usize) -> Ino {
+        let key = (repo.clone(), *digest, kind);
+        if let Some(base) = self.block_of.get(&key) {
+            return *base;
+        }
+        let base = self.next_block;
+        let len = len as u64;
+        // One spare number between blocks keeps `base + id` of a root-less id apart.
+        self.next_block = base.saturating_add(len + 1);
+        self.blocks.insert(
+            base,
+            TreeBlock {
+                repo: repo.clone(),
+                digest: *digest,
+                kind,
+                len,
+            },
+        );
+        self.block_of.insert(key, base);
+        base
+    }
+
     fn ino_of(&mut self, node: &Node) -> Ino {
+        if let Some((repo, digest, kind, id)) = tree_parts(node) {
+            if id != NodeId::ROOT {
+                if let Some(base) = self.block_of.get(&(repo.clone(), *digest, kind)) {
+                    return base + u64::from(id.0);
+                }
+            }
+        }
         if let Some(ino) = self.by_node.get(node) {
             return *ino;
         }
@@ -187,9 +314,22 @@ impl InodeTable {
         self.by_node.insert(to.clone(), ino);
     }
 
-    fn node(&self, ino: Ino) -> Option<&Node> {
+    fn node(&self, ino: Ino) -> Option<Node> {
+        if ino >= TREE_INO_BASE {
+            let (base, block) = self.blocks.range(..=ino).next_back()?;
+            let id = ino - base;
+            if id == 0 || id >= block.len {
+                return None;
+            }
+            let id = NodeId(u32::try_from(id).ok()?);
+            return Some(Node::Manifest(
+                block.repo.clone(),
+                block.digest,
+                block.kind.item(id),
+            ));
+        }
         let index = usize::try_from(ino.checked_sub(1)?).ok()?;
-        self.nodes.get(index)
+        self.nodes.get(index).cloned()
     }
 }
 
@@ -202,6 +342,8 @@ struct ManifestView {
     layers: Vec<(u32, BlobInfo)>,
     /// (name, child manifest), index order.
     platforms: Vec<(String, Digest)>,
+    /// A container image: it has `rootfs/` and `layers/NNN/files/`.
+    is_image: bool,
 }
 
 impl ManifestView {
@@ -221,6 +363,10 @@ impl ManifestView {
 
     fn is_index(&self) -> bool {
         self.info.kind == BlobKind::Index
+    }
+
+    fn layer_digests(&self) -> Vec<Digest> {
+        self.layers.iter().map(|(_, info)| info.digest).collect()
     }
 }
 
@@ -290,6 +436,45 @@ fn normalize<'a>(base: &[String], parts: impl IntoIterator<Item = &'a str>) -> O
     Some(out)
 }
 
+/// `.` and `..`, which every listing starts with.
+fn dot_entries(ino: Ino, parent_ino: Ino) -> Vec<DirEntry> {
+    vec![
+        DirEntry {
+            name: b".".to_vec(),
+            ino,
+            kind: NodeType::Directory,
+        },
+        DirEntry {
+            name: b"..".to_vec(),
+            ino: parent_ino,
+            kind: NodeType::Directory,
+        },
+    ]
+}
+
+/// The attributes of a node of an image view, as its tar header gave them.
+fn tree_attr(node: &layer::Node, ino: Ino) -> Attr {
+    let mtime_ns = node
+        .mtime
+        .saturating_mul(1_000_000_000)
+        .saturating_add(i64::from(node.mtime_nsec));
+    let rdev = match node.kind {
+        NodeKind::CharDevice | NodeKind::BlockDevice => node.rdev(),
+        _ => 0,
+    };
+    Attr {
+        ino,
+        kind: node.kind.into(),
+        size: node.size,
+        nlink: node.nlink,
+        perm: (node.mode & 0o7777) as u16,
+        mtime_ns,
+        owner: Some((node.uid, node.gid)),
+        rdev,
+        volatility: Volatility::Immutable,
+    }
+}
+
 /// Listing of repositories, cached until the store's change token moves.
 #[derive(Debug, Default)]
 struct RepoCache {
@@ -301,6 +486,7 @@ struct RepoCache {
 #[derive(Debug)]
 pub(crate) struct Vfs {
     store: Arc<Store>,
+    images: ImageViews,
     mountpoint: PathBuf,
     read_only: bool,
     mount_time_ns: i64,
@@ -324,9 +510,15 @@ fn now_ns() -> i64 {
 
 impl Vfs {
     /// A view of `store` as mounted at `mountpoint` (absolute; used to resolve
-    /// absolute link targets).
-    pub(crate) fn new(store: Arc<Store>, mountpoint: PathBuf, read_only: bool) -> Self {
+    /// absolute link targets); `cache_cap` bounds `STORE/cache/`.
+    pub(crate) fn new(
+        store: Arc<Store>,
+        mountpoint: PathBuf,
+        read_only: bool,
+        cache_cap: u64,
+    ) -> Self {
         Vfs {
+            images: ImageViews::new(store.clone(), cache_cap),
             store,
             mountpoint,
             read_only,
@@ -343,11 +535,13 @@ impl Vfs {
         &self.store
     }
 
+    /// The image views (trees and file contents).
+    pub(crate) fn images(&self) -> &ImageViews {
+        &self.images
+    }
+
     fn node(&self, ino: Ino) -> Result<Node> {
-        lock(&self.table)
-            .node(ino)
-            .cloned()
-            .ok_or(VfsError::NotFound)
+        lock(&self.table).node(ino).ok_or(VfsError::NotFound)
     }
 
     fn ino_of(&self, node: &Node) -> Ino {
@@ -416,14 +610,85 @@ impl Vfs {
             .zip(children)
             .map(|(name, (digest, _))| (name, digest))
             .collect();
+        let is_image = info.kind == BlobKind::Manifest && self.is_image(&info);
         let view = Arc::new(ManifestView {
             info,
             config,
             layers,
             platforms,
+            is_image,
         });
         lock(&self.views).insert(*manifest, view.clone());
         Ok(view)
+    }
+
+    /// Whether manifest `info` is a container image (artifacts get no rootfs/).
+    fn is_image(&self, info: &BlobInfo) -> bool {
+        let parsed = self
+            .store
+            .read_blob(&info.digest)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                image::parse_top(&bytes, Some(&info.media_type)).map_err(|e| e.to_string())
+            });
+        match parsed {
+            Ok(image::Parsed::Manifest(manifest)) => manifest.is_image(),
+            Ok(image::Parsed::Index(_)) => false,
+            Err(error) => {
+                log::error!("manifest {}: {error}", info.digest);
+                false
+            }
+        }
+    }
+
+    /// The tree of an image view of `digest`.
+    fn tree(&self, digest: &Digest, kind: TreeKind) -> Result<Arc<ImageTree>> {
+        let view = self.view(digest)?;
+        if !view.is_image {
+            return Err(VfsError::NotFound);
+        }
+        let tree = match kind {
+            TreeKind::Rootfs => self.images.rootfs(digest, || view.layer_digests())?,
+            TreeKind::LayerFiles(position) => {
+                let layer = view.layer(position).ok_or(VfsError::NotFound)?;
+                self.images.layer_files(&layer.digest)?
+            }
+        };
+        Ok(tree)
+    }
+
+    /// The inode number of node `id` of a view whose tree is `tree`.
+    fn tree_ino(
+        &self,
+        repo: &RepoKey,
+        digest: &Digest,
+        kind: TreeKind,
+        tree: &ImageTree,
+        id: NodeId,
+    ) -> Ino {
+        if id == NodeId::ROOT {
+            return self.ino_of(&Node::Manifest(repo.clone(), *digest, kind.item(id)));
+        }
+        let base = lock(&self.table).tree_base(repo, digest, kind, tree.tree.len());
+        base + u64::from(id.0)
+    }
+
+    /// The node `name` (any bytes) inside directory `parent`.
+    fn child_bytes(&self, parent: &Node, name: &[u8]) -> Result<Node> {
+        if let Some((repo, digest, kind, dir)) = tree_parts(parent) {
+            let tree = self.tree(digest, kind)?;
+            let node = tree.get(dir).ok_or(VfsError::NotFound)?;
+            if node.kind != NodeKind::Dir {
+                return Err(VfsError::NotDir);
+            }
+            let id = tree.tree.lookup(dir, name).ok_or(VfsError::NotFound)?;
+            // Reserve the view's numbers now, so `ino_of` finds them.
+            lock(&self.table).tree_base(repo, digest, kind, tree.tree.len());
+            return Ok(Node::Manifest(repo.clone(), *digest, kind.item(id)));
+        }
+        // Every name outside the image views is UTF-8.
+        let name = std::str::from_utf8(name).map_err(|_| VfsError::NotFound)?;
+        self.child(parent, name)
     }
 
     // ---- the shape of the tree ----
@@ -500,9 +765,16 @@ impl Vfs {
                     Err(VfsError::NotFound)
                 }
             }
+            Node::Manifest(_, _, Item::Rootfs(_) | Item::LayerFiles(..)) => {
+                self.child_bytes(parent, name.as_bytes())
+            }
             Node::Manifest(repo, digest, item) => {
                 let view = self.view(digest)?;
                 let found = match (item, name) {
+                    (Item::Dir, "rootfs") if view.is_image => Some(Item::Rootfs(NodeId::ROOT)),
+                    (Item::Layer(position), "files") if view.is_image => {
+                        Some(Item::LayerFiles(*position, NodeId::ROOT))
+                    }
                     (Item::Dir, "manifest.json") => Some(Item::ManifestJson),
                     (Item::Dir, "config.json") if view.config.is_some() => Some(Item::ConfigJson),
                     (Item::Dir, "layers") if !view.layers.is_empty() => Some(Item::Layers),
@@ -525,7 +797,10 @@ impl Vfs {
         }
     }
 
-    /// The node's parent directory (the root is its own parent).
+    /// The node's parent directory (the root is its own parent). Nodes inside an
+    /// image view answer their view's parent (only the tree knows more, see
+    /// [`Vfs::tree_parent_ino`]); paths are only ever computed for this mount's own
+    /// links and directories, never for nodes inside a view.
     fn parent(node: &Node) -> Node {
         let namespace_of = |repo: &RepoKey| Node::Namespace {
             registry: repo.registry.clone(),
@@ -556,6 +831,8 @@ impl Vfs {
                     Item::Layer(_) => up(Item::Layers),
                     Item::LayerBlob(position) => up(Item::Layer(*position)),
                     Item::Platform(_) => up(Item::Platforms),
+                    Item::Rootfs(_) => up(Item::Dir),
+                    Item::LayerFiles(position, _) => up(Item::Layer(*position)),
                 }
             }
         }
@@ -603,6 +880,8 @@ impl Vfs {
                     Item::LayerBlob(_) => "blob".into(),
                     Item::Platforms => "platforms".into(),
                     Item::Platform(name) => name.clone(),
+                    Item::Rootfs(_) => "rootfs".into(),
+                    Item::LayerFiles(..) => "files".into(),
                 });
                 let _ = repo;
                 out
@@ -612,6 +891,11 @@ impl Vfs {
 
     /// Attributes of a node that exists; `NotFound` when it no longer does.
     fn attr_of(&self, node: &Node, ino: Ino) -> Result<Attr> {
+        if let Some((_, digest, kind, id)) = tree_parts(node) {
+            let tree = self.tree(digest, kind)?;
+            let node = tree.get(id).ok_or(VfsError::NotFound)?;
+            return Ok(tree_attr(node, ino));
+        }
         let dir = |nlink: usize, mtime_ns: i64, volatility| Attr {
             ino,
             kind: NodeType::Directory,
@@ -619,6 +903,8 @@ impl Vfs {
             nlink: u32::try_from(nlink).unwrap_or(u32::MAX),
             perm: 0o755,
             mtime_ns,
+            owner: None,
+            rdev: 0,
             volatility,
         };
         let file = |info: &BlobInfo| Attr {
@@ -628,6 +914,8 @@ impl Vfs {
             nlink: 1,
             perm: 0o444,
             mtime_ns: info.created_ns,
+            owner: None,
+            rdev: 0,
             volatility: Volatility::Immutable,
         };
         let link = |target: String, mtime_ns: i64, volatility| Attr {
@@ -637,6 +925,8 @@ impl Vfs {
             nlink: 1,
             perm: 0o777,
             mtime_ns,
+            owner: None,
+            rdev: 0,
             volatility,
         };
         Ok(match node {
@@ -692,8 +982,9 @@ impl Vfs {
                 let created = view.info.created_ns;
                 match item {
                     Item::Dir => {
-                        let subdirs =
-                            usize::from(!view.layers.is_empty()) + usize::from(view.is_index());
+                        let subdirs = usize::from(!view.layers.is_empty())
+                            + usize::from(view.is_index())
+                            + usize::from(view.is_image);
                         dir(2 + subdirs, created, Volatility::ImmutableInVolatileDir)
                     }
                     Item::ManifestJson => file(&view.info),
@@ -701,7 +992,8 @@ impl Vfs {
                     Item::Layers => dir(2 + view.layers.len(), created, Volatility::Immutable),
                     Item::Layer(position) => {
                         view.layer(*position).ok_or(VfsError::NotFound)?;
-                        dir(2, created, Volatility::Immutable)
+                        let files = usize::from(view.is_image);
+                        dir(2 + files, created, Volatility::Immutable)
                     }
                     Item::LayerBlob(position) => {
                         file(view.layer(*position).ok_or(VfsError::NotFound)?)
@@ -711,6 +1003,8 @@ impl Vfs {
                         let child = view.platform(name).ok_or(VfsError::NotFound)?;
                         link(platform_link(&child), created, Volatility::Immutable)
                     }
+                    // Handled above with the tree.
+                    Item::Rootfs(_) | Item::LayerFiles(..) => return Err(VfsError::NotFound),
                 }
             }
         })
@@ -725,9 +1019,9 @@ impl Vfs {
     }
 
     /// Looks `name` up in directory `parent`.
-    pub(crate) fn lookup(&self, parent: Ino, name: &str) -> Result<Attr> {
+    pub(crate) fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         let parent = self.node(parent)?;
-        let node = self.child(&parent, name)?;
+        let node = self.child_bytes(&parent, name)?;
         let ino = self.ino_of(&node);
         self.attr_of(&node, ino)
     }
@@ -735,6 +1029,9 @@ impl Vfs {
     /// Lists directory `ino`, with `.` and `..` first.
     pub(crate) fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>> {
         let node = self.node(ino)?;
+        if let Some((repo, digest, kind, id)) = tree_parts(&node) {
+            return self.tree_readdir(&node, ino, repo, digest, kind, id);
+        }
         let parent_ino = self.ino_of(&Self::parent(&node));
         let mut children: Vec<(String, Node, NodeType)> = Vec::new();
         let dir = NodeType::Directory;
@@ -792,6 +1089,9 @@ impl Vfs {
                     Item::Dir => {
                         let file = NodeType::File;
                         children.push(("manifest.json".into(), at(Item::ManifestJson), file));
+                        if view.is_image {
+                            children.push(("rootfs".into(), at(Item::Rootfs(NodeId::ROOT)), dir));
+                        }
                         if view.config.is_some() {
                             children.push(("config.json".into(), at(Item::ConfigJson), file));
                         }
@@ -813,6 +1113,10 @@ impl Vfs {
                             at(Item::LayerBlob(*position)),
                             NodeType::File,
                         ));
+                        if view.is_image {
+                            let files = at(Item::LayerFiles(*position, NodeId::ROOT));
+                            children.push(("files".into(), files, dir));
+                        }
                     }
                     Item::Platforms => {
                         for (name, _) in &view.platforms {
@@ -825,30 +1129,68 @@ impl Vfs {
             }
             Node::Tag(..) => return Err(VfsError::NotDir),
         }
-        let mut entries = vec![
-            DirEntry {
-                name: ".".into(),
-                ino,
-                kind: dir,
-            },
-            DirEntry {
-                name: "..".into(),
-                ino: parent_ino,
-                kind: dir,
-            },
-        ];
+        let mut entries = dot_entries(ino, parent_ino);
         let mut table = lock(&self.table);
         entries.extend(children.into_iter().map(|(name, node, kind)| DirEntry {
-            name,
+            name: name.into_bytes(),
             ino: table.ino_of(&node),
             kind,
         }));
         Ok(entries)
     }
 
-    /// The text of symlink `ino`.
-    pub(crate) fn readlink(&self, ino: Ino) -> Result<String> {
-        match self.node(ino)? {
+    /// Lists directory `id` of an image view.
+    fn tree_readdir(
+        &self,
+        node: &Node,
+        ino: Ino,
+        repo: &RepoKey,
+        digest: &Digest,
+        kind: TreeKind,
+        id: NodeId,
+    ) -> Result<Vec<DirEntry>> {
+        let tree = self.tree(digest, kind)?;
+        if tree.get(id).ok_or(VfsError::NotFound)?.kind != NodeKind::Dir {
+            return Err(VfsError::NotDir);
+        }
+        let parent_ino = if id == NodeId::ROOT {
+            self.ino_of(&Self::parent(node))
+        } else {
+            self.tree_ino(repo, digest, kind, &tree, tree.parent(id))
+        };
+        let children = tree.tree.children(id);
+        let mut entries = dot_entries(ino, parent_ino);
+        entries.reserve(children.len());
+        let base = lock(&self.table).tree_base(repo, digest, kind, tree.tree.len());
+        for (name, child) in children {
+            let child_kind = tree.get(*child).map_or(NodeType::File, |n| n.kind.into());
+            entries.push(DirEntry {
+                name: name.to_vec(),
+                ino: base + u64::from(child.0),
+                kind: child_kind,
+            });
+        }
+        Ok(entries)
+    }
+
+    /// The target of symlink `ino`, byte for byte as stored.
+    pub(crate) fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        let node = self.node(ino)?;
+        if let Some((_, digest, kind, id)) = tree_parts(&node) {
+            let tree = self.tree(digest, kind)?;
+            let node = tree.get(id).ok_or(VfsError::NotFound)?;
+            return node
+                .symlink_target
+                .as_ref()
+                .map(|target| target.to_vec())
+                .ok_or_else(|| VfsError::Invalid("not a symbolic link".into()));
+        }
+        self.own_link(&node).map(String::into_bytes)
+    }
+
+    /// The text of one of this mount's own symlinks (tags, platforms).
+    fn own_link(&self, node: &Node) -> Result<String> {
+        match node.clone() {
             Node::Tag(repo, tag) => {
                 let row = self
                     .store
@@ -867,18 +1209,64 @@ impl Vfs {
         }
     }
 
-    /// The blob whose bytes file `ino` shows, or `None` when `ino` is no blob file.
-    pub(crate) fn blob_of(&self, ino: Ino) -> Result<Option<Digest>> {
+    /// Where the bytes of regular file `ino` come from, or `None` when `ino` is no
+    /// regular file.
+    pub(crate) fn content_of(&self, ino: Ino) -> Result<Option<FileContent>> {
         let Node::Manifest(_, digest, item) = self.node(ino)? else {
             return Ok(None);
         };
         let view = self.view(&digest)?;
         Ok(match item {
-            Item::ManifestJson => Some(digest),
-            Item::ConfigJson => view.config.as_ref().map(|c| c.digest),
-            Item::LayerBlob(position) => view.layer(position).map(|l| l.digest),
+            Item::ManifestJson => Some(FileContent::Blob(digest)),
+            Item::ConfigJson => view.config.as_ref().map(|c| FileContent::Blob(c.digest)),
+            Item::LayerBlob(position) => view.layer(position).map(|l| FileContent::Blob(l.digest)),
+            Item::Rootfs(id) => {
+                let tree = self.tree(&digest, TreeKind::Rootfs)?;
+                let content = tree.get(id).and_then(|n| n.content);
+                match content {
+                    // Content names the layer by its index in the merged list.
+                    Some(loc) => {
+                        let (_, layer) = view
+                            .layers
+                            .get(loc.layer as usize)
+                            .ok_or(VfsError::NotFound)?;
+                        Some(FileContent::LayerEntry {
+                            layer: layer.digest,
+                            entry: loc.entry,
+                        })
+                    }
+                    None => None,
+                }
+            }
+            Item::LayerFiles(position, id) => {
+                let tree = self.tree(&digest, TreeKind::LayerFiles(position))?;
+                let layer = view.layer(position).ok_or(VfsError::NotFound)?;
+                tree.get(id)
+                    .and_then(|n| n.content)
+                    .map(|loc| FileContent::LayerEntry {
+                        layer: layer.digest,
+                        entry: loc.entry,
+                    })
+            }
             _ => None,
         })
+    }
+
+    /// The extended attributes of `ino` a reader may see: those from the tar
+    /// headers, without `trusted.*` (privileged on a real filesystem).
+    pub(crate) fn xattrs(&self, ino: Ino) -> Result<Vec<layer::Xattr>> {
+        let node = self.node(ino)?;
+        let Some((_, digest, kind, id)) = tree_parts(&node) else {
+            return Ok(Vec::new());
+        };
+        let tree = self.tree(digest, kind)?;
+        let node = tree.get(id).ok_or(VfsError::NotFound)?;
+        Ok(node
+            .xattrs
+            .iter()
+            .filter(|x| !x.name.starts_with(b"trusted."))
+            .cloned()
+            .collect())
     }
 
     // ---- writing ----
@@ -1154,8 +1542,7 @@ impl Vfs {
                 node = self.child(&node, name)?;
                 let link = match &node {
                     Node::Tag(..) | Node::Manifest(_, _, Item::Platform(_)) => {
-                        let ino = self.ino_of(&node);
-                        self.readlink(ino)?
+                        self.own_link(&node)?
                     }
                     _ => continue,
                 };
@@ -1267,7 +1654,7 @@ mod tests {
         let renamed = Node::Tag(repo_key(), "2".into());
         table.rename(&Node::Tag(repo_key(), "1".into()), &renamed);
         assert_eq!(table.ino_of(&renamed), tag);
-        assert_eq!(table.node(tag), Some(&renamed));
+        assert_eq!(table.node(tag), Some(renamed.clone()));
         let again = table.ino_of(&Node::Tag(repo_key(), "1".into()));
         assert!(again > tag, "a new number, never a reused one");
         assert!(table.node(999).is_none());

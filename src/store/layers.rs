@@ -223,20 +223,36 @@ impl Store {
             if total <= cap {
                 break;
             }
-            let dir = self.layer_cache_dir(&cached.layer);
-            let _lock = FileLock::acquire(&dir.join(LOCK))?;
-            let before = super::dir_size(&dir);
-            // unpacked.idx first: from then on nobody trusts content/.
-            let _ = fs::remove_file(dir.join(UNPACKED));
-            for sub in [layer::CONTENT_DIR, layer::TMP_DIR] {
-                let _ = fs::remove_dir_all(dir.join(sub));
-            }
-            let after = super::dir_size(&dir);
-            let gained = before.saturating_sub(after);
+            let gained = self.evict_unpacked(&cached.layer)?;
             freed += gained;
             total = total.saturating_sub(gained);
         }
         Ok(freed)
+    }
+}
+
+impl Store {
+    /// True when the layer's contents are unpacked (its `unpacked.idx` exists).
+    pub fn cached_layer_is_unpacked(&self, layer: &Digest) -> Result<bool> {
+        Ok(self.layer_cache_dir(layer).join(UNPACKED).exists())
+    }
+
+    /// Drops the unpacked contents of one layer (its index stays), so the next
+    /// [`Store::unpack_layer`] starts from nothing: eviction, and recovery from a
+    /// damaged content file. Open files keep reading. Returns the bytes freed.
+    pub fn evict_unpacked(&self, layer: &Digest) -> Result<u64> {
+        let dir = self.layer_cache_dir(layer);
+        if !dir.exists() {
+            return Ok(0);
+        }
+        let _lock = FileLock::acquire(&dir.join(LOCK))?;
+        let before = super::dir_size(&dir);
+        // unpacked.idx first: from then on nobody trusts content/.
+        let _ = fs::remove_file(dir.join(UNPACKED));
+        for sub in [layer::CONTENT_DIR, layer::TMP_DIR] {
+            let _ = fs::remove_dir_all(dir.join(sub));
+        }
+        Ok(before.saturating_sub(super::dir_size(&dir)))
     }
 }
 
