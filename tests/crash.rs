@@ -165,3 +165,48 @@ fn a_flipped_byte_is_named_by_fsck() {
     t.run(&["export", "local/dev/a:1", t.join("out").to_str().unwrap()])
         .assert_err_line("imagefs: export");
 }
+
+#[test]
+fn a_corrupt_layer_blob_gives_eio_in_rootfs_not_wrong_bytes() {
+    if !util::require_fuse() {
+        return;
+    }
+    let t = TestDir::new("corrupt-eio");
+    let content = "A".repeat(20_000);
+    let spec = LayerSpec::parse(&format!("file /data.txt 0644 \"{content}\"")).unwrap();
+    // An uncompressed layer: a flipped byte inside the file's data still parses,
+    // so only the diff_id check can notice it.
+    let image = ImageBuilder::new()
+        .layer(&spec, Compression::None)
+        .build()
+        .unwrap();
+    let layout = t.join("layout");
+    sample::write_oci_layout(&layout, &[(Some("dev/c:1"), &Built::from(image))]).unwrap();
+    t.run(&["import", layout.to_str().unwrap()]).assert_ok();
+    let inspect: serde_json::Value = serde_json::from_str(
+        &t.run(&["inspect", "--json", "local/dev/c:1"])
+            .assert_ok()
+            .stdout,
+    )
+    .unwrap();
+    let layer = inspect["layers"][0]["digest"].as_str().unwrap().to_string();
+    let path = t
+        .store()
+        .join("blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(100)
+        .position(|w| w == &content.as_bytes()[..100])
+        .unwrap()
+        + 50;
+    bytes[at] = b'B';
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+
+    let mount = t.mount(&[]);
+    let file = mount.join("local/dev/c/tags/1/rootfs/data.txt");
+    let result = util::with_timeout(30, move || std::fs::read(file));
+    let err = result.expect_err("a corrupt layer must not be served");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+}

@@ -99,6 +99,22 @@ impl Store {
         })
     }
 
+    /// Refuses an index whose stream digest differs from the diff_id recorded at
+    /// import (the blob changed on disk: corruption).
+    fn check_diff_id(&self, layer: &Digest, index: &LayerIndex) -> Result<()> {
+        let recorded = self.blob(layer)?.and_then(|info| info.diff_id);
+        match recorded {
+            Some(diff_id) if diff_id != index.diff_id.0 => Err(layer_error(
+                layer,
+                format!(
+                    "blob is corrupt: its content unpacks to {}, but {} was verified at import (run imagefs fsck)",
+                    index.diff_id, diff_id
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes the entry index of a layer (import calls this with the index it built
     /// while verifying the layer, so indexing costs no extra pass).
     pub(crate) fn save_layer_index(&self, layer: &Digest, index: &LayerIndex) -> Result<()> {
@@ -131,6 +147,7 @@ impl Store {
                         .map_err(|e| layer_error(layer, e))?;
                 let index = layer::index_layer(stream, &mut DiscardSink)
                     .map_err(|e| layer_error(layer, e))?;
+                self.check_diff_id(layer, &index)?;
                 index.write_to(&path).map_err(|e| layer_error(layer, e))?;
                 Ok(index)
             }
@@ -157,6 +174,15 @@ impl Store {
             .map_err(|e| layer_error(layer, e))?;
         crate::failpoint::hit("unpack.start");
         let index = layer::unpack_layer(stream, &cache).map_err(|e| layer_error(layer, e))?;
+        // The unpack read the whole blob: a blob damaged on disk since import shows
+        // here, and nothing from it is served.
+        if let Err(e) = self.check_diff_id(layer, &index) {
+            // We hold the layer's lock: drop the contents here, not via evict_unpacked.
+            for sub in [layer::CONTENT_DIR, layer::TMP_DIR] {
+                let _ = fs::remove_dir_all(cache.root().join(sub));
+            }
+            return Err(e);
+        }
         crate::failpoint::hit("unpack.before_index");
         index
             .write_to(&unpacked)
