@@ -5,7 +5,7 @@
 //! decision of its own (EROFS, EINVAL, ...) or a store error. Anything unexpected is
 //! EIO with a log line, never a silent ENOENT.
 
-use crate::store::StoreError;
+use crate::store::{CasError, StoreError};
 
 /// Why a view operation failed. Each variant names one errno.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,13 @@ pub fn store_errno(error: &StoreError) -> i32 {
         StoreError::Busy(_) => libc::EBUSY,
         StoreError::NotEmpty(_) => libc::ENOTEMPTY,
         StoreError::Invalid(_) | StoreError::Reference(_) => libc::EINVAL,
+        // A blob deleted between lookup and open (its last tag went meanwhile): the
+        // file is gone, nothing is broken.
+        StoreError::Cas(CasError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            libc::ENOENT
+        }
         other => {
             log::error!("store: {other}");
             libc::EIO
@@ -88,6 +95,13 @@ mod tests {
     fn store_errors_map_to_distinct_errno() {
         let cases = [
             (StoreError::NotFound("x".into()), libc::ENOENT),
+            (
+                StoreError::Cas(CasError::Io {
+                    path: "blob".into(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                }),
+                libc::ENOENT,
+            ),
             (StoreError::AlreadyExists("x".into()), libc::EEXIST),
             (StoreError::Busy("x".into()), libc::EBUSY),
             (StoreError::NotEmpty("x".into()), libc::ENOTEMPTY),
