@@ -1084,3 +1084,36 @@ fn docker_archive_layer_symlinks_out_of_the_archive_are_refused() {
         g.finish();
     }
 }
+
+/// Regression (hostile suite): unpacking a sparse file wrote its holes to the cache
+/// as zeros, so a few bytes of tar could fill the disk with up to
+/// `Limits::max_sparse_size` (1 TiB). Holes (and any run of zeros) now stay holes.
+#[test]
+fn unpacking_a_sparse_file_keeps_its_holes() {
+    use std::os::unix::fs::MetadataExt;
+    const SIZE: u64 = 256 << 20;
+    let mut tar = Vec::new();
+    tar.extend_from_slice(&gnu_sparse("sparse", SIZE, &[(SIZE - 512, 512)], 512));
+    tar.extend(vec![b's'; 512]);
+    tar.extend(end_of_archive());
+    let t = TestDir::new("sparse-unpack");
+    let cache = CacheDir::new(t.mkdir("cache")).expect("cache dir");
+    let index = layer::unpack_layer(&tar[..], &cache).expect("unpacks");
+    let entry = &index.entries[0];
+    let layer::ContentRef::Cached(id) = entry.content else {
+        panic!("not cached: {:?}", entry.content);
+    };
+    let meta = fs::metadata(cache.content_path(&id)).expect("content file");
+    assert_eq!(meta.len(), SIZE);
+    let allocated = meta.blocks() * 512;
+    assert!(
+        allocated < 1 << 20,
+        "a 256 MiB sparse file took {allocated} bytes of cache"
+    );
+    let mut content = fs::File::open(cache.content_path(&id)).expect("open");
+    let mut tail = Vec::new();
+    io::Seek::seek(&mut content, io::SeekFrom::Start(SIZE - 1024)).expect("seek");
+    io::Read::read_to_end(&mut content, &mut tail).expect("read");
+    assert_eq!(&tail[..512], &[0u8; 512][..]);
+    assert_eq!(&tail[512..], &[b's'; 512][..]);
+}
