@@ -40,8 +40,11 @@ fn fixture() -> &'static Fixture {
         } else {
             "/tmp"
         };
+        remove_dirs_of_dead_runs(Path::new(base));
+        // libFuzzer ends with exit(), which never drops statics: the dir is named
+        // after the pid so a later run can clean it up.
         let dir = tempfile::Builder::new()
-            .prefix("imagefs-fuzz-archive")
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
             .tempdir_in(base)
             .expect("temp dir");
         let spec = LayerSpec::parse(
@@ -81,6 +84,27 @@ fn fixture() -> &'static Fixture {
             _dir: dir,
         }
     })
+}
+
+const DIR_PREFIX: &str = "imagefs-fuzz-archive-";
+
+/// Removes fixture dirs left by earlier fuzz processes that are gone.
+fn remove_dirs_of_dead_runs(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(DIR_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn read_capped(source: &dyn ImageSource, digest: &Digest) -> Option<Vec<u8>> {
