@@ -29,7 +29,7 @@
 //! [`open_content`] detects by its size). [`CacheDirSink::sync`] makes them durable.
 
 use std::fs::{self, File, Permissions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -106,11 +106,20 @@ impl CacheDir {
                     Err(e) => return Err(e),
                 };
                 hasher.update(&buffer[..n]);
-                out.write_all(&buffer[..n])?;
+                // Runs of zeros (the holes of sparse files above all) stay holes: a few
+                // bytes of hostile tar may declare a file of up to
+                // `Limits::max_sparse_size`, which must not cost that much disk.
+                if buffer[..n].iter().all(|&b| b == 0) {
+                    out.seek(SeekFrom::Current(n as i64))?;
+                } else {
+                    out.write_all(&buffer[..n])?;
+                }
                 written += n as u64;
             }
             out.flush()?;
         }
+        // A trailing hole: seeking past the end does not extend the file.
+        temp.as_file().set_len(written)?;
         if written != size {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
