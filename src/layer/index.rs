@@ -17,7 +17,9 @@ use super::LayerError;
 pub struct Limits {
     /// Longest accepted path or link target, in bytes (PATH_MAX).
     pub max_path_len: usize,
-    /// Most headers accepted in one layer; more is an error.
+    /// Most headers accepted in one layer; more is an error. Each entry costs about
+    /// 260 bytes of index memory, so 2 million bounds a layer to ~0.5 GiB; real
+    /// distribution layers hold tens of thousands.
     pub max_entries: usize,
     /// Largest accepted xattr value; larger ones are dropped with a warning.
     pub max_xattr_size: usize,
@@ -34,7 +36,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_path_len: 4096,
-            max_entries: 10_000_000,
+            max_entries: 2_000_000,
             max_xattr_size: 64 * 1024,
             max_pax_header: 1024 * 1024,
             max_sparse_chunks: 100_000,
