@@ -220,7 +220,8 @@ fn spawn_daemon(store: &Store, args: &MountArgs) -> Result<(), String> {
                 daemon_log.display()
             )));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // The daemon mounts within a few ms of starting: poll finely.
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

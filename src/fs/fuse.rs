@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::errno::VfsError;
@@ -31,6 +31,10 @@ pub(crate) const VOLATILE_TTL: Duration = Duration::from_millis(500);
 
 /// How long the kernel may trust what never changes (everything under manifests/).
 pub(crate) const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Files at least this big are read through FUSE passthrough; smaller ones are
+/// served by imagefs and kept in the kernel's page cache across opens.
+pub(crate) const PASSTHROUGH_MIN_SIZE: u64 = 1 << 20;
 
 /// Whether passthrough was negotiated, and whether it still works.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +63,9 @@ pub(crate) struct ImageFs {
     backing_stack_depth: u32,
     next_handle: AtomicU64,
     files: Mutex<HashMap<u64, OpenBlob>>,
-    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    /// Open directories: their listing, `None` until first read for directories
+    /// whose listing never changes.
+    dirs: Mutex<HashMap<u64, Option<Arc<Vec<DirEntry>>>>>,
     /// One backing id per inode while any handle of it is open (the kernel wants
     /// the same id reused for every open of one inode).
     backing: Mutex<HashMap<Ino, Weak<BackingId>>>,
@@ -228,6 +234,22 @@ impl ImageFs {
         }
     }
 
+    /// The listing of open directory `fh` (of inode `ino`), built on first use for
+    /// directories whose listing never changes.
+    fn dir_entries(&self, ino: Ino, fh: u64) -> Result<Arc<Vec<DirEntry>>, Errno> {
+        match lock(&self.dirs).get(&fh) {
+            None => return Err(Errno::EBADF),
+            Some(Some(entries)) => return Ok(entries.clone()),
+            Some(None) => {}
+        }
+        // Built outside the lock; two racing readdirs of one handle build the same.
+        let entries = Arc::new(self.vfs.readdir(ino).map_err(|e| errno(&e))?);
+        if let Some(slot) = lock(&self.dirs).get_mut(&fh) {
+            *slot = Some(entries.clone());
+        }
+        Ok(entries)
+    }
+
     fn read_only_reply(&self) -> Errno {
         Errno::EROFS
     }
@@ -235,6 +257,12 @@ impl ImageFs {
 
 impl Filesystem for ImageFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Listings carry attributes (no LOOKUP per entry after a readdir); the kernel
+        // picks plain or plus reads per directory.
+        let plus = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
+        if config.add_capabilities(plus).is_err() {
+            log::debug!("kernel without READDIRPLUS");
+        }
         let wanted = self.backing_stack_depth + 1;
         if config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -410,7 +438,18 @@ impl Filesystem for ImageFs {
             }
         };
         let handle = self.handle();
-        let backing = self.backing_for(ino.0, &file, &reply);
+        // Small files skip passthrough: registering a backing file costs more than
+        // the read, and without passthrough FOPEN_KEEP_CACHE lets later opens read
+        // from the page cache with no request at all.
+        let small = file
+            .metadata()
+            .map(|m| m.len() < PASSTHROUGH_MIN_SIZE)
+            .unwrap_or(false);
+        let backing = if small {
+            None
+        } else {
+            self.backing_for(ino.0, &file, &reply)
+        };
         match backing {
             Some(id) => {
                 lock(&self.files).insert(
@@ -497,7 +536,9 @@ impl Filesystem for ImageFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing to flush on a read-only tree: ENOSYS makes the kernel stop sending
+        // FLUSH on every close (one round trip less per file).
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -532,27 +573,43 @@ impl Filesystem for ImageFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // A snapshot per open: offsets stay meaningful while the directory changes.
-        match self.vfs.readdir(ino.0) {
-            Ok(entries) => {
-                let handle = self.handle();
-                lock(&self.dirs).insert(handle, Arc::new(entries));
-                reply.opened(FileHandle(handle), FopenFlags::empty());
+        let attr = match self.vfs.getattr(ino.0) {
+            Ok(attr) if attr.kind == NodeType::Directory => attr,
+            Ok(_) => return reply.error(Errno::ENOTDIR),
+            Err(error) => return reply.error(errno(&error)),
+        };
+        let handle = self.handle();
+        if attr.volatility == Volatility::Volatile {
+            // A snapshot per open: offsets stay meaningful while the directory changes.
+            match self.vfs.readdir(ino.0) {
+                Ok(entries) => {
+                    lock(&self.dirs).insert(handle, Some(Arc::new(entries)));
+                    reply.opened(FileHandle(handle), FopenFlags::empty());
+                }
+                Err(error) => reply.error(errno(&error)),
             }
-            Err(error) => reply.error(errno(&error)),
+        } else {
+            // The listing never changes: the kernel keeps it (no READDIR next time),
+            // and it is built only if the kernel asks for it.
+            lock(&self.dirs).insert(handle, None);
+            reply.opened(
+                FileHandle(handle),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            );
         }
     }
 
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(entries) = lock(&self.dirs).get(&fh.0).cloned() else {
-            return reply.error(Errno::EBADF);
+        let entries = match self.dir_entries(ino.0, fh.0) {
+            Ok(entries) => entries,
+            Err(error) => return reply.error(error),
         };
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for (index, entry) in entries.iter().enumerate().skip(start) {
@@ -561,6 +618,56 @@ impl Filesystem for ImageFs {
                 (index + 1) as u64,
                 file_type(entry.kind),
                 OsStr::from_bytes(&entry.name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.dir_entries(ino.0, fh.0) {
+            Ok(entries) => entries,
+            Err(error) => return reply.error(error),
+        };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (index, entry) in entries.iter().enumerate().skip(start) {
+            let attr = if entry.name == b"." || entry.name == b".." {
+                // The kernel links no dentry for these; only the inode number counts.
+                Attr {
+                    ino: entry.ino,
+                    kind: NodeType::Directory,
+                    size: 0,
+                    nlink: 2,
+                    perm: 0o755,
+                    mtime_ns: 0,
+                    owner: None,
+                    rdev: 0,
+                    volatility: Volatility::Volatile,
+                }
+            } else {
+                match self.vfs.getattr(entry.ino) {
+                    Ok(attr) => attr,
+                    // Gone since the listing was taken (an untag): leave it out.
+                    Err(_) => continue,
+                }
+            };
+            // One TTL for both: the entry's, never longer than the attributes'.
+            let ttl = ttls(&attr).1;
+            if reply.add(
+                INodeNo(entry.ino),
+                (index + 1) as u64,
+                OsStr::from_bytes(&entry.name),
+                &ttl,
+                &self.file_attr(&attr),
+                Generation(0),
             ) {
                 break;
             }

@@ -20,7 +20,7 @@ use std::time::Instant;
 use lru::LruCache;
 
 use crate::digest::Digest;
-use crate::layer::{self, LayerIndex, MergedTree, NodeId, NodeKind, Tree};
+use crate::layer::{self, CacheDir, LayerIndex, MergedTree, NodeId, NodeKind, Tree};
 use crate::store::{Store, StoreError};
 
 /// Merged rootfs trees kept in memory (a tree costs about 150 bytes per path).
@@ -92,7 +92,15 @@ pub(crate) struct ImageViews {
     cache_cap: u64,
     rootfs: Mutex<LruCache<Digest, Slot>>,
     layer_files: Mutex<LruCache<Digest, Slot>>,
-    unpacked: Mutex<LruCache<Digest, Arc<LayerIndex>>>,
+    unpacked: Mutex<LruCache<Digest, Arc<Unpacked>>>,
+}
+
+/// An unpacked layer: its index and its cache directory (made once, so opening a
+/// file costs one open and one fstat).
+#[derive(Debug)]
+struct Unpacked {
+    index: LayerIndex,
+    cache: CacheDir,
 }
 
 impl ImageViews {
@@ -183,15 +191,36 @@ impl ImageViews {
 
     /// Unpacks `layer` (a no-op when another process or an earlier open did) and
     /// remembers its index; trims `cache/` when this call did the unpacking.
-    fn unpack(&self, layer: &Digest) -> Result<Arc<LayerIndex>, StoreError> {
+    fn unpack(&self, layer: &Digest) -> Result<Arc<Unpacked>, StoreError> {
         let was_unpacked = self.store.cached_layer_is_unpacked(layer).unwrap_or(false);
         let started = Instant::now();
-        let index = Arc::new(self.store.unpack_layer(layer)?);
-        lock(&self.unpacked).put(*layer, index.clone());
+        let index = self.store.unpack_layer(layer)?;
+        let cache = CacheDir::new(self.store.layer_cache_dir(layer))
+            .map_err(|e| StoreError::Layer(format!("layer {layer}: {e}")))?;
+        let unpacked = Arc::new(Unpacked { index, cache });
+        lock(&self.unpacked).put(*layer, unpacked.clone());
         if !was_unpacked {
             log::info!("unpacked layer {layer} in {:.1?}", started.elapsed());
         }
-        Ok(index)
+        Ok(unpacked)
+    }
+
+    /// Opens entry `entry` of an unpacked layer.
+    fn open_unpacked(
+        layer: &Digest,
+        unpacked: &Unpacked,
+        entry: usize,
+    ) -> Result<File, StoreError> {
+        let error = |e: &dyn std::fmt::Display| StoreError::Layer(format!("layer {layer}: {e}"));
+        let entry = unpacked
+            .index
+            .entries
+            .get(entry)
+            .ok_or_else(|| error(&format!("no entry {entry}")))?;
+        match layer::open_content(&unpacked.cache, entry).map_err(|e| error(&e))? {
+            layer::Content::Cached { file, .. } => Ok(file),
+            layer::Content::InStream { .. } => Err(error(&"layer is not unpacked")),
+        }
     }
 
     /// Brings `cache/` back under its cap (least recently used layers first).
@@ -210,15 +239,15 @@ impl ImageViews {
         let entry = entry as usize;
         let known = lock(&self.unpacked).get(layer).cloned();
         let mut unpacked_now = false;
-        let index = match known {
-            Some(index) => index,
+        let unpacked = match known {
+            Some(unpacked) => unpacked,
             None => {
                 unpacked_now = true;
                 self.unpack(layer)?
             }
         };
-        let file = match self.store.open_layer_content(layer, &index, entry) {
-            Ok((file, _)) => file,
+        let file = match Self::open_unpacked(layer, &unpacked, entry) {
+            Ok(file) => file,
             Err(first) => {
                 // Usually an eviction (by this mount's cap or another process).
                 log::info!("{first}; unpacking the layer again");
@@ -227,8 +256,8 @@ impl ImageViews {
                 // an unpacked.idx whose contents were removed): start from nothing.
                 self.store.evict_unpacked(layer)?;
                 unpacked_now = true;
-                let index = self.unpack(layer)?;
-                self.store.open_layer_content(layer, &index, entry)?.0
+                let unpacked = self.unpack(layer)?;
+                Self::open_unpacked(layer, &unpacked, entry)?
             }
         };
         if unpacked_now {

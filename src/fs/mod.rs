@@ -11,8 +11,11 @@
 //!   which also cleans up after a daemon that died.
 //!
 //! Caching: everything under `manifests/sha256:<hex>/` is immutable and cached by
-//! the kernel for a day; registries, repositories and `tags/` use a 0.5 s TTL and
-//! uncached directory listings, so changes by other processes show within 1 s.
+//! the kernel for a day (entries, attributes, directory listings with
+//! `FOPEN_CACHE_DIR`, and the contents of files under 1 MiB with
+//! `FOPEN_KEEP_CACHE`; bigger files use passthrough); registries, repositories and
+//! `tags/` use a 0.5 s TTL and uncached directory listings, so changes by other
+//! processes show within 1 s. Listings carry attributes (READDIRPLUS).
 //!
 //! The unpack cache (`STORE/cache/`) is kept under [`MountOptions::cache_size`]:
 //! after every layer unpack and every [`TRIM_INTERVAL`] from a background thread
