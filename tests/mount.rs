@@ -954,10 +954,37 @@ fn mkdir_and_rmdir_registries_and_repositories() {
     assert_eq!(errno_of(rmdir("dev/app/manifests")), libc::ENOTEMPTY);
     assert_eq!(errno_of(rmdir("staging/team")), libc::ENOTEMPTY);
     rmdir("staging/team/tools/builder").unwrap();
-    assert!(!m.path("staging/team").exists());
+    // What mkdir -p made stays until removed, level by level (POSIX).
+    assert!(m.path("staging/team/tools").is_dir());
+    rmdir("staging/team/tools").unwrap();
+    rmdir("staging/team").unwrap();
     rmdir("staging").unwrap();
     rmdir("prod").unwrap();
     assert_eq!(names(&m.mnt), ["dev", "docker.io"]);
+}
+
+/// Found by pjdfstest: `rmdir a/b` used to take the empty `a` (made by mkdir)
+/// with it.
+#[test]
+fn rmdir_of_a_nested_repository_keeps_its_parent() {
+    let Some(m) = mounted() else { return };
+    sh_ok(
+        &m.mnt,
+        "mkdir dev/outer && mkdir dev/outer/inner && rmdir dev/outer/inner",
+    );
+    assert!(
+        m.path("dev/outer").is_dir(),
+        "dev/outer vanished with its child"
+    );
+    sh_ok(&m.mnt, "rmdir dev/outer");
+    assert!(!m.path("dev/outer").exists());
+    // mkdir -p, then rmdir from the bottom up: every level is there until removed.
+    sh_ok(&m.mnt, "mkdir -p dev/x/y/z && rmdir dev/x/y/z");
+    assert!(m.path("dev/x/y").is_dir());
+    sh_ok(&m.mnt, "rmdir dev/x/y");
+    assert!(m.path("dev/x").is_dir());
+    sh_ok(&m.mnt, "rmdir dev/x");
+    assert!(!m.path("dev/x").exists());
 }
 
 #[test]

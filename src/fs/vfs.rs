@@ -497,6 +497,10 @@ pub(crate) struct Vfs {
     /// and `a/b`, which become plain path prefixes again when a deeper one is made
     /// inside them while still empty.
     made_by_mkdir: Mutex<HashSet<(String, String)>>,
+    /// Repositories made by this mount's `mkdir` and turned back into prefixes by a
+    /// `mkdir` below them: an `rmdir` that leaves one empty brings it back, so
+    /// `mkdir a; mkdir a/b; rmdir a/b` leaves `a` as it was (POSIX).
+    demoted: Mutex<HashSet<(String, String)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -527,6 +531,7 @@ impl Vfs {
             views: Mutex::new(HashMap::new()),
             repo_cache: Mutex::new(RepoCache::default()),
             made_by_mkdir: Mutex::new(HashSet::new()),
+            demoted: Mutex::new(HashSet::new()),
         }
     }
 
@@ -1357,7 +1362,8 @@ impl Vfs {
                             return Err(VfsError::NotFound);
                         }
                         self.store.remove_repository(&registry, &child, false)?;
-                        lock(&self.made_by_mkdir).remove(&(registry, child));
+                        lock(&self.made_by_mkdir).remove(&(registry.clone(), child));
+                        self.restore_demoted_parent(&registry, &path)?;
                         Ok(())
                     }
                 }
@@ -1419,10 +1425,35 @@ impl Vfs {
             return;
         }
         if matches!(self.store.tags(registry, path), Ok(tags) if tags.is_empty()) {
-            if let Err(error) = self.store.remove_repository(registry, path, false) {
-                log::warn!("mkdir: keeping {registry}/{path} as a repository: {error}");
+            match self.store.remove_repository(registry, path, false) {
+                Ok(()) => {
+                    lock(&self.demoted).insert(key);
+                }
+                Err(error) => {
+                    log::warn!("mkdir: keeping {registry}/{path} as a repository: {error}")
+                }
             }
         }
+    }
+
+    /// After `rmdir a/b`: if `a` was a repository this mount demoted to a prefix and
+    /// nothing is left below it, it becomes the empty repository it was again
+    /// (otherwise the directory the user made would vanish with its child).
+    fn restore_demoted_parent(&self, registry: &str, path: &str) -> Result<()> {
+        if path.is_empty() {
+            return Ok(());
+        }
+        let key = (registry.to_string(), path.to_string());
+        if !lock(&self.demoted).contains(&key) {
+            return Ok(());
+        }
+        let (is_repo, children) = self.namespace(registry, path)?;
+        if is_repo.is_none() && children.is_empty() {
+            self.store.create_repository(registry, path)?;
+            lock(&self.demoted).remove(&key);
+            lock(&self.made_by_mkdir).insert(key);
+        }
+        Ok(())
     }
 
     /// `ln -s TARGET tags/<name>`: tags what TARGET names (never copies anything).
