@@ -206,3 +206,22 @@ fn a_killed_import_leaves_only_leftovers_that_gc_removes() {
     t.run(&["import", a.to_str().unwrap()]).assert_ok();
     fsck_clean(&t);
 }
+
+/// Regression (seen in CI): processes opening a brand-new store at the same
+/// instant got "database is locked" while one of them switched it to WAL.
+#[test]
+fn many_processes_opening_a_fresh_store_at_once() {
+    for round in 0..20 {
+        let t = TestDir::new("fresh-open");
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let args: &[&str] = if i % 2 == 0 { &["ls"] } else { &["gc"] };
+                spawn(&t, args)
+            })
+            .collect();
+        for handle in handles {
+            let out = handle.join().unwrap();
+            assert_eq!(out.code, Some(0), "round {round}: {out:?}");
+        }
+    }
+}

@@ -271,10 +271,36 @@ pub fn now_ns() -> i64 {
 }
 
 /// Opens the database, applying pragmas and migrations.
+///
+/// Several processes may open a fresh store at the same instant; switching it to
+/// WAL (and some lock upgrades) can answer SQLITE_BUSY without waiting on the
+/// busy handler, so the whole open is retried for a while on "database is locked".
 pub fn open(path: &std::path::Path) -> Result<Connection> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match open_once(path) {
+            Err(MetaError::Sqlite(e)) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn open_once(path: &std::path::Path) -> Result<Connection> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(30))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     migrate(&mut conn)?;
