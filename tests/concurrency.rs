@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use imagefs::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
 use util::{Cmd, TestDir};
 
 /// Rounds of each race (`IMAGEFS_RACE_ROUNDS` raises it for a long run).
@@ -23,28 +22,13 @@ fn rounds() -> usize {
 /// A layout holding `names`, each an image over one shared base layer plus a
 /// layer of its own.
 fn layout(t: &TestDir, dir: &str, names: &[&str]) -> PathBuf {
-    let base = LayerSpec::parse("dir /usr 0755\nfile /usr/big 0644 @random:300000").unwrap();
-    let built: Vec<(String, Built)> = names
-        .iter()
-        .map(|name| {
-            let own = LayerSpec::parse(&format!(
-                "file /own/{} 0644 @random:20000",
-                name.replace([':', '/'], "_")
-            ))
-            .unwrap();
-            let image = ImageBuilder::new()
-                .layer(&base, Compression::Gzip)
-                .layer(&own, Compression::Gzip)
-                .build()
-                .unwrap();
-            (name.to_string(), Built::from(image))
-        })
-        .collect();
-    let entries: Vec<(Option<&str>, &Built)> =
-        built.iter().map(|(n, b)| (Some(n.as_str()), b)).collect();
-    let path = t.join(dir);
-    sample::write_oci_layout(&path, &entries).unwrap();
-    path
+    util::layout_sharing_a_base(
+        t,
+        dir,
+        names,
+        "dir /usr 0755\nfile /usr/big 0644 @random:300000",
+        20000,
+    )
 }
 
 fn fsck_clean(t: &TestDir) {

@@ -8,28 +8,7 @@ use imagefs::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
 use util::TestDir;
 
 fn layout(t: &TestDir, dir: &str, names: &[&str]) -> std::path::PathBuf {
-    let base = LayerSpec::parse("file /base 0644 @random:50000").unwrap();
-    let built: Vec<(String, Built)> = names
-        .iter()
-        .map(|name| {
-            let own = LayerSpec::parse(&format!(
-                "file /own 0644 \"{}\"",
-                name.replace([':', '/'], "_")
-            ))
-            .unwrap();
-            let image = ImageBuilder::new()
-                .layer(&base, Compression::Gzip)
-                .layer(&own, Compression::Gzip)
-                .build()
-                .unwrap();
-            (name.to_string(), Built::from(image))
-        })
-        .collect();
-    let entries: Vec<(Option<&str>, &Built)> =
-        built.iter().map(|(n, b)| (Some(n.as_str()), b)).collect();
-    let path = t.join(dir);
-    sample::write_oci_layout(&path, &entries).unwrap();
-    path
+    util::layout_sharing_a_base(t, dir, names, "file /base 0644 @random:50000", 64)
 }
 
 fn fsck(t: &TestDir, repair: bool) -> serde_json::Value {

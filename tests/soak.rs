@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use imagefs::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
 use util::{Cmd, Mount, TestDir};
 
 fn rounds() -> usize {
@@ -29,31 +28,13 @@ fn rounds() -> usize {
 }
 
 fn layout(t: &TestDir, dir: &str, names: &[&str]) -> PathBuf {
-    let base = LayerSpec::parse(
+    util::layout_sharing_a_base(
+        t,
+        dir,
+        names,
         "dir /usr 0755\nfile /usr/base.bin 0644 @random:200000\nfile /etc/os-release 0644 \"ID=soak\\n\"",
+        30000,
     )
-    .unwrap();
-    let built: Vec<(String, Built)> = names
-        .iter()
-        .map(|name| {
-            let own = LayerSpec::parse(&format!(
-                "file /own/{} 0644 @random:30000",
-                name.replace([':', '/'], "_")
-            ))
-            .unwrap();
-            let image = ImageBuilder::new()
-                .layer(&base, Compression::Gzip)
-                .layer(&own, Compression::Zstd)
-                .build()
-                .unwrap();
-            (name.to_string(), Built::from(image))
-        })
-        .collect();
-    let entries: Vec<(Option<&str>, &Built)> =
-        built.iter().map(|(n, b)| (Some(n.as_str()), b)).collect();
-    let path = t.join(dir);
-    sample::write_oci_layout(&path, &entries).unwrap();
-    path
 }
 
 fn imagefs(store: &Path, args: &[&str]) -> util::Output {

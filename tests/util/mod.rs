@@ -23,7 +23,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use imagefs::sample::{self, DemoImage};
+use imagefs::sample::{self, Built, Compression, DemoImage, ImageBuilder, LayerSpec};
 
 /// How long a command may run before it is killed (override per command).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -206,6 +206,40 @@ impl Drop for TestDir {
             );
         }
     }
+}
+
+/// Writes an OCI layout at `<dir>/<name>` holding one image per entry of `names`
+/// (each carrying that name): the layer `base` (a `LayerSpec` text) shared by all,
+/// gzip, plus a zstd layer of its own with `own_size` pseudo-random bytes.
+pub fn layout_sharing_a_base(
+    t: &TestDir,
+    dir: &str,
+    names: &[&str],
+    base: &str,
+    own_size: usize,
+) -> PathBuf {
+    let base = LayerSpec::parse(base).expect("base layer spec");
+    let built: Vec<(String, Built)> = names
+        .iter()
+        .map(|name| {
+            let own = LayerSpec::parse(&format!(
+                "file /own/{} 0644 @random:{own_size}",
+                name.replace([':', '/'], "_")
+            ))
+            .expect("own layer spec");
+            let image = ImageBuilder::new()
+                .layer(&base, Compression::Gzip)
+                .layer(&own, Compression::Zstd)
+                .build()
+                .expect("image builds");
+            (name.to_string(), Built::from(image))
+        })
+        .collect();
+    let entries: Vec<(Option<&str>, &Built)> =
+        built.iter().map(|(n, b)| (Some(n.as_str()), b)).collect();
+    let path = t.join(dir);
+    sample::write_oci_layout(&path, &entries).expect("layout can be written");
+    path
 }
 
 // ---------------------------------------------------------------------------
