@@ -399,11 +399,9 @@ impl Importer<'_> {
                     self.visit_manifest(child, depth + 1)?;
                     edges.push(edge(EdgeKind::Manifest, position, child));
                 }
-                if let Some(subject) = &index.subject {
-                    let mut e = edge(EdgeKind::Subject, 0, subject);
-                    e.counted = false;
-                    edges.push(e);
-                }
+                // Whether the subject edge counts is decided when it is recorded
+                // (it does when the subject is stored: meta::insert_blobs).
+                edges.extend(index.subject.iter().map(|s| edge(EdgeKind::Subject, 0, s)));
                 self.new_blobs.push(NewBlob {
                     digest: descriptor.digest,
                     size: descriptor.size,
@@ -441,11 +439,14 @@ impl Importer<'_> {
                     }
                     edges.push(edge(EdgeKind::Layer, position, layer));
                 }
-                if let Some(subject) = &manifest.subject {
-                    let mut e = edge(EdgeKind::Subject, 0, subject);
-                    e.counted = false;
-                    edges.push(e);
-                }
+                // Whether the subject edge counts is decided when it is recorded
+                // (it does when the subject is stored: meta::insert_blobs).
+                edges.extend(
+                    manifest
+                        .subject
+                        .iter()
+                        .map(|s| edge(EdgeKind::Subject, 0, s)),
+                );
                 self.new_blobs.push(NewBlob {
                     digest: descriptor.digest,
                     size: descriptor.size,
