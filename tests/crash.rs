@@ -117,26 +117,33 @@ fn every_failpoint_leaves_a_consistent_store() {
     }
 }
 
-#[test]
-fn a_flipped_byte_is_named_by_fsck() {
-    let t = TestDir::new("flip");
-    let layout = layout(&t, "layout", &["dev/a:1"]);
-    t.run(&["import", layout.to_str().unwrap()]).assert_ok();
-    let inspect: serde_json::Value = serde_json::from_str(
-        &t.run(&["inspect", "--json", "local/dev/a:1"])
-            .assert_ok()
-            .stdout,
-    )
-    .unwrap();
+/// The digest and store path of an image's base layer blob.
+fn base_layer_blob(t: &TestDir, reference: &str) -> (String, std::path::PathBuf) {
+    let inspect: serde_json::Value =
+        serde_json::from_str(&t.run(&["inspect", "--json", reference]).assert_ok().stdout).unwrap();
     let layer = inspect["layers"][0]["digest"].as_str().unwrap().to_string();
     let path = t
         .store()
         .join("blobs/sha256")
         .join(layer.trim_start_matches("sha256:"));
+    (layer, path)
+}
+
+/// Replaces a (read-only) blob file's bytes, as disk corruption would.
+fn overwrite_blob(path: &std::path::Path, bytes: &[u8]) {
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_flipped_byte_is_named_by_fsck() {
+    let t = TestDir::new("flip");
+    let layout = layout(&t, "layout", &["dev/a:1"]);
+    t.run(&["import", layout.to_str().unwrap()]).assert_ok();
+    let (layer, path) = base_layer_blob(&t, "local/dev/a:1");
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[100] ^= 0x01;
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    std::fs::write(&path, &bytes).unwrap();
+    overwrite_blob(&path, &bytes);
     let out = t.run(&["fsck"]);
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stdout.contains(&layer), "{}", out.stdout);
@@ -162,17 +169,7 @@ fn a_corrupt_layer_blob_gives_eio_in_rootfs_not_wrong_bytes() {
     let layout = t.join("layout");
     sample::write_oci_layout(&layout, &[(Some("dev/c:1"), &Built::from(image))]).unwrap();
     t.run(&["import", layout.to_str().unwrap()]).assert_ok();
-    let inspect: serde_json::Value = serde_json::from_str(
-        &t.run(&["inspect", "--json", "local/dev/c:1"])
-            .assert_ok()
-            .stdout,
-    )
-    .unwrap();
-    let layer = inspect["layers"][0]["digest"].as_str().unwrap().to_string();
-    let path = t
-        .store()
-        .join("blobs/sha256")
-        .join(layer.trim_start_matches("sha256:"));
+    let (_, path) = base_layer_blob(&t, "local/dev/c:1");
     let mut bytes = std::fs::read(&path).unwrap();
     let at = bytes
         .windows(100)
@@ -180,8 +177,7 @@ fn a_corrupt_layer_blob_gives_eio_in_rootfs_not_wrong_bytes() {
         .unwrap()
         + 50;
     bytes[at] = b'B';
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    std::fs::write(&path, &bytes).unwrap();
+    overwrite_blob(&path, &bytes);
 
     let mount = t.mount(&[]);
     let file = mount.join("local/dev/c/tags/1/rootfs/data.txt");

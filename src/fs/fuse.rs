@@ -88,6 +88,14 @@ fn name_str(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::ENOENT)
 }
 
+/// Answers a request that returns nothing but success or an errno.
+fn reply_empty(result: Result<(), VfsError>, reply: ReplyEmpty) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(error) => reply.error(errno(&error)),
+    }
+}
+
 fn system_time(ns: i64) -> SystemTime {
     // Tar mtimes may precede 1970.
     let magnitude = Duration::from_nanos(ns.unsigned_abs());
@@ -347,27 +355,17 @@ impl Filesystem for ImageFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result = name_str(name).and_then(|name| {
-            self.vfs
-                .unlink(parent.0, name)
-                .map_err(|error| errno(&error))
-        });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        let Ok(name) = name_str(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        reply_empty(self.vfs.unlink(parent.0, name), reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result = name_str(name).and_then(|name| {
-            self.vfs
-                .rmdir(parent.0, name)
-                .map_err(|error| errno(&error))
-        });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        let Ok(name) = name_str(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        reply_empty(self.vfs.rmdir(parent.0, name), reply);
     }
 
     fn symlink(
@@ -404,13 +402,11 @@ impl Filesystem for ImageFs {
             return reply.error(Errno::ENOENT);
         };
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        match self
-            .vfs
-            .rename(parent.0, name, newparent.0, newname, no_replace)
-        {
-            Ok(()) => reply.ok(),
-            Err(error) => reply.error(errno(&error)),
-        }
+        reply_empty(
+            self.vfs
+                .rename(parent.0, name, newparent.0, newname, no_replace),
+            reply,
+        );
     }
 
     fn link(
