@@ -25,19 +25,12 @@ use std::time::SystemTime;
 use crate::digest::Digest;
 use crate::image::LayerCompression;
 use crate::layer::{self, CacheDir, DiscardSink, LayerIndex};
-use crate::store::{Store, StoreError};
+use crate::store::{io_error, Store, StoreError};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 const UNPACKED: &str = "unpacked.idx";
 const LOCK: &str = "lock";
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 fn layer_error(layer: &Digest, e: impl std::fmt::Display) -> StoreError {
     StoreError::Layer(format!("layer {layer}: {e}"))

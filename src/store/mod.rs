@@ -216,20 +216,11 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Self> {
-        std::fs::create_dir_all(root).map_err(|source| StoreError::Io {
-            path: root.to_path_buf(),
-            source,
-        })?;
-        let root = root.canonicalize().map_err(|source| StoreError::Io {
-            path: root.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(root).map_err(io_error(root))?;
+        let root = root.canonicalize().map_err(io_error(root))?;
         let cas = Cas::open(&root)?;
         let cache = root.join("cache");
-        std::fs::create_dir_all(&cache).map_err(|source| StoreError::Io {
-            path: cache.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&cache).map_err(io_error(&cache))?;
         let conn = meta::open(&root.join("imagefs.db"))?;
         Ok(Store {
             root,
@@ -712,10 +703,7 @@ impl Store {
     fn remove_stale_temp(&self) -> Result<u64> {
         let mut removed = 0;
         let dir = self.cas.tmp_dir();
-        let entries = std::fs::read_dir(dir).map_err(|source| StoreError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let entries = std::fs::read_dir(dir).map_err(io_error(dir))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let pid = name.split('-').nth(1).and_then(|p| p.parse::<u32>().ok());
@@ -986,6 +974,14 @@ fn remove_manifest_tags(
         }
     }
     Ok(removed)
+}
+
+/// Wraps an I/O error with the store path it happened on.
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Bytes used by files under `dir` (0 when missing).
