@@ -33,10 +33,14 @@ pub fn run_fsck(store: &Store, args: &FsckArgs) -> Result<(), CliError> {
     if args.json {
         print_json(&report)?;
     } else {
-        println!("checked {} blobs", report.blobs_checked);
+        println!(
+            "checked {} blobs, {} unpacked files",
+            report.blobs_checked, report.cache_files_checked
+        );
         for (label, items) in [
             ("missing", &report.missing),
             ("corrupt", &report.corrupt),
+            ("damaged cache", &report.cache_damaged),
             ("wrong count", &report.bad_counts),
             ("dangling", &report.dangling),
             ("leftover", &report.leftovers),
@@ -48,15 +52,17 @@ pub fn run_fsck(store: &Store, args: &FsckArgs) -> Result<(), CliError> {
         }
     }
     let problems = report.missing.len() + report.corrupt.len() + report.dangling.len();
-    if problems > 0 || (!args.repair && !report.bad_counts.is_empty()) {
+    let fixable = report.bad_counts.len() + report.cache_damaged.len();
+    if problems > 0 || (!args.repair && fixable > 0) {
         return Err(CliError::new(
             "fsck",
             format!(
-                "{} missing, {} corrupt, {} dangling, {} wrong counts",
+                "{} missing, {} corrupt, {} dangling, {} wrong counts, {} damaged cache files",
                 report.missing.len(),
                 report.corrupt.len(),
                 report.dangling.len(),
-                report.bad_counts.len()
+                report.bad_counts.len(),
+                report.cache_damaged.len()
             ),
         ));
     }

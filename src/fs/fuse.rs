@@ -202,8 +202,9 @@ impl ImageFs {
         self.next_handle.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Opens the file behind `ino` — a blob, or a layer entry's content in the
-    /// unpack cache (unpacking the layer on first use) — so the open file keeps
+    /// Opens the file behind `ino` — a blob (hashed on its first open, so a damaged
+    /// one gives EIO), or a layer entry's content in the unpack cache (unpacking
+    /// the layer on first use, which checks its diff_id) — so the open file keeps
     /// reading even if its tag, its blob or its cache entry goes away meanwhile.
     fn open_content(&self, ino: Ino) -> Result<File, VfsError> {
         match self.vfs.content_of(ino)? {
@@ -211,7 +212,7 @@ impl ImageFs {
                 .vfs
                 .store()
                 .cas()
-                .open_blob(&digest)
+                .open_verified(&digest)
                 .map_err(|e| VfsError::Store(e.into())),
             Some(FileContent::LayerEntry { layer, entry }) => {
                 Ok(self.vfs.images().open_content(&layer, entry)?)

@@ -205,24 +205,6 @@ impl ImageViews {
         Ok(unpacked)
     }
 
-    /// Opens entry `entry` of an unpacked layer.
-    fn open_unpacked(
-        layer: &Digest,
-        unpacked: &Unpacked,
-        entry: usize,
-    ) -> Result<File, StoreError> {
-        let error = |e: &dyn std::fmt::Display| StoreError::Layer(format!("layer {layer}: {e}"));
-        let entry = unpacked
-            .index
-            .entries
-            .get(entry)
-            .ok_or_else(|| error(&format!("no entry {entry}")))?;
-        match layer::open_content(&unpacked.cache, entry).map_err(|e| error(&e))? {
-            layer::Content::Cached { file, .. } => Ok(file),
-            layer::Content::InStream { .. } => Err(error(&"layer is not unpacked")),
-        }
-    }
-
     /// Brings `cache/` back under its cap (least recently used layers first).
     pub(crate) fn trim(&self) {
         match self.store.trim_cache(self.cache_cap) {
@@ -246,18 +228,22 @@ impl ImageViews {
                 self.unpack(layer)?
             }
         };
-        let file = match Self::open_unpacked(layer, &unpacked, entry) {
+        let open = |unpacked: &Unpacked| {
+            self.store
+                .open_layer_content(layer, &unpacked.cache, &unpacked.index, entry)
+        };
+        let file = match open(&unpacked) {
             Ok(file) => file,
             Err(first) => {
-                // Usually an eviction (by this mount's cap or another process).
+                // Usually an eviction (by this mount's cap or another process), or a
+                // damaged content file (hashed on first open).
                 log::info!("{first}; unpacking the layer again");
                 lock(&self.unpacked).pop(layer);
                 // What made the open fail may still be on disk (a wrong-sized file,
                 // an unpacked.idx whose contents were removed): start from nothing.
                 self.store.evict_unpacked(layer)?;
                 unpacked_now = true;
-                let unpacked = self.unpack(layer)?;
-                Self::open_unpacked(layer, &unpacked, entry)?
+                open(&*self.unpack(layer)?)?
             }
         };
         if unpacked_now {

@@ -9,7 +9,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::verify::VerifiedFiles;
 use crate::digest::{Digest, Hasher};
 
 /// Errors writing or reading blob files.
@@ -51,6 +53,14 @@ pub enum CasError {
         /// The actual size.
         actual: u64,
     },
+    /// A stored blob file no longer hashes to its name: damaged on disk.
+    #[error("{path}: damaged: content hashes to {actual}")]
+    Damaged {
+        /// The blob file.
+        path: PathBuf,
+        /// What its bytes hash to now.
+        actual: Digest,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CasError + '_ {
@@ -74,6 +84,7 @@ pub struct Expected {
 pub struct Cas {
     blobs_dir: PathBuf,
     tmp_dir: PathBuf,
+    verified: Arc<VerifiedFiles>,
 }
 
 impl Cas {
@@ -84,7 +95,11 @@ impl Cas {
         for dir in [&blobs_dir, &tmp_dir] {
             fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
-        Ok(Cas { blobs_dir, tmp_dir })
+        Ok(Cas {
+            blobs_dir,
+            tmp_dir,
+            verified: Arc::default(),
+        })
     }
 
     /// The directory holding blob files.
@@ -113,7 +128,30 @@ impl Cas {
         File::open(&path).map_err(io_err(&path))
     }
 
-    /// Reads a whole blob into memory, refusing blobs larger than `limit`.
+    /// Opens a blob for serving its bytes, having checked that they still hash to
+    /// `digest`: the first open in this process hashes the whole file (about 0.6 s
+    /// per GiB here), later opens of the unchanged file only `fstat` it. A damaged
+    /// file is [`CasError::Damaged`], never handed out.
+    pub fn open_verified(&self, digest: &Digest) -> Result<File, CasError> {
+        let path = self.path(digest);
+        let file = File::open(&path).map_err(io_err(&path))?;
+        match self.verified.check(&file, digest.as_bytes()) {
+            Ok(None) => Ok(file),
+            Ok(Some(actual)) => {
+                log::error!("blob {digest} is damaged on disk: its bytes hash to {actual}");
+                Err(CasError::Damaged { path, actual })
+            }
+            Err(source) => Err(CasError::Io { path, source }),
+        }
+    }
+
+    /// The memo of files hashed by this process (blob files and unpacked content).
+    pub(crate) fn verified_files(&self) -> &VerifiedFiles {
+        &self.verified
+    }
+
+    /// Reads a whole blob into memory and checks its digest, refusing blobs larger
+    /// than `limit`.
     pub fn read(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, CasError> {
         let path = self.path(digest);
         let file = File::open(&path).map_err(io_err(&path))?;
@@ -126,6 +164,11 @@ impl Cas {
                 path,
                 source: io::Error::new(io::ErrorKind::InvalidData, "blob larger than allowed"),
             });
+        }
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            log::error!("blob {digest} is damaged on disk: its bytes hash to {actual}");
+            return Err(CasError::Damaged { path, actual });
         }
         Ok(bytes)
     }
@@ -357,6 +400,54 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o444);
         assert_eq!(cas.rehash(&digest).unwrap(), Some((digest, 5)));
+    }
+
+    #[test]
+    fn open_verified_hashes_once_and_notices_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let data = vec![7u8; 3 << 20];
+        let (digest, _, _) = cas.write_bytes(&data, None, "x").unwrap();
+        // Concurrent first opens all succeed (one hashes, the others wait for it).
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| cas.open_verified(&digest).unwrap());
+            }
+        });
+        assert_eq!(cas.verified.counts(), (1, 0));
+        let mut read = Vec::new();
+        cas.open_verified(&digest)
+            .unwrap()
+            .read_to_end(&mut read)
+            .unwrap();
+        assert_eq!(read, data);
+
+        // Damage after verification changes the file's stamp: hashed again, refused.
+        let path = cas.path(&digest);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let mut damaged = data.clone();
+        damaged[2 << 20] ^= 1;
+        fs::write(&path, &damaged).unwrap();
+        let error = cas.open_verified(&digest).unwrap_err();
+        assert!(
+            matches!(error, CasError::Damaged { actual, .. } if actual == Digest::of(&damaged))
+        );
+        assert!(error.to_string().contains("damaged"), "{error}");
+        // Small blobs read into memory are checked too.
+        assert!(matches!(
+            cas.read(&digest, 4 << 20),
+            Err(CasError::Damaged { .. })
+        ));
+        // Repaired bytes read again.
+        fs::write(&path, &data).unwrap();
+        assert!(cas.open_verified(&digest).is_ok());
+        assert_eq!(cas.read(&digest, 4 << 20).unwrap(), data);
+        // A missing blob is NotFound, as before.
+        fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            cas.open_verified(&digest),
+            Err(CasError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound
+        ));
     }
 
     #[test]

@@ -183,23 +183,42 @@ impl Store {
         Ok(index)
     }
 
-    /// Opens the cached content of entry `entry` of an unpacked layer index. A
-    /// missing or wrong-sized content file (evicted, damaged) is an error: unpack the
-    /// layer again.
+    /// Opens the cached content of entry `entry` of an unpacked layer index, hashed
+    /// on its first open in this process (content files are named by their sha256).
+    /// `cache` is the layer's cache directory (`CacheDir::new(layer_cache_dir(..))`),
+    /// kept by callers that open many files. A missing, wrong-sized or damaged
+    /// content file is an error: unpack the layer again.
     pub fn open_layer_content(
         &self,
         layer: &Digest,
+        cache: &CacheDir,
         index: &LayerIndex,
         entry: usize,
-    ) -> Result<(File, PathBuf)> {
-        let cache = self.layer_cache(layer)?;
+    ) -> Result<File> {
         let entry = index
             .entries
             .get(entry)
             .ok_or_else(|| layer_error(layer, format!("no entry {entry}")))?;
-        match layer::open_content(&cache, entry).map_err(|e| layer_error(layer, e))? {
-            layer::Content::Cached { file, path } => Ok((file, path)),
-            layer::Content::InStream { .. } => Err(layer_error(layer, "layer is not unpacked")),
+        let (file, path) =
+            match layer::open_content(cache, entry).map_err(|e| layer_error(layer, e))? {
+                layer::Content::Cached { file, path } => (file, path),
+                layer::Content::InStream { .. } => {
+                    return Err(layer_error(layer, "layer is not unpacked"))
+                }
+            };
+        let layer::ContentRef::Cached(id) = entry.content else {
+            return Err(layer_error(layer, "cached content without an id"));
+        };
+        match self.cas().verified_files().check(&file, &id.0) {
+            Ok(None) => Ok(file),
+            Ok(Some(actual)) => Err(layer_error(
+                layer,
+                format!(
+                    "cached content {} is damaged: its bytes hash to {actual}",
+                    path.display()
+                ),
+            )),
+            Err(e) => Err(io_error(&path)(e)),
         }
     }
 
@@ -251,6 +270,36 @@ impl Store {
 }
 
 impl Store {
+    /// Re-hashes every unpacked content file (each is named by its sha256) into
+    /// `report`; returns the layers holding a damaged one.
+    pub(crate) fn check_unpacked(&self, report: &mut super::FsckReport) -> Result<Vec<Digest>> {
+        let mut damaged = Vec::new();
+        for cached in self.cached_layers()? {
+            let content = self.layer_cache_dir(&cached.layer).join(layer::CONTENT_DIR);
+            let mut bad = false;
+            for path in walk_files(&content) {
+                report.cache_files_checked += 1;
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                let actual = File::open(&path).and_then(|f| super::verify::hash_file(&f));
+                let problem = match (name.as_deref().map(Digest::from_hex), actual) {
+                    (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    (_, Err(e)) => format!("unreadable: {e}"),
+                    (Some(Ok(expected)), Ok(actual)) if expected == actual => continue,
+                    (_, Ok(actual)) => format!("bytes hash to {actual}"),
+                };
+                let shown = path.strip_prefix(self.root()).unwrap_or(&path);
+                report
+                    .cache_damaged
+                    .push(format!("{}: {problem}", shown.display()));
+                bad = true;
+            }
+            if bad {
+                damaged.push(cached.layer);
+            }
+        }
+        Ok(damaged)
+    }
+
     /// True when the layer's contents are unpacked (its `unpacked.idx` exists).
     pub fn cached_layer_is_unpacked(&self, layer: &Digest) -> Result<bool> {
         Ok(self.layer_cache_dir(layer).join(UNPACKED).exists())
@@ -280,4 +329,23 @@ fn touch(path: &Path) {
     if let Ok(file) = File::options().write(true).open(path) {
         let _ = file.set_modified(SystemTime::now());
     }
+}
+
+/// Every regular file below `dir` (none when it does not exist).
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(entry.path()),
+                Ok(kind) if kind.is_file() => files.push(entry.path()),
+                _ => {}
+            }
+        }
+    }
+    files
 }

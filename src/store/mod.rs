@@ -25,6 +25,7 @@ mod import;
 mod layers;
 pub mod meta;
 mod pipeline;
+mod verify;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -170,6 +171,11 @@ pub struct FsckReport {
     pub dangling: Vec<String>,
     /// Unreferenced files in blobs/ and tmp/ (leftovers of crashes).
     pub leftovers: Vec<String>,
+    /// Unpacked content files checked by re-hashing (derived data in cache/).
+    pub cache_files_checked: u64,
+    /// Unpacked content files whose bytes no longer match their name; `--repair`
+    /// drops their layer's unpacked contents (rebuilt from the blob on next use).
+    pub cache_damaged: Vec<String>,
     /// What `--repair` did.
     pub repaired: Vec<String>,
 }
@@ -181,6 +187,7 @@ impl FsckReport {
             && self.corrupt.is_empty()
             && self.bad_counts.is_empty()
             && self.dangling.is_empty()
+            && self.cache_damaged.is_empty()
     }
 }
 
@@ -782,6 +789,7 @@ impl Store {
             }
         }
         report.dangling = meta::dangling(&self.conn())?;
+        let damaged_layers = self.check_unpacked(&mut report)?;
         for entry in self.cas.list()? {
             match entry {
                 Ok(digest) if stored.contains(&digest) => {}
@@ -816,6 +824,13 @@ impl Store {
                     tx.commit()?;
                 }
                 self.delete_unreferenced(&doomed)?;
+            }
+            for layer in damaged_layers {
+                self.evict_unpacked(&layer)?;
+                report.repaired.push(format!(
+                    "cache/layers/{}: unpacked contents dropped",
+                    layer.hex()
+                ));
             }
             for entry in self.cas.list()? {
                 if let Err(name) = entry {

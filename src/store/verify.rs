@@ -1,0 +1,126 @@
+//! Hash-on-first-open for files named by the sha256 of their bytes: blob files and
+//! unpacked content files. What the mount serves is checked once per process, and
+//! again whenever the file changes.
+//!
+//! A file is remembered by `(dev, ino)` with the stamp it had when it hashed right:
+//! size, mtime and ctime. Changing a read-only file's bytes takes a chmod and a write,
+//! and replacing it takes a new inode; each moves the stamp, so the next open hashes
+//! again. Decay that leaves the stamp alone (bit rot under a cached stamp) is what
+//! `imagefs fsck` is for.
+
+use std::fs::{File, Metadata};
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lru::LruCache;
+
+use crate::digest::{Digest, Hasher};
+
+/// How many verified files are remembered; older ones are simply hashed again on
+/// their next open. About 100 bytes each.
+const REMEMBERED: usize = 1 << 18;
+
+type FileKey = (u64, u64);
+
+/// What a file looked like when it hashed right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    expected: [u8; 32],
+}
+
+impl Stamp {
+    fn of(meta: &Metadata, expected: &[u8; 32]) -> Self {
+        Stamp {
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            expected: *expected,
+        }
+    }
+}
+
+/// The verified-file memo; see the module documentation.
+#[derive(Debug)]
+pub(crate) struct VerifiedFiles {
+    stamps: Mutex<LruCache<FileKey, Stamp>>,
+    /// Files being hashed now: concurrent first opens of one big file hash it once.
+    in_flight: Mutex<std::collections::HashMap<FileKey, Arc<Mutex<()>>>>,
+}
+
+impl Default for VerifiedFiles {
+    fn default() -> Self {
+        VerifiedFiles {
+            stamps: Mutex::new(LruCache::new(
+                NonZeroUsize::new(REMEMBERED).expect("nonzero"),
+            )),
+            in_flight: Mutex::default(),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl VerifiedFiles {
+    /// Checks that the open `file` hashes to `expected` (sha256). `Ok(None)` when it
+    /// does, `Ok(Some(actual))` when its bytes hash to something else.
+    pub(crate) fn check(&self, file: &File, expected: &[u8; 32]) -> io::Result<Option<Digest>> {
+        let meta = file.metadata()?;
+        let key = (meta.dev(), meta.ino());
+        let stamp = Stamp::of(&meta, expected);
+        if lock(&self.stamps).get(&key) == Some(&stamp) {
+            return Ok(None);
+        }
+        let gate = lock(&self.in_flight).entry(key).or_default().clone();
+        let result = {
+            let _hashing = lock(&gate);
+            if lock(&self.stamps).get(&key) == Some(&stamp) {
+                Ok(None)
+            } else {
+                hash_file(file).map(|actual| {
+                    if actual.as_bytes() == expected {
+                        lock(&self.stamps).put(key, stamp);
+                        None
+                    } else {
+                        Some(actual)
+                    }
+                })
+            }
+        };
+        let mut in_flight = lock(&self.in_flight);
+        // The map's reference plus ours: nobody else waits on this gate.
+        if Arc::strong_count(&gate) == 2 {
+            in_flight.remove(&key);
+        }
+        result
+    }
+
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (lock(&self.stamps).len(), lock(&self.in_flight).len())
+    }
+}
+
+/// The sha256 of an open file's bytes, read from its start without moving its offset.
+pub(crate) fn hash_file(file: &File) -> io::Result<Digest> {
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    loop {
+        let n = match file.read_at(&mut buf, offset) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok(hasher.finish().0)
+}
