@@ -209,3 +209,135 @@ fn many_processes_opening_a_fresh_store_at_once() {
         }
     }
 }
+
+/// Starts `imagefs ARGS` with a failpoint that pauses it, and waits until it got
+/// there (holding whatever it holds at that instant).
+fn paused(t: &TestDir, failpoint: &str, args: &[&str]) -> (std::process::Child, PathBuf) {
+    let gate = t.join(format!("gate-{}", failpoint.replace('.', "-")));
+    let child = std::process::Command::new(util::imagefs_bin())
+        .env_remove("IMAGEFS_STORE")
+        .env(
+            "IMAGEFS_FAILPOINT",
+            format!("{failpoint}:pause:{}", gate.display()),
+        )
+        .arg("--store")
+        .arg(t.store())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("imagefs starts");
+    (child, gate)
+}
+
+fn kill9(mut child: std::process::Child) {
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+}
+
+/// Reads a file through a mount, never hanging on a dead one.
+fn read_ok(path: PathBuf) -> Vec<u8> {
+    let shown = path.display().to_string();
+    util::with_timeout(60, move || std::fs::read(path)).unwrap_or_else(|e| panic!("{shown}: {e}"))
+}
+
+/// Two mounts and CLI processes on one store; each kind of process is SIGKILLed
+/// while it holds the most it ever holds (the metadata write transaction of a tag
+/// or rm, gc between its commit and its unlinks, an import before its commit, a
+/// daemon unpacking a layer under the layer's flock). Right after each kill the
+/// other processes carry on: nothing stays locked.
+#[test]
+fn a_sigkilled_process_never_leaves_the_store_locked() {
+    if !util::require_fuse() {
+        return;
+    }
+    let t = TestDir::new("kill-locks");
+    let a = layout(&t, "a", &["dev/a:1", "dev/b:1", "dev/c:1"]);
+    let a = a.to_str().unwrap();
+    t.run(&["import", a]).assert_ok();
+    // New blobs for the killed import and for gc's leftovers.
+    let fresh = layout(&t, "fresh", &["dev/y:1", "dev/z:1"]);
+    let fresh = fresh.to_str().unwrap();
+    let one = util::Mount::start(&t.store(), &t.join("mnt1"), &[]);
+    let two = util::Mount::start(&t.store(), &t.join("mnt2"), &[]);
+    let big =
+        |m: &util::Mount, name: &str| m.join(format!("local/dev/{name}/tags/1/rootfs/usr/big"));
+
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "tag.before_commit",
+            &["tag", "local/dev/a:1", "local/dev/x:1"],
+        ),
+        ("rm.before_commit", &["rm", "local/dev/c:1"]),
+        ("import.before_commit", &["import", fresh]),
+        ("gc.before_unlink", &["gc"]),
+    ];
+    for (round, (failpoint, args)) in cases.iter().enumerate() {
+        if *failpoint == "gc.before_unlink" {
+            // Something for gc to unlink: an aborted import's leftovers.
+            let _ = t
+                .imagefs()
+                .args(["import", fresh])
+                .env("IMAGEFS_FAILPOINT", "import.before_commit")
+                .output();
+        }
+        let (child, gate) = paused(&t, failpoint, args);
+        wait_reached(&gate);
+        kill9(child);
+        // Writers and readers go on at once (each command has a timeout).
+        t.run(&["tag", "local/dev/a:1", &format!("local/dev/k:{round}")])
+            .assert_ok();
+        t.run(&["rm", &format!("local/dev/k:{round}")]).assert_ok();
+        t.run(&["ls"]).assert_ok();
+        assert_eq!(
+            read_ok(big(&one, "a")),
+            read_ok(big(&two, "b")),
+            "{failpoint}"
+        );
+        fsck_clean(&t);
+    }
+
+    // A daemon killed while it unpacks a layer (holding that layer's flock): the
+    // other mounts unpack it themselves.
+    t.run(&["import", a]).assert_ok();
+    let third = t.join("mnt3");
+    std::fs::create_dir_all(&third).unwrap();
+    let (daemon, gate) = paused(
+        &t,
+        "unpack.start",
+        &["mount", third.to_str().unwrap(), "--foreground"],
+    );
+    let _cleanup = util::Mount::adopt(&t.store(), &third);
+    assert!(util::wait_for_mount_state(
+        &third,
+        true,
+        Duration::from_secs(10)
+    ));
+    // Evict first, so the paused daemon really has to unpack.
+    t.run(&["gc", "--cache-size", "0"]).assert_ok();
+    let stuck = third.join("local/dev/a/tags/1/rootfs/usr/big");
+    let reader = thread::spawn(move || std::fs::read(stuck));
+    wait_reached(&gate);
+    kill9(daemon);
+    assert!(
+        reader.join().unwrap().is_err(),
+        "the killed daemon cannot answer"
+    );
+    t.run(&["unmount", third.to_str().unwrap()]).assert_ok();
+    let bytes = read_ok(big(&one, "a"));
+    assert_eq!(bytes.len(), 300_000);
+    assert_eq!(read_ok(big(&two, "a")), bytes);
+    fsck_clean(&t);
+    drop((one, two));
+    t.run(&["fsck", "--repair"]).assert_ok();
+    let after = t.run(&["fsck", "--json"]).assert_ok();
+    let report: serde_json::Value = serde_json::from_str(&after.stdout).unwrap();
+    assert_eq!(
+        report["leftovers"],
+        serde_json::json!([]),
+        "{}",
+        after.stdout
+    );
+    t.run(&["fsck"]).assert_ok();
+}
