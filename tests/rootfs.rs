@@ -737,12 +737,25 @@ fn open_file_survives(size: usize, name: &str) {
         sh(&t.store(), "ls cache/layers | wc -l").trim() == "0",
         "the deleted layer left cache behind"
     );
+    // The daemon holds the deleted content file for the open handle...
+    let daemon = util::daemon_pid(m.path()).expect("daemon pid");
+    let store = fs::canonicalize(t.store()).unwrap();
+    assert_eq!(util::deleted_files_held(daemon, &store).len(), 1);
     let rest = with_timeout(10, move || {
         use std::io::Read;
         let mut rest = Vec::new();
         file.read_to_end(&mut rest).unwrap();
         rest
     });
+    // ...and lets go of it once the file is closed, so its space is freed.
+    let released = Instant::now() + Duration::from_secs(5);
+    while !util::deleted_files_held(daemon, &store).is_empty() {
+        assert!(
+            Instant::now() < released,
+            "the daemon still holds the deleted file after close"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut all = head;
     all.extend(rest);
     assert!(all == sample::random_bytes(b"u", size), "wrong bytes");

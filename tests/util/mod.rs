@@ -825,3 +825,30 @@ fn canonical_mountpoint(mountpoint: &Path) -> PathBuf {
     fs::create_dir_all(mountpoint).expect("mount point can be created");
     mountpoint.canonicalize().expect("mount point exists")
 }
+
+/// Pid of the daemon serving `mountpoint` (started by `imagefs mount`, which runs
+/// itself as `mount <MOUNTPOINT> --foreground`).
+pub fn daemon_pid(mountpoint: &Path) -> Option<u32> {
+    let out = Command::new("pgrep")
+        .arg("-f")
+        .arg(format!("mount {} --foreground", mountpoint.display()))
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+}
+
+/// Files under `dir` that process `pid` still holds open although they were deleted.
+pub fn deleted_files_held(pid: u32, dir: &Path) -> Vec<PathBuf> {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| fs::read_link(fd.path()).ok())
+        .filter(|target| {
+            target.starts_with(dir) && target.to_string_lossy().ends_with(" (deleted)")
+        })
+        .collect()
+}
