@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::io::Read;
 
-use crate::archive::{self, ImageSource, SourceImage};
+use crate::archive::{self, DecompressLimits, ImageSource, SourceImage};
 use crate::digest::{DiffId, Digest};
 use crate::image::{self, Descriptor, LayerCompression, Parsed};
 use crate::reference::Reference;
@@ -31,6 +31,8 @@ pub struct ImportOptions {
     pub reference: Option<Reference>,
     /// Progress reporting.
     pub progress: Progress,
+    /// Bounds on decompressing a `.tar.gz` or `.tar.zst` source archive.
+    pub decompress_limits: DecompressLimits,
 }
 
 impl Default for ImportOptions {
@@ -39,6 +41,7 @@ impl Default for ImportOptions {
             registry: "local".into(),
             reference: None,
             progress: Progress::None,
+            decompress_limits: DecompressLimits::default(),
         }
     }
 }
@@ -136,8 +139,12 @@ impl Store {
     /// Imports `source` (a path, optionally `PATH:NAME`) as SPEC section 4 says.
     pub fn import(&self, source: &str, options: &ImportOptions) -> Result<ImportReport> {
         let (path, name) = archive::split_source_arg(source);
-        let opened = archive::open_source(&path, Some(self.cas.tmp_dir()))
-            .map_err(|e| StoreError::Import(e.to_string()))?;
+        let opened = archive::open_source_with_limits(
+            &path,
+            Some(self.cas.tmp_dir()),
+            &options.decompress_limits,
+        )
+        .map_err(|e| StoreError::Import(e.to_string()))?;
         self.import_from(opened.as_ref(), name.as_deref(), options)
     }
 
