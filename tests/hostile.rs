@@ -1283,3 +1283,123 @@ fn archive_decompression_stops_before_the_disk_fills() {
         .timeout_secs(10)
         .assert_ok();
 }
+
+// ---------------------------------------------------------------------------
+// What import reports
+// ---------------------------------------------------------------------------
+
+/// Regression (issue 6): import skipped hostile entries without a word. It now
+/// prints one `imagefs: warning:` line per skipped entry on stderr, naming the image
+/// and the layer, and lists them in `--json` (also when the layers were already
+/// stored); the import succeeds and the image is usable.
+#[test]
+fn import_reports_skipped_entries() {
+    let mut g = Guarded::new("import-warnings");
+    let image = image_of_tar(
+        spec_tar(
+            "file ../x 0644 \"x\" raw
+             file /.wh.. 0644 @empty raw
+             file /ok 0644 \"ok\"",
+        ),
+        Compression::Gzip,
+    );
+    let layer = image.layers[0].blob.digest;
+    let layout = write_layout(&g.t, image);
+    g.arm();
+    let prefix = format!(
+        "imagefs: warning: test/warned:1: layer 0 (sha256:{})",
+        layer.short(12)
+    );
+    let expected = vec![
+        format!("{prefix}: ../x: entry skipped: path has a '..' component"),
+        format!("{prefix}: .wh..: invalid whiteout skipped"),
+    ];
+    let out = g.import(&layout, "test/warned:1").assert_ok();
+    assert_eq!(out.stderr.lines().collect::<Vec<_>>(), expected);
+
+    let layout_arg = layout.to_str().expect("utf-8 path");
+    let out =
+        g.t.run(&["import", layout_arg, "test/warned:2", "--json"])
+            .assert_ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("import JSON");
+    assert_eq!(
+        report["warnings"],
+        serde_json::json!([{
+            "image": "test/warned:2",
+            "manifest": report["images"][0][1],
+            "layers": [{
+                "position": 0,
+                "layer": layer.to_string(),
+                "total": 2,
+                "warnings": [
+                    {"path": "../x", "reason": "entry skipped: path has a '..' component"},
+                    {"path": ".wh..", "reason": "invalid whiteout skipped"},
+                ],
+            }],
+        }]),
+        "{report}"
+    );
+    assert_eq!(
+        out.stderr.lines().count(),
+        2,
+        "warnings on stderr with --json too: {}",
+        out.stderr
+    );
+
+    // Usable: exported intact.
+    let exported = g.t.join("exported");
+    g.t.run(&["export", "test/warned:1", exported.to_str().expect("utf-8")])
+        .assert_ok();
+    fs::remove_dir_all(&exported).expect("remove export");
+    g.finish();
+}
+
+/// A layer with many hostile entries: the first 10 are printed, then a count of the
+/// rest; a clean layer says nothing, and names with control characters are escaped.
+#[test]
+fn import_warnings_are_capped_per_layer() {
+    let mut description = String::from("file /clean 0644 \"c\"\n");
+    for n in 0..25 {
+        description.push_str(&format!("file ../escape-{n} 0644 \"x\" raw\n"));
+    }
+    let noisy = spec_tar(&description);
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&header("../\x1b[31mred", b'0', &octal_size(0)));
+    raw.extend(end_of_archive());
+    let image = ImageBuilder::new()
+        .layer(
+            &LayerSpec::parse("file /base 0644 \"b\"").expect("spec"),
+            Compression::Gzip,
+        )
+        .built_layer(BuiltLayer::from_tar(noisy, Compression::Gzip).expect("layer"))
+        .built_layer(BuiltLayer::from_tar(raw, Compression::Zstd).expect("layer"))
+        .build()
+        .expect("image");
+    let mut g = Guarded::new("import-warnings-cap");
+    let layout = write_layout(&g.t, image);
+    g.arm();
+    let out = g.import(&layout, "test/noisy:1").assert_ok();
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 12, "{}", out.stderr);
+    assert!(lines
+        .iter()
+        .all(|l| l.starts_with("imagefs: warning: test/noisy:1: layer ")));
+    assert!(
+        lines[0].contains("layer 1 (")
+            && lines[0].ends_with("../escape-0: entry skipped: path has a '..' component"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[10].ends_with(": and 15 more entries skipped or changed"),
+        "{}",
+        lines[10]
+    );
+    assert!(
+        lines[11].contains("layer 2 (") && lines[11].contains("../\\u{1b}[31mred"),
+        "{}",
+        lines[11]
+    );
+    assert!(!out.stderr.contains('\x1b'));
+    g.finish();
+}

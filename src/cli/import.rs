@@ -4,7 +4,10 @@ use imagefs::archive::DecompressLimits;
 use imagefs::store::{ImportOptions, Progress};
 use imagefs::Store;
 
-use super::{human, parse_reference, parse_size, print_json, CliError, Context};
+use super::{
+    human, parse_reference, parse_size, print_json, print_layer_warnings, printable, CliError,
+    Context,
+};
 
 /// `import SOURCE [REF] [--registry R]`
 #[derive(Debug, clap::Args)]
@@ -40,6 +43,12 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
         },
     };
     let report = store.import(&args.source, &options).context(&what)?;
+    for image in &report.warnings {
+        if let Some(error) = &image.error {
+            eprintln!("imagefs: warning: {}: {}", image.image, printable(error));
+        }
+        print_layer_warnings(&image.image, &image.layers);
+    }
     if args.json {
         return print_json(&report);
     }
