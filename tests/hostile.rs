@@ -1291,7 +1291,7 @@ fn archive_decompression_stops_before_the_disk_fills() {
 /// Regression (issue 6): import skipped hostile entries without a word. It now
 /// prints one `imagefs: warning:` line per skipped entry on stderr, naming the image
 /// and the layer, and lists them in `--json` (also when the layers were already
-/// stored); the import succeeds and the image is usable.
+/// stored); the import succeeds and the image is usable. `inspect` shows them too.
 #[test]
 fn import_reports_skipped_entries() {
     let mut g = Guarded::new("import-warnings");
@@ -1346,7 +1346,18 @@ fn import_reports_skipped_entries() {
         out.stderr
     );
 
-    // Usable: exported intact.
+    // Usable: inspected (warnings shown under the layer) and exported intact.
+    let inspect = g.t.run(&["inspect", "test/warned:1", "--json"]).assert_ok();
+    let inspected: serde_json::Value = serde_json::from_str(&inspect.stdout).expect("JSON");
+    assert_eq!(inspected["layers"][0]["warnings_total"], 2, "{inspected}");
+    assert_eq!(inspected["layers"][0]["warnings"][0]["path"], "../x");
+    let text = g.t.run(&["inspect", "test/warned:1"]).assert_ok();
+    assert!(
+        text.stdout
+            .contains("warning: .wh..: invalid whiteout skipped"),
+        "{}",
+        text.stdout
+    );
     let exported = g.t.join("exported");
     g.t.run(&["export", "test/warned:1", exported.to_str().expect("utf-8")])
         .assert_ok();
