@@ -33,12 +33,20 @@ fn import_demo_layout_names_everything_and_reimport_writes_nothing() {
     for image in &images {
         out.clone().assert_stdout_contains(&image.name);
     }
+    // Clean images (whiteouts, opaque dirs and hard links included) warn of nothing.
+    assert_eq!(out.stderr, "");
     let files = blob_files(&t);
     let again = t
         .run(&["import", "--json", layout.to_str().unwrap()])
         .assert_ok();
     let report: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
     assert_eq!(report["blobs_written"], 0, "{}", again.stdout);
+    assert_eq!(
+        report["warnings"],
+        serde_json::json!([]),
+        "{}",
+        again.stdout
+    );
     assert_eq!(blob_files(&t), files);
     let ls = t.run(&["ls"]).assert_ok();
     for image in &images {

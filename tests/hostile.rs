@@ -1117,3 +1117,300 @@ fn unpacking_a_sparse_file_keeps_its_holes() {
     assert_eq!(&tail[..512], &[0u8; 512][..]);
     assert_eq!(&tail[512..], &[b's'; 512][..]);
 }
+
+// ---------------------------------------------------------------------------
+// Compressed archives
+// ---------------------------------------------------------------------------
+
+/// Writes a `.tar.gz` whose one member holds `size` zero bytes, at best gzip
+/// compression (about 1000:1), streamed so nothing of `size` is held in memory.
+fn write_zero_archive(path: &Path, size: u64) {
+    let file = fs::File::create(path).expect("create archive");
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::best());
+    gz.write_all(&header("zeros", b'0', &octal_size(size)))
+        .expect("compress");
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64);
+        gz.write_all(&chunk[..n as usize]).expect("compress");
+        left -= n;
+    }
+    gz.finish().expect("compress").flush().expect("flush");
+}
+
+/// Gzips the file at `from` into `to`.
+fn gzip_file(from: &Path, to: &Path) {
+    let mut gz = flate2::write::GzEncoder::new(
+        fs::File::create(to).expect("create"),
+        flate2::Compression::default(),
+    );
+    io::copy(&mut fs::File::open(from).expect("open"), &mut gz).expect("compress");
+    gz.finish().expect("compress").flush().expect("flush");
+}
+
+/// Blob names in the store, and `ls --json`: what must not change when an import is
+/// refused.
+fn store_state(t: &TestDir) -> (Vec<PathBuf>, String) {
+    let mut blobs = list_dir(&t.store().join("blobs/sha256"));
+    blobs.sort();
+    (blobs, t.run(&["ls", "--json"]).assert_ok().stdout)
+}
+
+/// Regression (issue 6): a `.tar.gz` OCI archive or docker-archive was decompressed
+/// into a temp file with no limit, so a gzip bomb filled the disk. Chosen limit: 100
+/// times the archive's size, at least 256 MiB (image archives hold compressed layers;
+/// real ratios are below 10:1). A 500 KiB archive of 512 MiB of zeros is refused at
+/// 256 MiB with one line naming it, the limit and the override; the temp file is
+/// gone and the store is as before.
+#[test]
+fn compressed_archive_bomb_is_refused_and_leaves_nothing() {
+    let mut g = Guarded::new("archive-bomb");
+    let bomb = g.t.join("bomb.tar.gz");
+    write_zero_archive(&bomb, 512 << 20);
+    let layout = write_layout(
+        &g.t,
+        image_of_tar(spec_tar("file /f 0644 \"f\""), Compression::Gzip),
+    );
+    g.arm();
+    g.import(&layout, "test/before:1").assert_ok();
+    let before = store_state(&g.t);
+    let bomb_arg = bomb.to_str().expect("utf-8 path");
+    let out =
+        g.t.imagefs()
+            .args(["import", bomb_arg])
+            .timeout_secs(120)
+            .assert_err_line("imagefs: import");
+    for needle in [
+        &format!("{bomb_arg}: decompresses to more than 256.00 MiB"),
+        "100 times the",
+        "decompression bomb",
+        "--max-decompressed-size",
+    ] {
+        assert!(
+            out.stderr.contains(needle),
+            "{needle:?} not in {}",
+            out.stderr
+        );
+    }
+    assert_eq!(
+        list_dir(&g.t.store().join("tmp")),
+        Vec::<PathBuf>::new(),
+        "temp files left"
+    );
+    assert_eq!(store_state(&g.t), before, "the store changed");
+    g.finish();
+}
+
+/// `--max-decompressed-size` replaces the ratio rule: a genuine `.tar.gz` OCI archive
+/// imports by default and is refused under a 4 KiB cap, naming the flag.
+#[test]
+fn max_decompressed_size_caps_a_genuine_archive() {
+    let mut g = Guarded::new("archive-cap");
+    let image = image_of_tar(spec_tar("file /f 0644 \"f\""), Compression::Gzip);
+    let plain = g.t.join("image.tar");
+    sample::write_oci_archive(&plain, &[(Some("hostile:1"), &Built::from(image))])
+        .expect("archive written");
+    let archive = g.t.join("image.tar.gz");
+    gzip_file(&plain, &archive);
+    g.arm();
+    let archive_arg = archive.to_str().expect("utf-8 path");
+    let out =
+        g.t.imagefs()
+            .args(["import", archive_arg, "test/cap:1"])
+            .args(["--max-decompressed-size", "4K"])
+            .assert_err_line("imagefs: import");
+    assert!(
+        out.stderr.contains(&format!(
+            "{archive_arg}: decompresses to more than 4.00 KiB (limit: --max-decompressed-size)"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(list_dir(&g.t.store().join("tmp")), Vec::<PathBuf>::new());
+    g.import(&archive, "test/cap:1").assert_ok();
+    g.finish();
+}
+
+/// The free-space margin (1 GiB or 5% of the filesystem, whichever is smaller) is
+/// checked as the temp file grows: with the store on a 64 MiB tmpfs, a bomb within
+/// its size allowance stops with 3.2 MiB still free, and the space comes back.
+#[test]
+fn archive_decompression_stops_before_the_disk_fills() {
+    if !util::require_root() {
+        return;
+    }
+    let t = TestDir::new("archive-disk-full");
+    let bomb = t.join("bomb.tar.gz");
+    write_zero_archive(&bomb, 200 << 20);
+    let small = t.mkdir("small");
+    // TestDir unmounts whatever is left below it on drop, should an assert fail.
+    util::Cmd::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "imagefs-test"])
+        .arg(&small)
+        .timeout_secs(10)
+        .assert_ok();
+    let store = small.join("store");
+    let out = util::Cmd::imagefs()
+        .arg("--store")
+        .arg(&store)
+        .arg("import")
+        .arg(&bomb)
+        .timeout_secs(120)
+        .assert_err_line("imagefs: import");
+    assert!(
+        out.stderr.contains(&format!(
+            "would leave less than 3.20 MiB free in {}",
+            store.join("tmp").display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(list_dir(&store.join("tmp")), Vec::<PathBuf>::new());
+    let df = util::Cmd::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(&small)
+        .assert_ok();
+    let avail: u64 = df
+        .stdout
+        .lines()
+        .nth(1)
+        .and_then(|line| line.trim().parse().ok())
+        .expect("df prints the free bytes");
+    assert!(avail > 60 << 20, "only {avail} bytes free after the import");
+    util::Cmd::new("umount")
+        .arg(&small)
+        .timeout_secs(10)
+        .assert_ok();
+}
+
+// ---------------------------------------------------------------------------
+// What import reports
+// ---------------------------------------------------------------------------
+
+/// Regression (issue 6): import skipped hostile entries without a word. It now
+/// prints one `imagefs: warning:` line per skipped entry on stderr, naming the image
+/// and the layer, and lists them in `--json` (also when the layers were already
+/// stored); the import succeeds and the image is usable. `inspect` shows them too.
+#[test]
+fn import_reports_skipped_entries() {
+    let mut g = Guarded::new("import-warnings");
+    let image = image_of_tar(
+        spec_tar(
+            "file ../x 0644 \"x\" raw
+             file /.wh.. 0644 @empty raw
+             file /ok 0644 \"ok\"",
+        ),
+        Compression::Gzip,
+    );
+    let layer = image.layers[0].blob.digest;
+    let layout = write_layout(&g.t, image);
+    g.arm();
+    let prefix = format!(
+        "imagefs: warning: test/warned:1: layer 0 (sha256:{})",
+        layer.short(12)
+    );
+    let expected = vec![
+        format!("{prefix}: ../x: entry skipped: path has a '..' component"),
+        format!("{prefix}: .wh..: invalid whiteout skipped"),
+    ];
+    let out = g.import(&layout, "test/warned:1").assert_ok();
+    assert_eq!(out.stderr.lines().collect::<Vec<_>>(), expected);
+
+    let layout_arg = layout.to_str().expect("utf-8 path");
+    let out =
+        g.t.run(&["import", layout_arg, "test/warned:2", "--json"])
+            .assert_ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("import JSON");
+    assert_eq!(
+        report["warnings"],
+        serde_json::json!([{
+            "image": "test/warned:2",
+            "manifest": report["images"][0][1],
+            "layers": [{
+                "position": 0,
+                "layer": layer.to_string(),
+                "total": 2,
+                "warnings": [
+                    {"path": "../x", "reason": "entry skipped: path has a '..' component"},
+                    {"path": ".wh..", "reason": "invalid whiteout skipped"},
+                ],
+            }],
+        }]),
+        "{report}"
+    );
+    assert_eq!(
+        out.stderr.lines().count(),
+        2,
+        "warnings on stderr with --json too: {}",
+        out.stderr
+    );
+
+    // Usable: inspected (warnings shown under the layer) and exported intact.
+    let inspect = g.t.run(&["inspect", "test/warned:1", "--json"]).assert_ok();
+    let inspected: serde_json::Value = serde_json::from_str(&inspect.stdout).expect("JSON");
+    assert_eq!(inspected["layers"][0]["warnings_total"], 2, "{inspected}");
+    assert_eq!(inspected["layers"][0]["warnings"][0]["path"], "../x");
+    let text = g.t.run(&["inspect", "test/warned:1"]).assert_ok();
+    assert!(
+        text.stdout
+            .contains("warning: .wh..: invalid whiteout skipped"),
+        "{}",
+        text.stdout
+    );
+    let exported = g.t.join("exported");
+    g.t.run(&["export", "test/warned:1", exported.to_str().expect("utf-8")])
+        .assert_ok();
+    fs::remove_dir_all(&exported).expect("remove export");
+    g.finish();
+}
+
+/// A layer with many hostile entries: the first 10 are printed, then a count of the
+/// rest; a clean layer says nothing, and names with control characters are escaped.
+#[test]
+fn import_warnings_are_capped_per_layer() {
+    let mut description = String::from("file /clean 0644 \"c\"\n");
+    for n in 0..25 {
+        description.push_str(&format!("file ../escape-{n} 0644 \"x\" raw\n"));
+    }
+    let noisy = spec_tar(&description);
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&header("../\x1b[31mred", b'0', &octal_size(0)));
+    raw.extend(end_of_archive());
+    let image = ImageBuilder::new()
+        .layer(
+            &LayerSpec::parse("file /base 0644 \"b\"").expect("spec"),
+            Compression::Gzip,
+        )
+        .built_layer(BuiltLayer::from_tar(noisy, Compression::Gzip).expect("layer"))
+        .built_layer(BuiltLayer::from_tar(raw, Compression::Zstd).expect("layer"))
+        .build()
+        .expect("image");
+    let mut g = Guarded::new("import-warnings-cap");
+    let layout = write_layout(&g.t, image);
+    g.arm();
+    let out = g.import(&layout, "test/noisy:1").assert_ok();
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 12, "{}", out.stderr);
+    assert!(lines
+        .iter()
+        .all(|l| l.starts_with("imagefs: warning: test/noisy:1: layer ")));
+    assert!(
+        lines[0].contains("layer 1 (")
+            && lines[0].ends_with("../escape-0: entry skipped: path has a '..' component"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[10].ends_with(": and 15 more entries skipped or changed"),
+        "{}",
+        lines[10]
+    );
+    assert!(
+        lines[11].contains("layer 2 (") && lines[11].contains("../\\u{1b}[31mred"),
+        "{}",
+        lines[11]
+    );
+    assert!(!out.stderr.contains('\x1b'));
+    g.finish();
+}

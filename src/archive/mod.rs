@@ -26,7 +26,10 @@ use std::io;
 use crate::digest::Digest;
 use crate::image::ImageError;
 
-pub use source::{open_source, select_images, split_source_arg, ImageSource, SourceImage};
+pub use source::{
+    open_source, open_source_with_limits, select_images, split_source_arg, DecompressLimits,
+    ImageSource, SourceImage,
+};
 pub use write::{
     write_docker_archive, write_oci_archive, write_oci_layout, BlobReader, ExportImage,
 };
@@ -107,6 +110,15 @@ pub enum ArchiveError {
         /// How many images matched.
         count: usize,
     },
+    /// A compressed archive that would expand beyond its [`DecompressLimits`]. It is
+    /// refused as soon as it crosses them; the partial temp file is gone.
+    #[error("{location}: {reason}")]
+    DecompressionLimit {
+        /// The archive.
+        location: String,
+        /// Which limit, and what it is.
+        reason: LimitReason,
+    },
     /// A blob read for export does not match its descriptor.
     #[error("blob {digest}: {problem}")]
     BlobMismatch {
@@ -115,6 +127,77 @@ pub enum ArchiveError {
         /// What does not match.
         problem: String,
     },
+}
+
+/// Which [`DecompressLimits`] bound an archive crossed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitReason {
+    /// It decompresses to more than the ratio rule allows: a likely decompression
+    /// bomb.
+    Ratio {
+        /// The allowance in bytes: `max_ratio` times `compressed_size`, at least
+        /// `min_allowance`.
+        allowance: u64,
+        /// [`DecompressLimits::max_ratio`].
+        max_ratio: u64,
+        /// The archive's size on disk.
+        compressed_size: u64,
+        /// [`DecompressLimits::min_allowance`].
+        min_allowance: u64,
+    },
+    /// It decompresses to more than [`DecompressLimits::max_size`].
+    MaxSize {
+        /// The cap in bytes.
+        max_size: u64,
+    },
+    /// Going on would leave less than `margin` bytes free on the temp dir's filesystem.
+    DiskSpace {
+        /// The temp directory.
+        dir: String,
+        /// The free space kept, in bytes.
+        margin: u64,
+        /// Bytes decompressed when it stopped.
+        written: u64,
+    },
+}
+
+impl std::fmt::Display for LimitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use indicatif::HumanBytes;
+        match self {
+            LimitReason::Ratio {
+                allowance,
+                max_ratio,
+                compressed_size,
+                min_allowance,
+            } => write!(
+                f,
+                "decompresses to more than {} (limit: {max_ratio} times the {} archive, at \
+                 least {}); refused as a likely decompression bomb. If the archive is \
+                 genuine, raise the limit with --max-decompressed-size, or decompress it \
+                 yourself and import the .tar",
+                HumanBytes(*allowance),
+                HumanBytes(*compressed_size),
+                HumanBytes(*min_allowance),
+            ),
+            LimitReason::MaxSize { max_size } => write!(
+                f,
+                "decompresses to more than {} (limit: --max-decompressed-size)",
+                HumanBytes(*max_size)
+            ),
+            LimitReason::DiskSpace {
+                dir,
+                margin,
+                written,
+            } => write!(
+                f,
+                "decompressing it would leave less than {} free in {dir} (stopped after {}); \
+                 make room, or decompress it elsewhere and import the .tar",
+                HumanBytes(*margin),
+                HumanBytes(*written)
+            ),
+        }
+    }
 }
 
 impl ArchiveError {

@@ -2,11 +2,12 @@
 //! picking images by name.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use super::container::{Container, TarIndex};
-use super::{docker, oci, ArchiveError};
+use super::{docker, oci, ArchiveError, LimitReason};
 use crate::digest::Digest;
 use crate::image::{Descriptor, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
 use crate::reference::Reference;
@@ -38,11 +39,20 @@ pub struct SourceImage {
 /// Opens an OCI layout directory, an OCI archive (tar, optionally gzip- or
 /// zstd-compressed) or a docker-archive (classic, or Docker 25+ with an embedded OCI
 /// layout, which is preferred). A compressed archive is decompressed once into an
-/// anonymous temp file in `tmp_dir` (default: the system temp dir); nothing else is
-/// written anywhere.
+/// anonymous temp file in `tmp_dir` (default: the system temp dir), within the
+/// default [`DecompressLimits`]; nothing else is written anywhere.
 pub fn open_source(
     path: &Path,
     tmp_dir: Option<&Path>,
+) -> Result<Box<dyn ImageSource>, ArchiveError> {
+    open_source_with_limits(path, tmp_dir, &DecompressLimits::default())
+}
+
+/// [`open_source`] with explicit bounds on decompressing a compressed archive.
+pub fn open_source_with_limits(
+    path: &Path,
+    tmp_dir: Option<&Path>,
+    limits: &DecompressLimits,
 ) -> Result<Box<dyn ImageSource>, ArchiveError> {
     let metadata = path
         .metadata()
@@ -52,13 +62,20 @@ pub fn open_source(
         Container::Directory(path.to_path_buf())
     } else {
         let file = File::open(path).map_err(|source| ArchiveError::io(&label, source))?;
+        let compressed_size = metadata.len();
         let tar_file = match sniff(&file, &label)? {
             Sniffed::Tar => file,
-            Sniffed::Gzip => decompress(flate2::read::GzDecoder::new(&file), &label, tmp_dir)?,
+            Sniffed::Gzip => decompress(
+                flate2::read::GzDecoder::new(&file),
+                &label,
+                tmp_dir,
+                compressed_size,
+                limits,
+            )?,
             Sniffed::Zstd => {
                 let decoder = zstd::stream::read::Decoder::new(&file)
                     .map_err(|source| ArchiveError::io(&label, source))?;
-                decompress(decoder, &label, tmp_dir)?
+                decompress(decoder, &label, tmp_dir, compressed_size, limits)?
             }
             Sniffed::Unknown => {
                 return Err(ArchiveError::Unrecognized {
@@ -149,29 +166,186 @@ fn is_tar(file: &File, label: &str) -> Result<bool, ArchiveError> {
     Ok(looks_like_tar(&read_head(file, label)?))
 }
 
+/// How far a compressed archive may expand in its temp file. A decompression bomb
+/// (gzip reaches about 1000:1 on zeros, zstd far more) must not fill the disk, while
+/// real archives pass: image archives mostly hold layers that are compressed already
+/// (about 1:1), and `docker save | gzip` of uncompressed layers gives 3-10:1.
+///
+/// The defaults: at most 100 times the archive's size, but at least 256 MiB; and
+/// keep 1 GiB or 5% of the temp dir's filesystem free, whichever is smaller. Layers
+/// inside an image are never expanded to disk at import (they are streamed), so this
+/// is the only place a bomb could take disk space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecompressLimits {
+    /// Largest decompressed size, as a multiple of the archive's size on disk.
+    pub max_ratio: u64,
+    /// The ratio never allows less than this many bytes: small archives of JSON and
+    /// tar padding compress far better than the ratio.
+    pub min_allowance: u64,
+    /// An absolute cap in bytes that replaces the ratio rule when set
+    /// (`imagefs import --max-decompressed-size`).
+    pub max_size: Option<u64>,
+    /// Decompression stops before the temp directory's filesystem has less than this
+    /// many bytes free...
+    pub keep_free: u64,
+    /// ...or less than this percentage of its size, whichever is smaller (so a
+    /// small filesystem is not refused outright). Checked before every write.
+    pub keep_free_percent: u64,
+}
+
+impl Default for DecompressLimits {
+    fn default() -> Self {
+        DecompressLimits {
+            max_ratio: 100,
+            min_allowance: 256 << 20,
+            max_size: None,
+            keep_free: 1 << 30,
+            keep_free_percent: 5,
+        }
+    }
+}
+
+impl DecompressLimits {
+    /// The most bytes an archive of `compressed_size` bytes may decompress to.
+    pub fn allowance(&self, compressed_size: u64) -> u64 {
+        self.max_size.unwrap_or_else(|| {
+            compressed_size
+                .saturating_mul(self.max_ratio)
+                .max(self.min_allowance)
+        })
+    }
+
+    /// The free space to leave on a filesystem of `total` bytes.
+    pub fn margin(&self, total: u64) -> u64 {
+        let percent = u128::from(total) * u128::from(self.keep_free_percent.min(100)) / 100;
+        self.keep_free
+            .min(u64::try_from(percent).unwrap_or(u64::MAX))
+    }
+
+    /// Why an archive of `compressed_size` bytes that expands past its allowance is
+    /// refused.
+    fn too_large(&self, compressed_size: u64) -> LimitReason {
+        match self.max_size {
+            Some(max_size) => LimitReason::MaxSize { max_size },
+            None => LimitReason::Ratio {
+                allowance: self.allowance(compressed_size),
+                max_ratio: self.max_ratio,
+                compressed_size,
+                min_allowance: self.min_allowance,
+            },
+        }
+    }
+}
+
+/// Free and total bytes of the filesystem holding `file`, as `df` shows them (space
+/// reserved for root does not count as free).
+fn filesystem_space(file: &File) -> io::Result<(u64, u64)> {
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: fstatvfs writes a statvfs into the pointer we own; the descriptor is
+    // open for the duration of the call.
+    let rc = unsafe { libc::fstatvfs(file.as_raw_fd(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstatvfs returned 0, so it initialised the struct.
+    let stat = unsafe { stat.assume_init() };
+    let block = stat.f_frsize;
+    Ok((
+        stat.f_bavail.saturating_mul(block),
+        stat.f_blocks.saturating_mul(block),
+    ))
+}
+
+/// Reads into `buffer` until it is full or the stream ends; returns the bytes read.
+fn fill(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Decompresses into an anonymous temp file (gone when dropped, crash or not), no
+/// more than `limits` allow for an archive of `compressed_size` bytes.
 fn decompress(
+    decoder: impl Read,
+    label: &str,
+    tmp_dir: Option<&Path>,
+    compressed_size: u64,
+    limits: &DecompressLimits,
+) -> Result<File, ArchiveError> {
+    decompress_checked(
+        decoder,
+        label,
+        tmp_dir,
+        compressed_size,
+        limits,
+        &mut filesystem_space,
+    )
+}
+
+/// [`decompress`] asking `space` for the temp file's filesystem (free and total
+/// bytes) before every write; tests pass a simulated disk.
+pub(super) fn decompress_checked(
     mut decoder: impl Read,
     label: &str,
     tmp_dir: Option<&Path>,
+    compressed_size: u64,
+    limits: &DecompressLimits,
+    space: &mut dyn FnMut(&File) -> io::Result<(u64, u64)>,
 ) -> Result<File, ArchiveError> {
+    const CHUNK: usize = 1 << 20;
     let dir = tmp_dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
-    let mut out =
-        tempfile::tempfile_in(&dir).map_err(|source| ArchiveError::io(dir.display(), source))?;
-    io::copy(&mut decoder, &mut out).map_err(|source| {
-        if source.kind() == io::ErrorKind::UnexpectedEof {
-            ArchiveError::Truncated {
-                location: label.to_string(),
-                problem: "the compressed stream ends early".to_string(),
+    let dir_error = |source| ArchiveError::io(dir.display(), source);
+    let mut out = tempfile::tempfile_in(&dir).map_err(dir_error)?;
+    let allowance = limits.allowance(compressed_size);
+    let mut buffer = vec![0u8; CHUNK];
+    let mut written = 0u64;
+    loop {
+        let n = fill(&mut decoder, &mut buffer).map_err(|source| {
+            if source.kind() == io::ErrorKind::UnexpectedEof {
+                ArchiveError::Truncated {
+                    location: label.to_string(),
+                    problem: "the compressed stream ends early".to_string(),
+                }
+            } else {
+                ArchiveError::Invalid {
+                    location: label.to_string(),
+                    problem: format!("cannot decompress: {source}"),
+                }
             }
-        } else {
-            ArchiveError::Invalid {
-                location: label.to_string(),
-                problem: format!("cannot decompress: {source}"),
-            }
+        })?;
+        if n == 0 {
+            break;
         }
-    })?;
-    out.seek(SeekFrom::Start(0))
-        .map_err(|source| ArchiveError::io(dir.display(), source))?;
+        if written + n as u64 > allowance {
+            return Err(ArchiveError::DecompressionLimit {
+                location: label.to_string(),
+                reason: limits.too_large(compressed_size),
+            });
+        }
+        // Checked as the file grows, not once up front: other writers share the disk.
+        let (available, total) = space(&out).map_err(dir_error)?;
+        let margin = limits.margin(total);
+        if available < margin.saturating_add(n as u64) {
+            return Err(ArchiveError::DecompressionLimit {
+                location: label.to_string(),
+                reason: LimitReason::DiskSpace {
+                    dir: dir.display().to_string(),
+                    margin,
+                    written,
+                },
+            });
+        }
+        out.write_all(&buffer[..n]).map_err(dir_error)?;
+        written += n as u64;
+    }
+    out.seek(SeekFrom::Start(0)).map_err(dir_error)?;
     Ok(out)
 }
 

@@ -222,3 +222,33 @@ pub(crate) fn read_verified(source: &dyn super::ImageSource, digest: &Digest) ->
     );
     bytes
 }
+
+/// A compressed tar whose one member `zeros` holds `size` zero bytes: a
+/// decompression bomb of about 1000:1 with gzip, far more with zstd. Built in
+/// chunks, so no buffer of `size` bytes is ever allocated.
+pub(crate) fn zero_bomb(size: u64, zstd: bool) -> Vec<u8> {
+    fn feed<W: Write>(mut out: W, size: u64) -> W {
+        let mut header = tar::Header::new_ustar();
+        header.set_path("zeros").unwrap();
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        out.write_all(header.as_bytes()).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64);
+            out.write_all(&chunk[..n as usize]).unwrap();
+            left -= n;
+        }
+        out
+    }
+    if zstd {
+        let encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        feed(encoder, size).finish().unwrap()
+    } else {
+        let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        feed(encoder, size).finish().unwrap()
+    }
+}

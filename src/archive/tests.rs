@@ -1,7 +1,7 @@
 //! Reading every source kind, writing every target kind, and refusing bad input.
 
 use std::fs;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::Path;
 
 use super::test_util::*;
@@ -516,4 +516,210 @@ fn docker_archive_of_an_index_takes_the_host_child() {
         .read_to_end(&mut index_bytes)
         .unwrap();
     assert_eq!(index_bytes, index.as_bytes());
+}
+
+/// Opens `path` with `limits`, keeping only the error.
+fn open_limited(path: &Path, tmp: &Path, limits: &DecompressLimits) -> Result<(), ArchiveError> {
+    open_source_with_limits(path, Some(tmp), limits).map(|_| ())
+}
+
+fn dir_entries(dir: &Path) -> Vec<std::path::PathBuf> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect()
+}
+
+#[test]
+fn decompress_limit_arithmetic() {
+    let limits = DecompressLimits::default();
+    let table: &[(u64, u64)] = &[
+        (0, 256 << 20),
+        (1 << 20, 256 << 20),
+        (10 << 20, 1000 << 20),
+        (u64::MAX, u64::MAX),
+    ];
+    for (compressed, allowance) in table {
+        assert_eq!(limits.allowance(*compressed), *allowance, "{compressed}");
+    }
+    let fixed = DecompressLimits {
+        max_size: Some(5),
+        ..limits
+    };
+    assert_eq!(fixed.allowance(1 << 30), 5);
+    // min(1 GiB, 5% of the filesystem)
+    let margins: &[(u64, u64)] = &[
+        (0, 0),
+        (100 << 20, 5 << 20),
+        (20 << 30, 1 << 30),
+        (u64::MAX, 1 << 30),
+    ];
+    for (total, margin) in margins {
+        assert_eq!(limits.margin(*total), *margin, "{total}");
+    }
+}
+
+/// Regression (issue 6): a compressed archive was decompressed into its temp file
+/// with no limit, so a gzip or zstd bomb filled the disk. Now it stops at its
+/// allowance (here lowered to 1 MiB: 100 times a few KiB is less), names the archive
+/// and the limit, and leaves no temp file; a genuine archive passes the same limits.
+#[test]
+fn compressed_archive_bombs_are_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let tmp = temp.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let tight = DecompressLimits {
+        min_allowance: 1 << 20,
+        ..DecompressLimits::default()
+    };
+    let image = TestImage::new("genuine");
+    let layout = temp.path().join("layout");
+    write_layout(&layout, &[(Some("app:1"), &image)]);
+    let plain = temp.path().join("layout.tar");
+    tar_directory(&layout, &plain);
+    let genuine = temp.path().join("layout.tar.gz");
+    fs::write(&genuine, gzip(&fs::read(&plain).unwrap())).unwrap();
+    open_limited(&genuine, &tmp, &tight).unwrap();
+
+    for (name, zstd) in [("bomb.tar.gz", false), ("bomb.tar.zst", true)] {
+        let path = temp.path().join(name);
+        fs::write(&path, zero_bomb(8 << 20, zstd)).unwrap();
+        let compressed = fs::metadata(&path).unwrap().len();
+        assert!(compressed * 100 < 1 << 20, "{name} is {compressed} bytes");
+        let error = open_limited(&path, &tmp, &tight).unwrap_err();
+        match &error {
+            ArchiveError::DecompressionLimit {
+                location,
+                reason: LimitReason::Ratio { allowance, .. },
+            } => {
+                assert_eq!(location, &path.display().to_string());
+                assert_eq!(*allowance, 1 << 20);
+            }
+            other => panic!("{name}: {other}"),
+        }
+        let message = error.to_string();
+        for needle in [
+            name,
+            "more than 1.00 MiB",
+            "100 times",
+            "decompression bomb",
+            "--max-decompressed-size",
+        ] {
+            assert!(message.contains(needle), "{needle:?} not in {message}");
+        }
+        assert!(!message.contains('\n'), "{message}");
+        assert_eq!(dir_entries(&tmp), Vec::<std::path::PathBuf>::new());
+
+        // Without the floor, the ratio rule alone: 100 times the archive's size.
+        let ratio_only = DecompressLimits {
+            min_allowance: 0,
+            ..tight
+        };
+        match open_limited(&path, &tmp, &ratio_only) {
+            Err(ArchiveError::DecompressionLimit {
+                reason: LimitReason::Ratio { allowance, .. },
+                ..
+            }) => assert_eq!(allowance, compressed * 100),
+            other => panic!("{name}: {other:?}"),
+        }
+
+        // An explicit size replaces the ratio: under it, the archive decompresses
+        // whole (and is then refused for what it is: no image layout).
+        let generous = DecompressLimits {
+            max_size: Some(32 << 20),
+            ..tight
+        };
+        match open_limited(&path, &tmp, &generous) {
+            Err(ArchiveError::Unrecognized { .. }) => {}
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    let small = DecompressLimits {
+        max_size: Some(1024),
+        ..DecompressLimits::default()
+    };
+    let error = open_limited(&genuine, &tmp, &small).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ArchiveError::DecompressionLimit {
+                reason: LimitReason::MaxSize { max_size: 1024 },
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("more than 1.00 KiB (limit: --max-decompressed-size)"),
+        "{error}"
+    );
+    assert_eq!(dir_entries(&tmp), Vec::<std::path::PathBuf>::new());
+}
+
+/// Free space is checked before every write, not once up front: on a simulated
+/// disk with 40 MiB free that must keep 30 MiB, decompression stops after 10 MiB.
+/// On the real disk, a margin of the whole filesystem stops it before any write.
+#[test]
+fn decompression_keeps_the_free_space_margin() {
+    let temp = tempfile::tempdir().unwrap();
+    let bomb = zero_bomb(64 << 20, true);
+    let limits = DecompressLimits {
+        max_size: Some(u64::MAX),
+        keep_free: 30 << 20,
+        keep_free_percent: 50,
+        ..DecompressLimits::default()
+    };
+    let mut disk = |file: &fs::File| -> io::Result<(u64, u64)> {
+        Ok(((40 << 20) - file.metadata()?.len(), 100 << 20))
+    };
+    let decoder = zstd::stream::read::Decoder::new(&bomb[..]).unwrap();
+    let error = source::decompress_checked(
+        decoder,
+        "bomb.tar.zst",
+        Some(temp.path()),
+        bomb.len() as u64,
+        &limits,
+        &mut disk,
+    )
+    .unwrap_err();
+    match &error {
+        ArchiveError::DecompressionLimit {
+            location,
+            reason:
+                LimitReason::DiskSpace {
+                    dir,
+                    margin,
+                    written,
+                },
+        } => {
+            assert_eq!(location, "bomb.tar.zst");
+            assert_eq!(dir, &temp.path().display().to_string());
+            assert_eq!((*margin, *written), (30 << 20, 10 << 20));
+        }
+        other => panic!("{other}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("would leave less than 30.00 MiB free in"),
+        "{message}"
+    );
+
+    let path = temp.path().join("bomb.tar.zst");
+    fs::write(&path, &bomb).unwrap();
+    let whole_disk = DecompressLimits {
+        keep_free: u64::MAX,
+        keep_free_percent: 100,
+        ..DecompressLimits::default()
+    };
+    match open_limited(&path, temp.path(), &whole_disk) {
+        Err(ArchiveError::DecompressionLimit {
+            reason: LimitReason::DiskSpace { written: 0, .. },
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(dir_entries(temp.path()), vec![path]);
 }

@@ -1,9 +1,13 @@
 //! `imagefs import SOURCE [REF]`.
 
+use imagefs::archive::DecompressLimits;
 use imagefs::store::{ImportOptions, Progress};
 use imagefs::Store;
 
-use super::{human, parse_reference, print_json, CliError, Context};
+use super::{
+    human, parse_reference, parse_size, print_json, print_layer_warnings, printable, CliError,
+    Context,
+};
 
 /// `import SOURCE [REF] [--registry R]`
 #[derive(Debug, clap::Args)]
@@ -19,6 +23,10 @@ pub struct Args {
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
+    /// Largest size a .tar.gz or .tar.zst SOURCE may decompress to [default: 100
+    /// times the archive's size, at least 256M]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_decompressed_size: Option<u64>,
 }
 
 /// Imports and prints what was stored.
@@ -29,8 +37,18 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
         registry: args.registry.clone(),
         reference: args.reference.as_deref().map(parse_reference).transpose()?,
         progress: Progress::Bar,
+        decompress_limits: DecompressLimits {
+            max_size: args.max_decompressed_size,
+            ..DecompressLimits::default()
+        },
     };
     let report = store.import(&args.source, &options).context(&what)?;
+    for image in &report.warnings {
+        if let Some(error) = &image.error {
+            eprintln!("imagefs: warning: {}: {}", image.image, printable(error));
+        }
+        print_layer_warnings(&image.image, &image.layers);
+    }
     if args.json {
         return print_json(&report);
     }

@@ -1,10 +1,10 @@
 //! `imagefs inspect REF`.
 
 use imagefs::image::{self, Parsed};
-use imagefs::store::{BlobKind, EdgeKind};
+use imagefs::store::{BlobKind, EdgeKind, EntryWarning};
 use imagefs::Store;
 
-use super::{human, parse_reference, print_json, CliError, Context};
+use super::{human, parse_reference, print_json, printable, CliError, Context};
 
 /// `inspect REF [--json]`
 #[derive(Debug, clap::Args)]
@@ -66,6 +66,16 @@ struct LayerInfo {
     media_type: String,
     size: u64,
     diff_id: Option<String>,
+    /// Entries the rootfs leaves out or changes (hostile or malformed tar entries).
+    #[serde(skip_serializing_if = "is_zero")]
+    warnings_total: usize,
+    /// The first of them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<EntryWarning>,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 /// Shows one image.
@@ -153,7 +163,28 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
                         .filter(|l| l.kind == BlobKind::Layer)
                         .and_then(|l| l.diff_id)
                         .map(|d| d.to_string()),
+                    warnings_total: 0,
+                    warnings: Vec::new(),
                 });
+            }
+            if manifest.is_image() {
+                let layers: Vec<_> = manifest.layers.iter().map(|l| l.digest).collect();
+                // What the rootfs leaves out is extra information: the image is
+                // shown even when a layer index cannot be read.
+                match store.skipped_entries(&layers) {
+                    Ok(skipped) => {
+                        for layer in skipped {
+                            if let Some(info) = out.layers.get_mut(layer.position) {
+                                info.warnings_total = layer.total;
+                                info.warnings = layer.warnings;
+                            }
+                        }
+                    }
+                    Err(e) => eprintln!(
+                        "imagefs: warning: {what}: cannot check for skipped entries: {}",
+                        printable(&e.to_string())
+                    ),
+                }
             }
             out.artifact_type = manifest.artifact_type;
             out.subject = manifest.subject.map(|s| s.digest.to_string());
@@ -226,6 +257,17 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
                 human(l.size),
                 l.media_type
             );
+            for warning in &l.warnings {
+                println!(
+                    "      warning: {}: {}",
+                    printable(&warning.path),
+                    printable(&warning.reason)
+                );
+            }
+            let more = l.warnings_total.saturating_sub(l.warnings.len());
+            if more > 0 {
+                println!("      warning: and {more} more entries skipped or changed");
+            }
         }
     }
     Ok(())

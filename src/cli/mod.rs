@@ -143,6 +143,44 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Text from an image (tar entry names, reasons quoting them) made safe for a
+/// terminal: control characters are escaped, everything else is kept.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Prints what an image's `rootfs/` leaves out to stderr, one line per entry the
+/// report kept, then how many more there are: `imagefs: warning: <what>: <path>:
+/// <reason>`, `what` naming the image and the layer.
+pub fn print_layer_warnings(image: &str, layers: &[store::LayerWarnings]) {
+    for layer in layers {
+        let what = format!(
+            "{image}: layer {} (sha256:{})",
+            layer.position,
+            layer.layer.short(12)
+        );
+        for warning in &layer.warnings {
+            eprintln!(
+                "imagefs: warning: {what}: {}: {}",
+                printable(&warning.path),
+                printable(&warning.reason)
+            );
+        }
+        let more = layer.total.saturating_sub(layer.warnings.len());
+        if more > 0 {
+            eprintln!("imagefs: warning: {what}: and {more} more entries skipped or changed");
+        }
+    }
+}
+
 /// Human-readable byte count.
 pub fn human(bytes: u64) -> String {
     indicatif::HumanBytes(bytes).to_string()

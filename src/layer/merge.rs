@@ -64,6 +64,33 @@ pub fn merge_layers(layers: &[&LayerIndex]) -> MergedTree {
     builder.freeze()
 }
 
+/// Everything the merged rootfs of `layers` (base first) leaves out or changes, layer
+/// by layer: within a layer, first what the indexer skipped or dropped (its
+/// [`IndexWarning`](super::IndexWarning)s, in tar order), then what the merge
+/// skipped (invalid whiteouts, hard links to nothing, paths through files...). Runs
+/// the merge of [`merge_layers`] without building the tree.
+pub fn skipped_entries(layers: &[&LayerIndex]) -> Vec<TreeWarning> {
+    let mut builder = Builder::new(layers, 0);
+    for position in 0..layers.len() {
+        builder.apply_layer(position, true);
+    }
+    let mut warnings: Vec<TreeWarning> = layers
+        .iter()
+        .enumerate()
+        .flat_map(|(position, index)| {
+            index.warnings.iter().map(move |warning| TreeWarning {
+                layer: position as u32,
+                path: warning.path.clone(),
+                reason: warning.reason.clone(),
+            })
+        })
+        .collect();
+    warnings.append(&mut builder.warnings);
+    // Stable: keeps indexer before merge, and tar order, within each layer.
+    warnings.sort_by_key(|warning| warning.layer);
+    warnings
+}
+
 /// One layer's own entries as its tar has them (`layers/NNN/files/`): whiteout
 /// markers are shown as the empty files they are, duplicates resolved as extraction
 /// would. `layer_position` is recorded in each node's [`ContentLoc`]. A hard link to

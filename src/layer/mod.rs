@@ -42,7 +42,7 @@ pub use index::{
     index_layer, index_layer_with_limits, ContentId, ContentRef, ContentSink, DiscardSink, Entry,
     EntryKind, IndexWarning, LayerIndex, Limits, SinkFile, SparseChunk, Xattr,
 };
-pub use merge::{layer_tree, merge_layers, MergedTree, TreeWarning};
+pub use merge::{layer_tree, merge_layers, skipped_entries, MergedTree, TreeWarning};
 pub use tree::{ContentLoc, Node, NodeId, NodeKind, Tree};
 
 /// Errors from reading, indexing, merging or caching layers.

@@ -365,6 +365,45 @@ fn hostile_names_are_index_warnings() {
     assert!(layer.warnings.iter().all(|w| w.reason.contains("..")));
 }
 
+/// What import reports: per layer, the indexer's warnings first (tar order), then
+/// the merge's; a hard link to a file of a lower layer is fine, one to nothing is not.
+#[test]
+fn skipped_entries_per_layer_in_order() {
+    let layers = [
+        index("f base\nf ../escape"),
+        index("w .wh..\nf a/../../b\nh link -> base\nh dangling -> nowhere"),
+        index("f clean"),
+    ];
+    let refs: Vec<&LayerIndex> = layers.iter().collect();
+    let got: Vec<(u32, String, String)> = skipped_entries(&refs)
+        .into_iter()
+        .map(|w| {
+            (
+                w.layer,
+                String::from_utf8_lossy(&w.path).into_owned(),
+                w.reason,
+            )
+        })
+        .collect();
+    let dotdot = "entry skipped: path has a '..' component".to_string();
+    assert_eq!(
+        got,
+        vec![
+            (0, "../escape".into(), dotdot.clone()),
+            (1, "a/../../b".into(), dotdot),
+            (1, ".wh..".into(), "invalid whiteout skipped".into()),
+            (
+                1,
+                "dangling".into(),
+                "hard link skipped: target does not exist".into()
+            ),
+        ]
+    );
+    let merged = merge_layers(&refs);
+    assert_eq!(merged.warnings.len(), 2);
+    assert!(skipped_entries(&[&layers[2]]).is_empty());
+}
+
 #[test]
 fn hard_links_share_one_node_id() {
     let layers = [index("f a data=abc"), index("h b -> a\nh c -> b")];

@@ -8,14 +8,16 @@
 //! the blobs it wrote are deleted before it returns (unless another import holds
 //! them).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
-use crate::archive::{self, ImageSource, SourceImage};
+use crate::archive::{self, DecompressLimits, ImageSource, SourceImage};
 use crate::digest::{DiffId, Digest};
 use crate::image::{self, Descriptor, LayerCompression, Parsed};
+use crate::layer::LayerIndex;
 use crate::reference::Reference;
 use crate::store::cas::Expected;
+use crate::store::layers::{layer_warnings, LayerWarnings};
 use crate::store::meta::{self, BlobKind, Edge, EdgeKind, NewBlob, Owner, PlatformRow};
 use crate::store::pipeline;
 use crate::store::{Store, StoreError, MAX_JSON_BLOB};
@@ -31,6 +33,8 @@ pub struct ImportOptions {
     pub reference: Option<Reference>,
     /// Progress reporting.
     pub progress: Progress,
+    /// Bounds on decompressing a `.tar.gz` or `.tar.zst` source archive.
+    pub decompress_limits: DecompressLimits,
 }
 
 impl Default for ImportOptions {
@@ -39,6 +43,7 @@ impl Default for ImportOptions {
             registry: "local".into(),
             reference: None,
             progress: Progress::None,
+            decompress_limits: DecompressLimits::default(),
         }
     }
 }
@@ -63,6 +68,24 @@ pub struct ImportReport {
     pub bytes_written: u64,
     /// Blobs that were already stored (not written again).
     pub blobs_present: u64,
+    /// Entries the imported images' `rootfs/` leave out (hostile or malformed tar
+    /// entries are skipped, not fatal), for each image that has any.
+    pub warnings: Vec<ImageWarnings>,
+}
+
+/// What one imported image's `rootfs/` leaves out, layer by layer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageWarnings {
+    /// The reference the image was stored under.
+    pub image: String,
+    /// The image manifest (under an index, one platform's manifest).
+    pub manifest: Digest,
+    /// Layers with skipped or changed entries, base first.
+    pub layers: Vec<LayerWarnings>,
+    /// Why the layers could not be checked, when they could not (the image is
+    /// imported all the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Leases held by one import; dropped in the commit, or on drop after a failure.
@@ -130,14 +153,23 @@ struct Importer<'a> {
     created: Vec<Digest>,
     report: ImportReport,
     bar: Option<indicatif::ProgressBar>,
+    /// The reference of the image being visited, for its warnings.
+    destination: String,
+    /// Indexes of the layers built by this import and not yet checked for skipped
+    /// entries (by the manifest that lists them).
+    fresh_indexes: HashMap<Digest, LayerIndex>,
 }
 
 impl Store {
     /// Imports `source` (a path, optionally `PATH:NAME`) as SPEC section 4 says.
     pub fn import(&self, source: &str, options: &ImportOptions) -> Result<ImportReport> {
         let (path, name) = archive::split_source_arg(source);
-        let opened = archive::open_source(&path, Some(self.cas.tmp_dir()))
-            .map_err(|e| StoreError::Import(e.to_string()))?;
+        let opened = archive::open_source_with_limits(
+            &path,
+            Some(self.cas.tmp_dir()),
+            &options.decompress_limits,
+        )
+        .map_err(|e| StoreError::Import(e.to_string()))?;
         self.import_from(opened.as_ref(), name.as_deref(), options)
     }
 
@@ -158,6 +190,8 @@ impl Store {
             created: Vec::new(),
             report: ImportReport::default(),
             bar: None,
+            destination: String::new(),
+            fresh_indexes: HashMap::new(),
         };
         if options.progress == Progress::Bar && std::io::IsTerminal::is_terminal(&std::io::stderr())
         {
@@ -284,6 +318,7 @@ fn edge(kind: EdgeKind, position: usize, descriptor: &Descriptor) -> Edge {
 impl Importer<'_> {
     fn run(&mut self, plan: &[Planned]) -> Result<()> {
         for planned in plan {
+            self.destination = planned.destination.to_string();
             self.visit_top(&planned.descriptor)?;
         }
         crate::failpoint::hit("import.before_commit");
@@ -439,6 +474,9 @@ impl Importer<'_> {
                     }
                     edges.push(edge(EdgeKind::Layer, position, layer));
                 }
+                if diff_ids.is_some() {
+                    self.note_skipped_entries(descriptor.digest, &manifest.layers);
+                }
                 // Whether the subject edge counts is decided when it is recorded
                 // (it does when the subject is stored: meta::insert_blobs).
                 edges.extend(
@@ -525,6 +563,61 @@ impl Importer<'_> {
         Ok(())
     }
 
+    /// Keeps a layer index just built until its manifest checks it for skipped
+    /// entries; returns its diff_id.
+    fn keep_index(&mut self, descriptor: &Descriptor, index: LayerIndex) -> DiffId {
+        let diff_id = index.diff_id;
+        self.fresh_indexes.insert(descriptor.digest, index);
+        diff_id
+    }
+
+    /// Records what the rootfs of image `manifest` leaves out. Layers indexed by this
+    /// import are checked from memory, others from their stored index. Never fails
+    /// the import: an index that cannot be read is reported instead.
+    fn note_skipped_entries(&mut self, manifest: Digest, layers: &[Descriptor]) {
+        let digests: Vec<Digest> = layers.iter().map(|layer| layer.digest).collect();
+        let fresh = std::mem::take(&mut self.fresh_indexes);
+        let mut loaded: HashMap<Digest, LayerIndex> = HashMap::new();
+        let mut error = None;
+        for digest in &digests {
+            if fresh.contains_key(digest) || loaded.contains_key(digest) {
+                continue;
+            }
+            match self.store.layer_index(digest) {
+                Ok(index) => {
+                    loaded.insert(*digest, index);
+                }
+                Err(e) => {
+                    error = Some(format!("cannot check for skipped entries: {e}"));
+                    break;
+                }
+            }
+        }
+        let layers = match error {
+            Some(_) => Vec::new(),
+            None => {
+                let indexes: Vec<&LayerIndex> = digests
+                    .iter()
+                    .map(|digest| {
+                        fresh
+                            .get(digest)
+                            .or_else(|| loaded.get(digest))
+                            .expect("every layer not built by this import was loaded above")
+                    })
+                    .collect();
+                layer_warnings(&digests, &indexes)
+            }
+        };
+        if !layers.is_empty() || error.is_some() {
+            self.report.warnings.push(ImageWarnings {
+                image: self.destination.clone(),
+                manifest,
+                layers,
+                error,
+            });
+        }
+    }
+
     /// A layer: verified by digest, size and diff_id. A layer already stored with a
     /// known diff_id is not read again.
     fn visit_layer(
@@ -562,7 +655,7 @@ impl Importer<'_> {
                 let index = pipeline::write_and_index(&mut file, None, compression, &|_| {})
                     .map_err(|e| StoreError::Import(format!("{what}: {e}")))?;
                 self.store.save_layer_index(&descriptor.digest, &index)?;
-                index.diff_id
+                self.keep_index(descriptor, index)
             }
             None => {
                 let mut reader = self
@@ -596,7 +689,7 @@ impl Importer<'_> {
                 // The index came free with the verification pass: keep it so the
                 // first look inside the image reads no layer.
                 self.store.save_layer_index(&descriptor.digest, &index)?;
-                index.diff_id
+                self.keep_index(descriptor, index)
             }
         };
         if diff_id != expected {

@@ -63,6 +63,60 @@ impl Drop for FileLock {
     }
 }
 
+/// Most warnings kept per layer in a [`LayerWarnings`]; the rest are only counted.
+pub const WARNINGS_KEPT: usize = 10;
+
+/// Entries of one layer that the image's `rootfs/` leaves out or changes: hostile or
+/// malformed tar entries, skipped rather than failing the image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LayerWarnings {
+    /// Position of the layer in its manifest (`layers/NNN/` in the mount).
+    pub position: usize,
+    /// The layer blob.
+    pub layer: Digest,
+    /// How many entries were skipped or changed.
+    pub total: usize,
+    /// The first [`WARNINGS_KEPT`] of them, in tar order.
+    pub warnings: Vec<EntryWarning>,
+}
+
+/// One skipped or changed entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EntryWarning {
+    /// The entry's path as the tar has it (invalid UTF-8 replaced; it may hold
+    /// control characters: escape it before printing to a terminal).
+    pub path: String,
+    /// What was wrong and what was done, e.g. `entry skipped: path has a '..'
+    /// component`.
+    pub reason: String,
+}
+
+/// Groups [`layer::skipped_entries`] of an image with layer blobs `layers` (base
+/// first, matching `indexes`) by layer, keeping [`WARNINGS_KEPT`] of each.
+pub(crate) fn layer_warnings(layers: &[Digest], indexes: &[&LayerIndex]) -> Vec<LayerWarnings> {
+    let mut out: Vec<LayerWarnings> = Vec::new();
+    for warning in layer::skipped_entries(indexes) {
+        let position = warning.layer as usize;
+        if out.last().is_none_or(|last| last.position != position) {
+            out.push(LayerWarnings {
+                position,
+                layer: layers[position],
+                total: 0,
+                warnings: Vec::new(),
+            });
+        }
+        let current = out.last_mut().expect("pushed above");
+        current.total += 1;
+        if current.warnings.len() < WARNINGS_KEPT {
+            current.warnings.push(EntryWarning {
+                path: String::from_utf8_lossy(&warning.path).into_owned(),
+                reason: warning.reason,
+            });
+        }
+    }
+    out
+}
+
 /// A layer's cache state on disk, as `gc` and `df` see it.
 #[derive(Debug, Clone)]
 pub struct CachedLayer {
@@ -145,6 +199,18 @@ impl Store {
                 Ok(index)
             }
         }
+    }
+
+    /// What the merged rootfs of an image with layer blobs `layers` (base first)
+    /// leaves out, for each layer that has something (see [`layer::skipped_entries`]).
+    /// Reads the layers' indexes, rebuilding any the cache lost.
+    pub fn skipped_entries(&self, layers: &[Digest]) -> Result<Vec<LayerWarnings>> {
+        let indexes = layers
+            .iter()
+            .map(|layer| self.layer_index(layer))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&LayerIndex> = indexes.iter().collect();
+        Ok(layer_warnings(layers, &refs))
     }
 
     /// Unpacks every regular file of the layer into its cache directory (once; other

@@ -35,8 +35,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use cas::{Cas, CasError};
-pub use import::{ImportOptions, ImportReport, Progress};
-pub use layers::CachedLayer;
+pub use import::{ImageWarnings, ImportOptions, ImportReport, Progress};
+pub use layers::{CachedLayer, EntryWarning, LayerWarnings, WARNINGS_KEPT};
 pub use meta::{BlobInfo, BlobKind, Edge, EdgeKind, MetaError, PlatformRow, RepoRow, TagRow};
 
 use crate::digest::Digest;
