@@ -66,7 +66,7 @@ pub fn open_source_with_limits(
         let tar_file = match sniff(&file, &label)? {
             Sniffed::Tar => file,
             Sniffed::Gzip => decompress(
-                flate2::read::GzDecoder::new(&file),
+                flate2::read::MultiGzDecoder::new(&file),
                 &label,
                 tmp_dir,
                 compressed_size,

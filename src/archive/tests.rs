@@ -40,8 +40,13 @@ fn reads_oci_layout_directory_and_archives() {
     let plain_tar = temp.path().join("layout.tar");
     tar_directory(&layout, &plain_tar);
     let gz_tar = temp.path().join("layout.tar.gz");
-    fs::write(&gz_tar, gzip(&fs::read(&plain_tar).unwrap())).unwrap();
-    for path in [&layout, &plain_tar, &gz_tar] {
+    let tar_bytes = fs::read(&plain_tar).unwrap();
+    fs::write(&gz_tar, gzip(&tar_bytes)).unwrap();
+    // pigz and `cat a.gz b.gz` write several gzip members: all of them count.
+    let multi_gz = temp.path().join("multi.tar.gz");
+    let (head, tail) = tar_bytes.split_at(tar_bytes.len() / 2);
+    fs::write(&multi_gz, [gzip(head), gzip(tail)].concat()).unwrap();
+    for path in [&layout, &plain_tar, &gz_tar, &multi_gz] {
         let source = open(path);
         let names: Vec<Option<&str>> = source
             .images()
