@@ -13,7 +13,8 @@
 # source with scripts/pjdfstest-patch.py applied (working directories with valid
 # lowercase names; PJDFSTEST_FLAT=1 for tags/). The tests are pjdfstest's own.
 #
-# Needs root and /dev/fuse. Writes OUTDIR (default target/pjdfstest) with one log
+# Needs root and /dev/fuse. `cargo test --test conformance pjdfstest` runs this
+# script and compares its summary with docs/CONFORMANCE.md. Writes OUTDIR (default target/pjdfstest) with one log
 # per run and summary.tsv (runner, location, group, passed, failed, skipped), and
 # prints the summary. Always unmounts; every run has a timeout. Exit status 0
 # when every run finished (failures are expected: see docs/CONFORMANCE.md).
@@ -50,8 +51,13 @@ if [ ! -x "$PATCHED" ] || [ "$ROOT/scripts/pjdfstest-patch.py" -nt "$PATCHED" ];
 fi
 
 # ---- a store with the sample images, mounted ----
-cargo build --locked --bin imagefs
-IMAGEFS=$ROOT/target/debug/imagefs
+# IMAGEFS_BIN: an already built binary (the test suite passes its own).
+if [ -n "${IMAGEFS_BIN:-}" ]; then
+    IMAGEFS=$IMAGEFS_BIN
+else
+    cargo build --locked --bin imagefs
+    IMAGEFS=$ROOT/target/debug/imagefs
+fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/imagefs-pjdfstest-XXXXXX")
 MP=$WORK/demo/mnt
 cleanup() {

@@ -72,7 +72,7 @@ pub fn require_root() -> bool {
 pub fn require_tool(tool: &str) -> bool {
     find_on_path(tool).is_some()
         || skip_or_fail(&format!(
-            "{tool} is not installed (apt-get install -y {tool})"
+            "{tool} is not installed (.ci/run shows how to install it)"
         ))
 }
 
