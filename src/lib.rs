@@ -44,6 +44,7 @@ pub mod layer;
 pub mod reference;
 pub mod sample;
 pub mod store;
+mod sys;
 
 pub use digest::{DiffId, Digest};
 pub use error::{Error, Result};

@@ -1414,3 +1414,97 @@ fn import_warnings_are_capped_per_layer() {
     assert!(!out.stderr.contains('\x1b'));
     g.finish();
 }
+
+/// A layer of a few hundred KiB that holds 256 MiB of (non-zero, so not sparse)
+/// file data, in a store on a 64 MiB filesystem: reading the file through the mount
+/// gives ENOSPC at once instead of filling the disk the metadata lives on; the other
+/// layer of the image still reads and the store stays usable.
+#[test]
+fn unpacking_a_layer_that_cannot_fit_gives_enospc_and_fills_nothing() {
+    use sha2::{Digest as _, Sha256};
+    if !util::require_fuse() {
+        return;
+    }
+    const SIZE: u64 = 256 << 20;
+    let ones = vec![b'A'; 1 << 20];
+    let ones_member = gzip_member(&ones);
+    let head = header("ones", b'0', &octal_size(SIZE)).to_vec();
+    let mut blob = gzip_member(&head);
+    let mut hasher = Sha256::new();
+    hasher.update(&head);
+    for _ in 0..(SIZE >> 20) {
+        blob.extend_from_slice(&ones_member);
+        hasher.update(&ones);
+    }
+    blob.extend(gzip_member(&end_of_archive()));
+    hasher.update(end_of_archive());
+    assert!(blob.len() < 2 << 20, "layer is {} bytes", blob.len());
+    let big = BuiltLayer {
+        blob: sample::Blob::new(sample::media_type::OCI_LAYER_GZIP, blob),
+        diff_id: DiffId(Digest::parse(&format!("sha256:{:x}", hasher.finalize())).expect("hex")),
+        tar: Vec::new(),
+        compression: Compression::Gzip,
+        annotations: BTreeMap::new(),
+    };
+    let small = LayerSpec::parse("file /small.txt 0644 \"still here\"").expect("spec");
+    let image = ImageBuilder::new()
+        .built_layer(big)
+        .layer(&small, Compression::Gzip)
+        .build()
+        .expect("image");
+    let t = TestDir::new("unpack-enospc");
+    let layout = write_layout(&t, image);
+    let fs_dir = t.mkdir("small-fs");
+    // TestDir unmounts whatever is left below it on drop, should an assert fail.
+    util::Cmd::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "imagefs-test"])
+        .arg(&fs_dir)
+        .timeout_secs(10)
+        .assert_ok();
+    let store = fs_dir.join("store");
+    let imagefs = |args: &[&str]| {
+        util::Cmd::imagefs()
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .timeout_secs(120)
+            .output()
+    };
+    imagefs(&["import", layout.to_str().unwrap(), "test/enospc:1"]).assert_ok();
+    let mount = util::Mount::start(&store, &t.join("mnt"), &[]);
+    let rootfs = mount.join("test/enospc/tags/1/rootfs");
+    let meta = std::fs::metadata(rootfs.join("ones")).expect("listed from the index");
+    assert_eq!(meta.len(), SIZE);
+    let read = util::with_timeout(60, {
+        let path = rootfs.join("ones");
+        move || std::fs::read(path).map(|b| b.len())
+    });
+    assert_eq!(read.map_err(|e| e.raw_os_error()), Err(Some(libc::ENOSPC)));
+    let text = util::with_timeout(60, {
+        let path = rootfs.join("small.txt");
+        move || std::fs::read_to_string(path)
+    });
+    assert_eq!(text.expect("the other layer reads"), "still here");
+    let df = util::Cmd::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(&fs_dir)
+        .assert_ok();
+    let avail: u64 = df
+        .stdout
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap();
+    assert!(
+        avail > 56 << 20,
+        "only {avail} bytes free after the refused unpack"
+    );
+    drop(mount);
+    // Still a working store: tag, fsck.
+    imagefs(&["tag", "test/enospc:1", "test/enospc:2"]).assert_ok();
+    imagefs(&["fsck"]).assert_ok();
+    util::Cmd::new("umount")
+        .arg(&fs_dir)
+        .timeout_secs(10)
+        .assert_ok();
+}

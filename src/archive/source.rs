@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use super::container::{Container, TarIndex};
@@ -237,25 +236,6 @@ impl DecompressLimits {
     }
 }
 
-/// Free and total bytes of the filesystem holding `file`, as `df` shows them (space
-/// reserved for root does not count as free).
-fn filesystem_space(file: &File) -> io::Result<(u64, u64)> {
-    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: fstatvfs writes a statvfs into the pointer we own; the descriptor is
-    // open for the duration of the call.
-    let rc = unsafe { libc::fstatvfs(file.as_raw_fd(), stat.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fstatvfs returned 0, so it initialised the struct.
-    let stat = unsafe { stat.assume_init() };
-    let block = stat.f_frsize;
-    Ok((
-        stat.f_bavail.saturating_mul(block),
-        stat.f_blocks.saturating_mul(block),
-    ))
-}
-
 /// Reads into `buffer` until it is full or the stream ends; returns the bytes read.
 fn fill(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
@@ -285,7 +265,7 @@ fn decompress(
         tmp_dir,
         compressed_size,
         limits,
-        &mut filesystem_space,
+        &mut crate::sys::filesystem_space,
     )
 }
 

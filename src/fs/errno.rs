@@ -63,7 +63,7 @@ impl VfsError {
 }
 
 /// Maps a store error to errno: NotFound ENOENT, AlreadyExists EEXIST, Busy EBUSY,
-/// NotEmpty ENOTEMPTY, Invalid and Reference EINVAL; anything else is EIO and logged,
+/// NotEmpty ENOTEMPTY, Invalid and Reference EINVAL, NoSpace ENOSPC; anything else is EIO and logged,
 /// because it means the store itself is in trouble.
 pub fn store_errno(error: &StoreError) -> i32 {
     match error {
@@ -72,6 +72,10 @@ pub fn store_errno(error: &StoreError) -> i32 {
         StoreError::Busy(_) => libc::EBUSY,
         StoreError::NotEmpty(_) => libc::ENOTEMPTY,
         StoreError::Invalid(_) | StoreError::Reference(_) => libc::EINVAL,
+        StoreError::NoSpace(why) => {
+            log::error!("{why}");
+            libc::ENOSPC
+        }
         // A blob deleted between lookup and open (its last tag went meanwhile): the
         // file is gone, nothing is broken.
         StoreError::Cas(CasError::Io { source, .. })
@@ -106,6 +110,7 @@ mod tests {
             (StoreError::Busy("x".into()), libc::EBUSY),
             (StoreError::NotEmpty("x".into()), libc::ENOTEMPTY),
             (StoreError::Invalid("x".into()), libc::EINVAL),
+            (StoreError::NoSpace("x".into()), libc::ENOSPC),
             (
                 StoreError::Reference(ReferenceError::BadTag("-".into())),
                 libc::EINVAL,

@@ -227,6 +227,7 @@ impl Store {
             touch(&unpacked);
             return Ok(index);
         }
+        self.check_room_to_unpack(layer, &cache)?;
         let compression = self.layer_compression(layer)?;
         let blob = self.cas.open_blob(layer)?;
         let stream = layer::open_layer_stream(BufReader::with_capacity(1 << 20, blob), compression)
@@ -247,6 +248,35 @@ impl Store {
             .write_to(&unpacked)
             .map_err(|e| layer_error(layer, e))?;
         Ok(index)
+    }
+
+    /// Refuses to unpack a layer whose files would not fit on the store's filesystem
+    /// with [`crate::sys::keep_free`] to spare: a small blob of very compressible data
+    /// (a "zip bomb" layer) must not fill the disk the metadata database lives on.
+    /// Counts the data of every regular file (holes of sparse files excluded, and
+    /// without deduplication, so it errs on the side of room).
+    fn check_room_to_unpack(&self, layer: &Digest, cache: &CacheDir) -> Result<()> {
+        let index = self.layer_index(layer)?;
+        let needed: u64 = index
+            .entries
+            .iter()
+            .filter(|e| e.kind == layer::EntryKind::File)
+            .map(|e| match &e.sparse {
+                Some(chunks) => chunks.iter().map(|c| c.len).sum(),
+                None => e.size,
+            })
+            .fold(0u64, u64::saturating_add);
+        let root = cache.root();
+        let dir = File::open(root).map_err(io_error(root))?;
+        let (free, total) = crate::sys::filesystem_space(&dir).map_err(io_error(root))?;
+        let keep = crate::sys::keep_free(total);
+        if needed.saturating_add(keep) > free {
+            return Err(StoreError::NoSpace(format!(
+                "layer {layer}: unpacking its files needs {needed} bytes, the store's \
+                 filesystem has {free} free and {keep} must stay free"
+            )));
+        }
+        Ok(())
     }
 
     /// Opens the cached content of entry `entry` of an unpacked layer index, hashed

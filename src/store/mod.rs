@@ -78,6 +78,9 @@ pub enum StoreError {
     /// A layer's tar stream or its cache could not be read.
     #[error("{0}")]
     Layer(String),
+    /// Writing would leave (or leaves) the store's filesystem without free space.
+    #[error("{0}")]
+    NoSpace(String),
     /// Other I/O on the store.
     #[error("{path}: {source}")]
     Io {
