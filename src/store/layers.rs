@@ -228,6 +228,12 @@ impl Store {
             return Ok(index);
         }
         self.check_room_to_unpack(layer, &cache)?;
+        // Contents without an unpacked.idx are a crashed unpack's: start afresh, so
+        // that every content file below was written (and hashed) by this unpack.
+        for sub in [layer::CONTENT_DIR, layer::TMP_DIR] {
+            let _ = fs::remove_dir_all(cache.root().join(sub));
+        }
+        let cache = CacheDir::new(cache.root()).map_err(|e| layer_error(layer, e))?;
         let compression = self.layer_compression(layer)?;
         let blob = self.cas.open_blob(layer)?;
         let stream = layer::open_layer_stream(BufReader::with_capacity(1 << 20, blob), compression)
@@ -247,6 +253,18 @@ impl Store {
         index
             .write_to(&unpacked)
             .map_err(|e| layer_error(layer, e))?;
+        // This process just hashed every content file while writing it: their first
+        // open need not hash them again.
+        let mut seen = std::collections::HashSet::new();
+        for entry in &index.entries {
+            if let layer::ContentRef::Cached(id) = entry.content {
+                if seen.insert(id) {
+                    if let Ok(file) = File::open(cache.content_path(&id)) {
+                        self.cas.verified_files().trust(&file, &id.0);
+                    }
+                }
+            }
+        }
         Ok(index)
     }
 

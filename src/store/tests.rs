@@ -280,3 +280,50 @@ fn fsck_finds_corruption_and_leftovers() {
     assert!(!f.store.cas().contains(&stray));
     assert_eq!(report.corrupt.len(), 1);
 }
+
+#[test]
+fn unpacked_contents_are_trusted_by_the_process_that_wrote_them() {
+    use crate::layer::{ContentRef, EntryKind};
+    use crate::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
+    let f = fixture();
+    let spec = LayerSpec::parse(
+        "file /a 0644 @random:5000:a ; file /b 0644 @random:5000:a ; file /c 0644 @text:3000",
+    )
+    .unwrap();
+    let image = ImageBuilder::new()
+        .layer(&spec, Compression::Gzip)
+        .build()
+        .unwrap();
+    let layout = f._dir.path().join("layout");
+    sample::write_oci_layout(&layout, &[(Some("t:1"), &Built::from(image))]).unwrap();
+    f.store
+        .import(layout.to_str().unwrap(), &ImportOptions::default())
+        .unwrap();
+    let top = f
+        .store
+        .resolve(&Reference::parse("local/t:1").unwrap())
+        .unwrap();
+    let layer = f
+        .store
+        .reachable_blobs(&top)
+        .unwrap()
+        .into_iter()
+        .find(|b| b.kind == BlobKind::Layer)
+        .unwrap()
+        .digest;
+    let index = f.store.unpack_layer(&layer).unwrap();
+    // /a and /b have the same bytes: two distinct contents, both remembered.
+    assert_eq!(f.store.cas().verified_files().counts(), (2, 0));
+    let cache = crate::layer::CacheDir::new(f.store.layer_cache_dir(&layer)).unwrap();
+    let files: Vec<usize> = (0..index.entries.len())
+        .filter(|&i| index.entries[i].kind == EntryKind::File)
+        .collect();
+    assert_eq!(files.len(), 3);
+    for &i in &files {
+        assert!(matches!(index.entries[i].content, ContentRef::Cached(_)));
+        f.store
+            .open_layer_content(&layer, &cache, &index, i)
+            .unwrap();
+    }
+    assert_eq!(f.store.cas().verified_files().counts(), (2, 0));
+}
