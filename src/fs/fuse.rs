@@ -276,7 +276,8 @@ impl ImageFs {
 
     /// The value of [`STATS_XATTR`].
     fn stats_text(&self) -> String {
-        let table = self.vfs.stats().table;
+        let view = self.vfs.stats();
+        let (table, trees) = (view.table, view.trees);
         let lines = [
             ("pid", u64::from(std::process::id())),
             ("nodes", table.nodes as u64),
@@ -285,6 +286,11 @@ impl ImageFs {
             ("held_blocks", table.held_blocks as u64),
             ("lookups", table.lookups),
             ("numbered", table.numbered),
+            ("rootfs_trees", trees.rootfs_trees as u64),
+            ("rootfs_tree_bytes", trees.rootfs_bytes),
+            ("layer_trees", trees.layer_trees as u64),
+            ("layer_tree_bytes", trees.layer_bytes),
+            ("unpacked_indexes", trees.unpacked_indexes as u64),
             ("open_files", lock(&self.files).len() as u64),
             ("open_dirs", lock(&self.dirs).len() as u64),
             ("backing_ids", lock(&self.backing).len() as u64),

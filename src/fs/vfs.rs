@@ -35,7 +35,7 @@ use crate::reference::{self, Reference, Target};
 use crate::store::{BlobInfo, BlobKind, EdgeKind, PlatformRow, RepoRow, Store, StoreError};
 
 use super::errno::VfsError;
-use super::image_view::{ImageTree, ImageViews};
+use super::image_view::{ImageTree, ImageViews, TreeCacheStats};
 
 /// An inode number.
 pub(crate) type Ino = u64;
@@ -728,6 +728,8 @@ fn tree_attr(node: &layer::Node, ino: Ino) -> Attr {
 pub(crate) struct VfsStats {
     /// The inode table.
     pub(crate) table: TableStats,
+    /// Trees of the image views in memory.
+    pub(crate) trees: TreeCacheStats,
 }
 
 /// Listing of repositories, cached until the store's change token moves.
@@ -842,6 +844,7 @@ impl Vfs {
     pub(crate) fn stats(&self) -> VfsStats {
         VfsStats {
             table: lock(&self.table).stats(),
+            trees: self.images.stats(),
         }
     }
 
