@@ -286,6 +286,7 @@ impl ImageFs {
             ("held_blocks", table.held_blocks as u64),
             ("lookups", table.lookups),
             ("numbered", table.numbered),
+            ("manifest_views", view.manifest_views as u64),
             ("rootfs_trees", trees.rootfs_trees as u64),
             ("rootfs_tree_bytes", trees.rootfs_bytes),
             ("layer_trees", trees.layer_trees as u64),

@@ -23,6 +23,7 @@
 //! tree meanwhile). Trees themselves are built and cached by [`ImageViews`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -45,6 +46,10 @@ pub(crate) const ROOT_INO: Ino = 1;
 
 /// Longest chain of our own symlinks followed when resolving a link target.
 const MAX_LINK_HOPS: usize = 40;
+
+/// Manifests whose [`ManifestView`] is kept in memory (a few hundred bytes each;
+/// reading one again costs a few metadata queries and a parse of the manifest).
+const MANIFEST_VIEWS: usize = 4096;
 
 type Result<T, E = VfsError> = std::result::Result<T, E>;
 
@@ -728,6 +733,8 @@ fn tree_attr(node: &layer::Node, ino: Ino) -> Attr {
 pub(crate) struct VfsStats {
     /// The inode table.
     pub(crate) table: TableStats,
+    /// Manifest views in memory.
+    pub(crate) manifest_views: usize,
     /// Trees of the image views in memory.
     pub(crate) trees: TreeCacheStats,
 }
@@ -748,7 +755,7 @@ pub(crate) struct Vfs {
     read_only: bool,
     mount_time_ns: i64,
     table: Mutex<InodeTable>,
-    views: Mutex<HashMap<Digest, Arc<ManifestView>>>,
+    views: Mutex<LruCache<Digest, Arc<ManifestView>>>,
     repo_cache: Mutex<RepoCache>,
     /// Repositories this mount created with mkdir: `mkdir -p a/b/c` first makes `a`
     /// and `a/b`, which become plain path prefixes again when a deeper one is made
@@ -785,7 +792,9 @@ impl Vfs {
             read_only,
             mount_time_ns: now_ns(),
             table: Mutex::new(InodeTable::new()),
-            views: Mutex::new(HashMap::new()),
+            views: Mutex::new(LruCache::new(
+                NonZeroUsize::new(MANIFEST_VIEWS).unwrap_or(NonZeroUsize::MIN),
+            )),
             repo_cache: Mutex::new(RepoCache::default()),
             made_by_mkdir: Mutex::new(HashSet::new()),
             demoted: Mutex::new(HashSet::new()),
@@ -844,6 +853,7 @@ impl Vfs {
     pub(crate) fn stats(&self) -> VfsStats {
         VfsStats {
             table: lock(&self.table).stats(),
+            manifest_views: lock(&self.views).len(),
             trees: self.images.stats(),
         }
     }
@@ -918,7 +928,7 @@ impl Vfs {
             platforms,
             is_image,
         });
-        lock(&self.views).insert(*manifest, view.clone());
+        lock(&self.views).put(*manifest, view.clone());
         Ok(view)
     }
 
