@@ -451,3 +451,101 @@ fn memory_levels_off_when_the_kernel_forgets_inodes() {
     );
     mnt.unmount();
 }
+
+#[test]
+fn lookups_racing_forgets_never_drop_a_held_inode() {
+    if !util::require_fuse() {
+        return;
+    }
+    if let Err(error) = drop_kernel_caches() {
+        assert!(!util::is_ci(), "CI=true and drop_caches: {error}");
+        eprintln!("skipped: cannot write /proc/sys/vm/drop_caches: {error}");
+        return;
+    }
+    let t = TestDir::new("forget-race");
+    let store = t.store();
+    let base: String = (0..60)
+        .map(|i| format!("file /etc/d{}/f{i} 0644 \"{i}\"\n", i % 6))
+        .collect();
+    let names = ["dev/a:1", "dev/a:2", "dev/b:1"];
+    let layout = util::layout_sharing_a_base(&t, "a", &names, &base, 1000);
+    imagefs(&store, &["import", layout.to_str().unwrap()]).assert_ok();
+    let mnt = Mount::start(&store, &t.join("mnt"), &[]);
+    let pid = daemon_stats(mnt.path())["pid"];
+    let found = Cmd::new("find").arg(mnt.path()).assert_ok().stdout;
+    let paths: Arc<Vec<PathBuf>> = Arc::new(found.lines().map(PathBuf::from).collect());
+
+    // Readers look every path up and read every file while the kernel forgets
+    // inodes as fast as it can: a lookup racing a forget of the same inode on
+    // another daemon thread must never lose a number the kernel holds.
+    let failures = util::with_timeout(120, move || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let dropper = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut drops = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    drop_kernel_caches().expect("drop_caches");
+                    drops += 1;
+                    thread::sleep(std::time::Duration::from_millis(10));
+                }
+                drops
+            })
+        };
+        let readers: Vec<_> = (0..4)
+            .map(|reader| {
+                let paths = paths.clone();
+                thread::spawn(move || {
+                    let (mut failures, mut operations) = (Vec::new(), 0u64);
+                    let started = std::time::Instant::now();
+                    let mut turn = reader;
+                    while started.elapsed() < std::time::Duration::from_secs(3) {
+                        let path = &paths[turn % paths.len()];
+                        turn += 7;
+                        operations += 1;
+                        let result = std::fs::symlink_metadata(path).and_then(|meta| {
+                            if meta.is_file() {
+                                std::fs::read(path).map(|_| ())
+                            } else {
+                                Ok(())
+                            }
+                        });
+                        if let Err(error) = result {
+                            failures.push(format!("{}: {error}", path.display()));
+                        }
+                    }
+                    (failures, operations)
+                })
+            })
+            .collect();
+        let (mut failures, mut operations) = (Vec::new(), 0);
+        for reader in readers {
+            let (failed, done) = reader.join().expect("reader");
+            failures.extend(failed);
+            operations += done;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let drops = dropper.join().expect("dropper");
+        eprintln!("{operations} lookups and reads, {drops} cache drops");
+        assert!(operations > 100 && drops > 10, "the race ran");
+        failures
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    drop_kernel_caches().expect("drop_caches");
+    let mut after = daemon_stats(mnt.path());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while after["lookups"] > 1 && std::time::Instant::now() < deadline {
+        thread::sleep(std::time::Duration::from_millis(50));
+        after = daemon_stats(mnt.path());
+    }
+    assert_eq!(
+        after["lookups"], 1,
+        "a count leaked under the race: {after:?}"
+    );
+    // The daemon warns when the kernel forgets more than was counted.
+    let log =
+        std::fs::read_to_string(store.join(format!("mount-{pid}.log"))).expect("the daemon's log");
+    assert!(!log.contains("the kernel forgot"), "{log}");
+    mnt.unmount();
+}
