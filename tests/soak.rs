@@ -23,7 +23,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
 use imagefs::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
@@ -324,11 +324,20 @@ fn drop_kernel_caches() -> std::io::Result<()> {
     std::fs::write("/proc/sys/vm/drop_caches", "2")
 }
 
+/// Held by each test that drops the kernel's caches: one test's drops would make
+/// the kernel forget in the middle of another's walk.
+static KERNEL_CACHES: Mutex<()> = Mutex::new(());
+
+fn kernel_caches() -> MutexGuard<'static, ()> {
+    KERNEL_CACHES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn memory_levels_off_when_the_kernel_forgets_inodes() {
     if !util::require_fuse() {
         return;
     }
+    let _caches = kernel_caches();
     if let Err(error) = drop_kernel_caches() {
         assert!(!util::is_ci(), "CI=true and drop_caches: {error}");
         eprintln!("skipped: cannot write /proc/sys/vm/drop_caches: {error}");
@@ -457,6 +466,7 @@ fn lookups_racing_forgets_never_drop_a_held_inode() {
     if !util::require_fuse() {
         return;
     }
+    let _caches = kernel_caches();
     if let Err(error) = drop_kernel_caches() {
         assert!(!util::is_ci(), "CI=true and drop_caches: {error}");
         eprintln!("skipped: cannot write /proc/sys/vm/drop_caches: {error}");
