@@ -9,15 +9,24 @@
 //!
 //! `IMAGEFS_SOAK_ROUNDS` (default 3) makes it longer: `IMAGEFS_SOAK_ROUNDS=50
 //! cargo test --release --test soak -- --nocapture`.
+//!
+//! Memory of a long-running mount: walks over ever new images with the kernel's
+//! caches dropped in between; the daemon's inode table falls back to what the
+//! kernel holds and its RSS levels off (read through the `user.imagefs.stats`
+//! hook of the mount root).
 
 mod util;
 
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::CString;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
+use imagefs::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
 use util::{Cmd, Mount, TestDir};
 
 fn rounds() -> usize {
@@ -228,4 +237,325 @@ fn soak_importers_deleters_promoters_gc_and_readers() {
     );
     drop(reader_mount);
     drop(writer_mount);
+}
+
+// ---- memory of a long-running mount ----
+
+/// Writes an OCI layout at `<dir>/<name>` of `images` images sharing layer `base`,
+/// each with a small layer of its own (seeded by `name`) and tagged `tags` times
+/// in repository `repository`.
+fn layout_of_many_tags(
+    t: &TestDir,
+    name: &str,
+    repository: &str,
+    base: &str,
+    images: usize,
+    tags: usize,
+) -> PathBuf {
+    let base = LayerSpec::parse(base).expect("base layer spec");
+    let built: Vec<Built> = (0..images)
+        .map(|i| {
+            let own = LayerSpec::parse(&format!("file /own/{name}-{i} 0644 @random:64"))
+                .expect("own layer spec");
+            let image = ImageBuilder::new()
+                .layer(&base, Compression::Gzip)
+                .layer(&own, Compression::Gzip)
+                .build()
+                .expect("image builds");
+            Built::from(image)
+        })
+        .collect();
+    let names: Vec<String> = (0..images * tags)
+        .map(|n| format!("{repository}:{n}"))
+        .collect();
+    let entries: Vec<(Option<&str>, &Built)> = names
+        .iter()
+        .enumerate()
+        .map(|(n, tag)| (Some(tag.as_str()), &built[n % images]))
+        .collect();
+    let path = t.join(name);
+    sample::write_oci_layout(&path, &entries).expect("layout can be written");
+    path
+}
+
+/// The daemon's statistics: the hidden `user.imagefs.stats` xattr of the mount
+/// root, `name=value` lines.
+fn daemon_stats(mnt: &Path) -> BTreeMap<String, u64> {
+    let path = CString::new(mnt.as_os_str().as_bytes()).expect("no NUL in a path");
+    let text = util::with_timeout(10, move || {
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: valid NUL-terminated strings and a writable buffer of that length.
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                c"user.imagefs.stats".as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        assert!(
+            n >= 0,
+            "getxattr user.imagefs.stats: {}",
+            std::io::Error::last_os_error()
+        );
+        buf.truncate(n as usize);
+        String::from_utf8(buf).expect("stats are text")
+    });
+    text.lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once('=')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// VmRSS of process `pid` in KiB.
+fn rss_kib(pid: u64) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("daemon status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// Makes the kernel drop unused dentries and inodes (and FORGET them to us).
+fn drop_kernel_caches() -> std::io::Result<()> {
+    std::fs::write("/proc/sys/vm/drop_caches", "2")
+}
+
+/// Held by each test that drops the kernel's caches: one test's drops would make
+/// the kernel forget in the middle of another's walk.
+static KERNEL_CACHES: Mutex<()> = Mutex::new(());
+
+fn kernel_caches() -> MutexGuard<'static, ()> {
+    KERNEL_CACHES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn memory_levels_off_when_the_kernel_forgets_inodes() {
+    if !util::require_fuse() {
+        return;
+    }
+    let _caches = kernel_caches();
+    if let Err(error) = drop_kernel_caches() {
+        assert!(!util::is_ci(), "CI=true and drop_caches: {error}");
+        eprintln!("skipped: cannot write /proc/sys/vm/drop_caches: {error}");
+        return;
+    }
+    // The caches (trees, manifest views, SQLite's) fill during the first rounds;
+    // without forgetting, the table grew by about 1 MiB a round here.
+    const WARM_UP: usize = 8;
+    const ROUNDS: usize = 16;
+    const IMAGES: usize = 4;
+    const TAGS: usize = 300;
+    let t = TestDir::new("forget");
+    let store = t.store();
+    // A base of 240 files in 24 directories, shared by every image: each rootfs and
+    // base layers/000/files/ is a real tree to walk.
+    let base: String = (0..240)
+        .map(|i| format!("file /usr/share/d{}/f{i} 0644 \"{i}\"\n", i % 24))
+        .collect();
+    let mnt = Mount::start(&store, &t.join("mnt"), &[]);
+    let pid = daemon_stats(mnt.path())["pid"];
+    let mut settled = Vec::new();
+    let mut numbered = 0;
+    let mut last_walk = HashSet::new();
+    for round in 0..ROUNDS {
+        // New images and tags in a new repository every round, the last round's
+        // untagged: a user browsing ever new tags.
+        let name = format!("r{round}");
+        let layout = layout_of_many_tags(&t, &name, &format!("walk/{name}"), &base, IMAGES, TAGS);
+        imagefs(&store, &["import", layout.to_str().unwrap()]).assert_ok();
+        if round > 0 {
+            let old: Vec<String> = (0..IMAGES * TAGS)
+                .map(|n| format!("local/walk/r{}:{n}", round - 1))
+                .collect();
+            let mut args = vec!["rm"];
+            args.extend(old.iter().map(String::as_str));
+            imagefs(&store, &args).assert_ok();
+        }
+
+        // `%s` makes find lstat every path, so the kernel looks every one up.
+        let found = Cmd::new("find")
+            .arg(mnt.path())
+            .args(["-printf", "%i %s %p\\n"])
+            .timeout_secs(120)
+            .assert_ok();
+        let inos: Vec<u64> = found
+            .stdout
+            .lines()
+            .map(|line| {
+                line.split(' ')
+                    .next()
+                    .and_then(|i| i.parse().ok())
+                    .expect("an inode")
+            })
+            .collect();
+        let paths = inos.len() as u64;
+        let walk: HashSet<u64> = inos.into_iter().collect();
+        assert_eq!(
+            walk.len() as u64,
+            paths,
+            "round {round}: one number per path"
+        );
+        // Everything but the root was forgotten since the last walk: new numbers.
+        if round > 0 {
+            let again: Vec<&u64> = walk.intersection(&last_walk).collect();
+            assert_eq!(again, [&1], "round {round}: numbers reused");
+        }
+        last_walk = walk;
+        let walked = daemon_stats(mnt.path());
+        // Every dentry the walk made holds one lookup (the root's own counts too),
+        // unless the kernel reclaimed some meanwhile (memory pressure).
+        assert!(
+            walked["lookups"] <= paths && walked["lookups"] * 10 >= paths * 9,
+            "round {round}: {paths} paths, {walked:?}"
+        );
+        assert!(walked["numbered"] > numbered, "numbers only grow");
+        numbered = walked["numbered"];
+
+        drop_kernel_caches().expect("drop_caches");
+        let mut after = daemon_stats(mnt.path());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while after["lookups"] > 1 && std::time::Instant::now() < deadline {
+            thread::sleep(std::time::Duration::from_millis(50));
+            after = daemon_stats(mnt.path());
+        }
+        // Only the root is left held: every count was given back, none twice.
+        assert_eq!(after["lookups"], 1, "round {round}: {after:?}");
+        assert_eq!(
+            (after["held_nodes"], after["held_blocks"]),
+            (1, 0),
+            "round {round}: {after:?}"
+        );
+        assert!(
+            after["nodes"] * 4 < walked["nodes"],
+            "round {round}: the table falls back: {walked:?} then {after:?}"
+        );
+        let rss = rss_kib(pid);
+        eprintln!(
+            "round {round}: {paths} paths; walked: nodes {} blocks {} lookups {}; \
+             dropped: nodes {} blocks {}; numbered {}; rss {rss} KiB",
+            walked["nodes"],
+            walked["blocks"],
+            walked["lookups"],
+            after["nodes"],
+            after["blocks"],
+            after["numbered"],
+        );
+        settled.push((after["nodes"], after["blocks"], rss));
+    }
+    // Walk after walk the daemon keeps what the kernel holds, not what it saw.
+    let (warm_nodes, warm_blocks, _) = settled[WARM_UP - 1];
+    let (last_nodes, last_blocks, last_rss) = settled[ROUNDS - 1];
+    assert!(
+        last_nodes <= warm_nodes && last_blocks <= warm_blocks,
+        "the table grows walk after walk: {settled:?}"
+    );
+    let warm_rss = settled[WARM_UP - 2].2.max(settled[WARM_UP - 1].2);
+    assert!(
+        last_rss <= warm_rss + warm_rss / 10 + 2048,
+        "the daemon's RSS grows walk after walk (KiB): {settled:?}"
+    );
+    mnt.unmount();
+}
+
+#[test]
+fn lookups_racing_forgets_never_drop_a_held_inode() {
+    if !util::require_fuse() {
+        return;
+    }
+    let _caches = kernel_caches();
+    if let Err(error) = drop_kernel_caches() {
+        assert!(!util::is_ci(), "CI=true and drop_caches: {error}");
+        eprintln!("skipped: cannot write /proc/sys/vm/drop_caches: {error}");
+        return;
+    }
+    let t = TestDir::new("forget-race");
+    let store = t.store();
+    let base: String = (0..60)
+        .map(|i| format!("file /etc/d{}/f{i} 0644 \"{i}\"\n", i % 6))
+        .collect();
+    let names = ["dev/a:1", "dev/a:2", "dev/b:1"];
+    let layout = util::layout_sharing_a_base(&t, "a", &names, &base, 1000);
+    imagefs(&store, &["import", layout.to_str().unwrap()]).assert_ok();
+    let mnt = Mount::start(&store, &t.join("mnt"), &[]);
+    let pid = daemon_stats(mnt.path())["pid"];
+    let found = Cmd::new("find").arg(mnt.path()).assert_ok().stdout;
+    let paths: Arc<Vec<PathBuf>> = Arc::new(found.lines().map(PathBuf::from).collect());
+
+    // Readers look every path up and read every file while the kernel forgets
+    // inodes as fast as it can: a lookup racing a forget of the same inode on
+    // another daemon thread must never lose a number the kernel holds.
+    let failures = util::with_timeout(120, move || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let dropper = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut drops = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    drop_kernel_caches().expect("drop_caches");
+                    drops += 1;
+                    thread::sleep(std::time::Duration::from_millis(10));
+                }
+                drops
+            })
+        };
+        let readers: Vec<_> = (0..4)
+            .map(|reader| {
+                let paths = paths.clone();
+                thread::spawn(move || {
+                    let (mut failures, mut operations) = (Vec::new(), 0u64);
+                    let started = std::time::Instant::now();
+                    let mut turn = reader;
+                    while started.elapsed() < std::time::Duration::from_secs(3) {
+                        let path = &paths[turn % paths.len()];
+                        turn += 7;
+                        operations += 1;
+                        let result = std::fs::symlink_metadata(path).and_then(|meta| {
+                            if meta.is_file() {
+                                std::fs::read(path).map(|_| ())
+                            } else {
+                                Ok(())
+                            }
+                        });
+                        if let Err(error) = result {
+                            failures.push(format!("{}: {error}", path.display()));
+                        }
+                    }
+                    (failures, operations)
+                })
+            })
+            .collect();
+        let (mut failures, mut operations) = (Vec::new(), 0);
+        for reader in readers {
+            let (failed, done) = reader.join().expect("reader");
+            failures.extend(failed);
+            operations += done;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let drops = dropper.join().expect("dropper");
+        eprintln!("{operations} lookups and reads, {drops} cache drops");
+        assert!(operations > 100 && drops > 10, "the race ran");
+        failures
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    drop_kernel_caches().expect("drop_caches");
+    let mut after = daemon_stats(mnt.path());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while after["lookups"] > 1 && std::time::Instant::now() < deadline {
+        thread::sleep(std::time::Duration::from_millis(50));
+        after = daemon_stats(mnt.path());
+    }
+    assert_eq!(
+        after["lookups"], 1,
+        "a count leaked under the race: {after:?}"
+    );
+    // The daemon warns when the kernel forgets more than was counted.
+    let log =
+        std::fs::read_to_string(store.join(format!("mount-{pid}.log"))).expect("the daemon's log");
+    assert!(!log.contains("the kernel forgot"), "{log}");
+    mnt.unmount();
 }

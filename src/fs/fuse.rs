@@ -1,9 +1,15 @@
 //! The thin fuser adapter: turns FUSE requests into [`Vfs`] calls and replies once.
 //!
 //! Owns: the open-file and open-directory handle tables, FUSE passthrough (backing
-//! ids shared per inode, kept alive until the last release), cache TTLs, and the
-//! conversion of view attributes into `FileAttr`. Decisions about what a path means
-//! belong to [`super::vfs`]; errno values come from [`super::errno`].
+//! ids shared per inode, kept alive until the last release), cache TTLs, the
+//! conversion of view attributes into `FileAttr`, and the statistics hook
+//! ([`STATS_XATTR`]). Decisions about what a path means belong to [`super::vfs`];
+//! errno values come from [`super::errno`].
+//!
+//! Lookup counts: every reply that hands the kernel an inode (entry replies of
+//! lookup, mkdir and symlink, READDIRPLUS entries but `.` and `..`) carries one
+//! reference the view counted before the reply went out; FORGET and BATCH_FORGET
+//! give them back, and the view drops what the kernel no longer holds.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -23,7 +29,7 @@ use fuser::{
 };
 
 use super::errno::VfsError;
-use super::vfs::{Attr, DirEntry, FileContent, Ino, NodeType, Vfs, Volatility};
+use super::vfs::{Attr, DirEntry, FileContent, Ino, NodeType, Vfs, Volatility, ROOT_INO};
 
 /// How long the kernel may trust what changes with tags and repositories. Short, so
 /// changes made by other processes show within the 1 s the SPEC promises.
@@ -35,6 +41,12 @@ pub(crate) const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Files at least this big are read through FUSE passthrough; smaller ones are
 /// served by imagefs and kept in the kernel's page cache across opens.
 pub(crate) const PASSTHROUGH_MIN_SIZE: u64 = 1 << 20;
+
+/// A hidden extended attribute of the mount root: the daemon's table and cache
+/// sizes as `name=value` lines (`getfattr -n user.imagefs.stats --only-values
+/// MOUNT`), for tests and for watching a long-running mount. listxattr does not
+/// show it, so copies of the tree never carry it.
+pub(crate) const STATS_XATTR: &str = "user.imagefs.stats";
 
 /// Whether passthrough was negotiated, and whether it still works.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +274,42 @@ impl ImageFs {
     fn read_only_reply(&self) -> Errno {
         Errno::EROFS
     }
+
+    /// The value of [`STATS_XATTR`].
+    fn stats_text(&self) -> String {
+        let view = self.vfs.stats();
+        let (table, trees) = (view.table, view.trees);
+        let lines = [
+            ("pid", u64::from(std::process::id())),
+            ("nodes", table.nodes as u64),
+            ("held_nodes", table.held_nodes as u64),
+            ("blocks", table.blocks as u64),
+            ("held_blocks", table.held_blocks as u64),
+            ("lookups", table.lookups),
+            ("numbered", table.numbered),
+            ("manifest_views", view.manifest_views as u64),
+            ("rootfs_trees", trees.rootfs_trees as u64),
+            ("rootfs_tree_bytes", trees.rootfs_bytes),
+            ("layer_trees", trees.layer_trees as u64),
+            ("layer_tree_bytes", trees.layer_bytes),
+            ("unpacked_indexes", trees.unpacked_indexes as u64),
+            ("open_files", lock(&self.files).len() as u64),
+            ("open_dirs", lock(&self.dirs).len() as u64),
+            ("backing_ids", lock(&self.backing).len() as u64),
+            ("vm_rss_kib", vm_rss_kib().unwrap_or(0)),
+        ];
+        lines
+            .iter()
+            .map(|(name, value)| format!("{name}={value}\n"))
+            .collect()
+    }
+}
+
+/// This process's resident set size in KiB (`VmRSS` of /proc/self/status).
+fn vm_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl Filesystem for ImageFs {
@@ -289,6 +337,12 @@ impl Filesystem for ImageFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.reply_entry(self.vfs.lookup(parent.0, name.as_bytes()), reply);
+    }
+
+    // BATCH_FORGET: fuser's default calls this once per inode (its `ForgetOne`
+    // type is not exported, so it cannot be overridden).
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.vfs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -636,8 +690,10 @@ impl Filesystem for ImageFs {
         };
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for (index, entry) in entries.iter().enumerate().skip(start) {
-            let attr = if entry.name == b"." || entry.name == b".." {
-                // The kernel links no dentry for these; only the inode number counts.
+            let dot = entry.name == b"." || entry.name == b"..";
+            let attr = if dot {
+                // The kernel links no dentry for these (nor counts a lookup); only the
+                // inode number counts.
                 Attr {
                     ino: entry.ino,
                     kind: NodeType::Directory,
@@ -650,7 +706,9 @@ impl Filesystem for ImageFs {
                     volatility: Volatility::Volatile,
                 }
             } else {
-                match self.vfs.getattr(entry.ino) {
+                // The kernel links every other entry it gets: counted here, before
+                // the reply goes out.
+                match self.vfs.lookup_listed(ino.0, entry) {
                     Ok(attr) => attr,
                     // Gone since the listing was taken (an untag): leave it out.
                     Err(_) => continue,
@@ -659,13 +717,17 @@ impl Filesystem for ImageFs {
             // One TTL for both: the entry's, never longer than the attributes'.
             let ttl = ttls(&attr).1;
             if reply.add(
-                INodeNo(entry.ino),
+                INodeNo(attr.ino),
                 (index + 1) as u64,
                 OsStr::from_bytes(&entry.name),
                 &ttl,
                 &self.file_attr(&attr),
                 Generation(0),
             ) {
+                // The buffer is full: this entry is not sent, nor its reference.
+                if !dot {
+                    self.vfs.forget(attr.ino, 1);
+                }
                 break;
             }
         }
@@ -728,6 +790,14 @@ impl Filesystem for ImageFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if ino.0 == ROOT_INO && name == STATS_XATTR {
+            let text = self.stats_text();
+            if size == 0 {
+                // Room for the figures to grow before the caller reads them.
+                return reply.size(u32::try_from(text.len() + 256).unwrap_or(u32::MAX));
+            }
+            return reply_xattr_bytes(text.as_bytes(), size, reply);
+        }
         let result = self.vfs.xattrs(ino.0).and_then(|xattrs| {
             xattrs
                 .into_iter()

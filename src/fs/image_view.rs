@@ -3,7 +3,8 @@
 //!
 //! Owns: the caches of built trees — merged rootfs trees by manifest digest (shared
 //! by every repository that shows the manifest, so one image merges once per mount)
-//! and per-layer trees by layer digest (shared by every image holding the layer) —,
+//! and per-layer trees by layer digest (shared by every image holding the layer),
+//! each bounded by a number of trees and by their estimated size —,
 //! the cache of unpacked layer indexes, and opening a file's content: the first open
 //! of a file of a layer unpacks that whole layer into `STORE/cache/` (the store's
 //! flock makes concurrent processes unpack it once), then trims `cache/` to its cap.
@@ -25,8 +26,13 @@ use crate::store::{Store, StoreError};
 
 /// Merged rootfs trees kept in memory (a tree costs about 150 bytes per path).
 const ROOTFS_TREES: usize = 16;
+/// Estimated bytes of merged rootfs trees kept in memory (one bigger tree is kept
+/// alone).
+const ROOTFS_TREE_BYTES: u64 = 128 << 20;
 /// Per-layer trees kept in memory.
 const LAYER_TREES: usize = 64;
+/// Estimated bytes of per-layer trees kept in memory.
+const LAYER_TREE_BYTES: u64 = 64 << 20;
 /// Unpacked layer indexes kept in memory (they map entries to content files).
 const UNPACKED_INDEXES: usize = 256;
 /// Tree warnings logged per tree; the rest are counted.
@@ -39,23 +45,48 @@ pub(crate) struct ImageTree {
     /// `parents[i]` is the directory holding directory `i` (the root: itself). Only
     /// directories have one parent; other nodes (hard links) may have several.
     parents: Vec<NodeId>,
+    /// What the tree costs in memory, roughly (the caches' bound).
+    estimated_bytes: u64,
 }
+
+/// Bookkeeping bytes of one heap allocation, roughly (glibc malloc).
+const ALLOCATION_OVERHEAD: usize = 16;
 
 impl ImageTree {
     fn new(tree: Tree) -> ImageTree {
+        use std::mem::size_of;
         let mut parents = vec![NodeId::ROOT; tree.len()];
+        let mut bytes = size_of::<ImageTree>() + parents.len() * size_of::<NodeId>();
         for index in 0..tree.len() {
-            let dir = NodeId(index as u32);
-            if tree.node(dir).kind != NodeKind::Dir {
+            let id = NodeId(index as u32);
+            let node = tree.node(id);
+            bytes += size_of::<layer::Node>() + size_of::<Box<[(Box<[u8]>, NodeId)]>>();
+            if let Some(target) = &node.symlink_target {
+                bytes += target.len() + ALLOCATION_OVERHEAD;
+            }
+            for xattr in node.xattrs.iter() {
+                bytes += size_of::<layer::Xattr>()
+                    + xattr.name.len()
+                    + xattr.value.len()
+                    + 2 * ALLOCATION_OVERHEAD;
+            }
+            if node.kind != NodeKind::Dir {
                 continue;
             }
-            for (_, child) in tree.children(dir) {
+            let children = tree.children(id);
+            bytes += ALLOCATION_OVERHEAD;
+            for (name, child) in children {
+                bytes += size_of::<(Box<[u8]>, NodeId)>() + name.len() + ALLOCATION_OVERHEAD;
                 if let Some(slot) = parents.get_mut(child.index()) {
-                    *slot = dir;
+                    *slot = id;
                 }
             }
         }
-        ImageTree { tree, parents }
+        ImageTree {
+            tree,
+            parents,
+            estimated_bytes: bytes as u64,
+        }
     }
 
     /// The directory holding directory `dir`.
@@ -76,6 +107,93 @@ impl ImageTree {
 /// first builder instead of merging again.
 type Slot = Arc<Mutex<Option<Arc<ImageTree>>>>;
 
+/// A cache slot and the estimated bytes of its tree (0 until built).
+#[derive(Debug)]
+struct CachedTree {
+    slot: Slot,
+    bytes: u64,
+}
+
+/// Built trees by digest, least recently used evicted beyond a number of trees or
+/// an estimated size. A tree evicted while in use lives on with its users; the
+/// next request builds it again (the same tree: building is deterministic).
+#[derive(Debug)]
+struct TreeCache {
+    slots: LruCache<Digest, CachedTree>,
+    bytes: u64,
+    max_trees: usize,
+    max_bytes: u64,
+}
+
+impl TreeCache {
+    fn new(max_trees: usize, max_bytes: u64) -> TreeCache {
+        TreeCache {
+            slots: LruCache::unbounded(),
+            bytes: 0,
+            max_trees,
+            max_bytes,
+        }
+    }
+
+    /// The slot of `key`, made empty if missing.
+    fn slot(&mut self, key: &Digest) -> Slot {
+        let slot = self
+            .slots
+            .get_or_insert(*key, || CachedTree {
+                slot: Slot::default(),
+                bytes: 0,
+            })
+            .slot
+            .clone();
+        self.trim();
+        slot
+    }
+
+    /// Records the size of the tree just built into `slot` (unless the slot was
+    /// evicted meanwhile), then trims.
+    fn filled(&mut self, key: &Digest, slot: &Slot, bytes: u64) {
+        if let Some(cached) = self.slots.get_mut(key) {
+            if Arc::ptr_eq(&cached.slot, slot) {
+                self.bytes = self.bytes - cached.bytes + bytes;
+                cached.bytes = bytes;
+            }
+        }
+        self.trim();
+    }
+
+    /// Evicts the least recently used trees while over a bound, never the most
+    /// recently used one.
+    fn trim(&mut self) {
+        while (self.slots.len() > self.max_trees || self.bytes > self.max_bytes)
+            && self.slots.len() > 1
+        {
+            match self.slots.pop_lru() {
+                Some((_, evicted)) => self.bytes -= evicted.bytes,
+                None => break,
+            }
+        }
+    }
+
+    fn stats(&self) -> (usize, u64) {
+        (self.slots.len(), self.bytes)
+    }
+}
+
+/// Sizes of the tree caches, for the statistics hook.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TreeCacheStats {
+    /// Merged rootfs trees cached.
+    pub(crate) rootfs_trees: usize,
+    /// Their estimated bytes.
+    pub(crate) rootfs_bytes: u64,
+    /// Per-layer trees cached.
+    pub(crate) layer_trees: usize,
+    /// Their estimated bytes.
+    pub(crate) layer_bytes: u64,
+    /// Unpacked layer indexes cached.
+    pub(crate) unpacked_indexes: usize,
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every update is a single insert or assignment: a panic cannot leave a half state.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -90,8 +208,8 @@ fn capacity(n: usize) -> NonZeroUsize {
 pub(crate) struct ImageViews {
     store: Arc<Store>,
     cache_cap: u64,
-    rootfs: Mutex<LruCache<Digest, Slot>>,
-    layer_files: Mutex<LruCache<Digest, Slot>>,
+    rootfs: Mutex<TreeCache>,
+    layer_files: Mutex<TreeCache>,
     unpacked: Mutex<LruCache<Digest, Arc<Unpacked>>>,
 }
 
@@ -109,19 +227,33 @@ impl ImageViews {
         ImageViews {
             store,
             cache_cap,
-            rootfs: Mutex::new(LruCache::new(capacity(ROOTFS_TREES))),
-            layer_files: Mutex::new(LruCache::new(capacity(LAYER_TREES))),
+            rootfs: Mutex::new(TreeCache::new(ROOTFS_TREES, ROOTFS_TREE_BYTES)),
+            layer_files: Mutex::new(TreeCache::new(LAYER_TREES, LAYER_TREE_BYTES)),
             unpacked: Mutex::new(LruCache::new(capacity(UNPACKED_INDEXES))),
         }
     }
 
+    /// Sizes of the caches.
+    pub(crate) fn stats(&self) -> TreeCacheStats {
+        let (rootfs_trees, rootfs_bytes) = lock(&self.rootfs).stats();
+        let (layer_trees, layer_bytes) = lock(&self.layer_files).stats();
+        TreeCacheStats {
+            rootfs_trees,
+            rootfs_bytes,
+            layer_trees,
+            layer_bytes,
+            unpacked_indexes: lock(&self.unpacked).len(),
+        }
+    }
+
     fn cached(
-        cache: &Mutex<LruCache<Digest, Slot>>,
+        cache: &Mutex<TreeCache>,
         key: &Digest,
         build: impl FnOnce() -> Result<MergedTree, StoreError>,
         what: &dyn Fn() -> String,
     ) -> Result<Arc<ImageTree>, StoreError> {
-        let slot = lock(cache).get_or_insert(*key, Slot::default).clone();
+        let slot = lock(cache).slot(key);
+        // Lock order: a slot, then the cache (never the other way round).
         let mut filled = lock(&slot);
         if let Some(tree) = filled.as_ref() {
             return Ok(tree.clone());
@@ -146,12 +278,14 @@ impl ImageViews {
         }
         let tree = Arc::new(ImageTree::new(merged.tree));
         log::debug!(
-            "{}: {} nodes built in {:.1?}",
+            "{}: {} nodes ({} bytes) built in {:.1?}",
             what(),
             tree.tree.len(),
+            tree.estimated_bytes,
             started.elapsed()
         );
         *filled = Some(tree.clone());
+        lock(cache).filled(key, &slot, tree.estimated_bytes);
         Ok(tree)
     }
 
@@ -251,5 +385,59 @@ impl ImageViews {
             self.trim();
         }
         Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(n: u8) -> Digest {
+        Digest::of(&[n])
+    }
+
+    fn build(cache: &mut TreeCache, n: u8, bytes: u64) -> Slot {
+        let slot = cache.slot(&digest(n));
+        cache.filled(&digest(n), &slot, bytes);
+        slot
+    }
+
+    #[test]
+    fn tree_cache_is_bounded_by_count_and_by_bytes() {
+        let mut cache = TreeCache::new(3, 100);
+        build(&mut cache, 1, 40);
+        build(&mut cache, 2, 40);
+        assert_eq!(cache.stats(), (2, 80));
+        // Using 1 makes 2 the least recently used.
+        cache.slot(&digest(1));
+        build(&mut cache, 3, 40);
+        assert_eq!(cache.stats(), (2, 80), "over 100 bytes: 2 evicted");
+        assert!(cache.slots.contains(&digest(1)) && cache.slots.contains(&digest(3)));
+        build(&mut cache, 4, 500);
+        assert_eq!(
+            cache.stats(),
+            (1, 500),
+            "a tree over the budget is kept alone"
+        );
+        for n in 5..=8 {
+            build(&mut cache, n, 0);
+        }
+        assert_eq!(cache.stats(), (3, 0), "at most three trees");
+    }
+
+    #[test]
+    fn a_slot_evicted_while_building_is_not_counted() {
+        let mut cache = TreeCache::new(1, 100);
+        let building = cache.slot(&digest(1));
+        build(&mut cache, 2, 10);
+        assert!(!cache.slots.contains(&digest(1)));
+        cache.filled(&digest(1), &building, 50);
+        assert_eq!(cache.stats(), (1, 10));
+        // A new slot for the same key is a different slot.
+        let fresh = cache.slot(&digest(1));
+        cache.filled(&digest(1), &building, 50);
+        assert_eq!(cache.stats(), (1, 0));
+        cache.filled(&digest(1), &fresh, 30);
+        assert_eq!(cache.stats(), (1, 30));
     }
 }

@@ -17,6 +17,11 @@
 //! `tags/` use a 0.5 s TTL and uncached directory listings, so changes by other
 //! processes show within 1 s. Listings carry attributes (READDIRPLUS).
 //!
+//! Memory: the daemon keeps an inode only while the kernel holds it (it follows the
+//! kernel's lookup counts and FORGETs, see [`vfs`]), and otherwise only bounded
+//! caches, so a mount browsed for days levels off. The hidden extended attribute
+//! `user.imagefs.stats` of the mount root shows the sizes (see [`fuse`]).
+//!
 //! The unpack cache (`STORE/cache/`) is kept under [`MountOptions::cache_size`]:
 //! after every layer unpack and every [`TRIM_INTERVAL`] from a background thread
 //! (other processes add to the cache too).

@@ -6,21 +6,28 @@
 //! blob bytes (the adapter opens files) and must not know about TTLs or replies.
 //!
 //! Inode numbers: a table assigns numbers in order of first sight to [`Node`] keys
-//! and never forgets or reuses one while mounted, so a number always means the same
-//! path-shaped thing. Nodes are per path (a manifest seen from two repositories has
-//! two directories), because FUSE forbids directory aliases.
+//! and keeps each as long as the kernel holds it, following the kernel's lookup
+//! counts (see [`InodeTable`]): a long-running mount holds what the kernel holds
+//! plus fixed-size caches, however much is browsed. Numbers are never reused, so a
+//! number always means the same path-shaped thing; a node the kernel forgot gets a
+//! new number when it is looked up again. Nodes are per path (a manifest seen from
+//! two repositories has two directories), because FUSE forbids directory aliases.
 //!
 //! The image views (`rootfs/`, `layers/NNN/files/`) are [`Item::Rootfs`] and
 //! [`Item::LayerFiles`] keyed by the node id of their layer `Tree`. Their roots are
 //! numbered like any node; everything below gets `base + node id` from a block of
-//! numbers reserved per (repository, manifest, view) when the view's tree is first
-//! built, so a tree of a million paths costs no table entries, hard links (one node
-//! id) share one inode, and numbers stay stable because trees are deterministic.
-//! Trees themselves are built and cached by [`ImageViews`].
+//! numbers reserved per (repository, manifest, view) when the view is first listed
+//! or looked into, so a tree of a million paths costs no table entries, hard links
+//! (one node id) share one inode, and numbers stay stable while the kernel holds
+//! any of the block because trees are deterministic (the tree cache may rebuild a
+//! tree meanwhile). Trees themselves are built and cached by [`ImageViews`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use lru::LruCache;
 
 use crate::digest::Digest;
 use crate::image;
@@ -29,7 +36,7 @@ use crate::reference::{self, Reference, Target};
 use crate::store::{BlobInfo, BlobKind, EdgeKind, PlatformRow, RepoRow, Store, StoreError};
 
 use super::errno::VfsError;
-use super::image_view::{ImageTree, ImageViews};
+use super::image_view::{ImageTree, ImageViews, TreeCacheStats};
 
 /// An inode number.
 pub(crate) type Ino = u64;
@@ -39,6 +46,10 @@ pub(crate) const ROOT_INO: Ino = 1;
 
 /// Longest chain of our own symlinks followed when resolving a link target.
 const MAX_LINK_HOPS: usize = 40;
+
+/// Manifests whose [`ManifestView`] is kept in memory (a few hundred bytes each;
+/// reading one again costs a few metadata queries and a parse of the manifest).
+const MANIFEST_VIEWS: usize = 4096;
 
 type Result<T, E = VfsError> = std::result::Result<T, E>;
 
@@ -215,11 +226,28 @@ pub(crate) struct DirEntry {
     pub(crate) name: Vec<u8>,
     pub(crate) ino: Ino,
     pub(crate) kind: NodeType,
+    /// The node, for entries outside image views other than `.` and `..`: numbered
+    /// again without a query if its number was dropped before READDIRPLUS sends it.
+    node: Option<Node>,
 }
 
 /// First inode number of the blocks reserved for image view trees; the table's
-/// own numbers (one per node ever seen) stay far below it.
+/// own numbers (one per node ever numbered) stay far below it.
 const TREE_INO_BASE: Ino = 1 << 40;
+
+/// Numbers the kernel does not hold (handed out in listings, or a view's block
+/// reserved for one) kept so that a lookup soon after answers the listed number;
+/// beyond this many the least recently used are dropped. About 500 bytes each.
+const UNHELD_NUMBERS: usize = 4096;
+
+/// A numbered node and the kernel's references to it.
+#[derive(Debug)]
+struct Numbered {
+    node: Node,
+    /// Entry replies carrying this number that the kernel has not forgotten yet
+    /// (its lookup count).
+    lookups: u64,
+}
 
 /// The block of inode numbers of one image view: `base + node id`.
 #[derive(Debug)]
@@ -228,40 +256,120 @@ struct TreeBlock {
     digest: Digest,
     kind: TreeKind,
     len: u64,
+    /// Lookups of all the block's numbers together that the kernel has not
+    /// forgotten yet (it forgets each number with exactly the count it got, so
+    /// the sum reaches zero exactly when it holds none of them).
+    lookups: u64,
 }
 
-/// Numbers nodes in order of first sight; never forgets, never reuses. Nodes below
-/// an image view's root get numbers from that view's block instead.
+impl TreeBlock {
+    fn key(&self) -> (RepoKey, Digest, TreeKind) {
+        (self.repo.clone(), self.digest, self.kind)
+    }
+}
+
+/// Sizes of the inode table, for the statistics hook.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TableStats {
+    /// Numbered nodes in the table (the root included).
+    pub(crate) nodes: usize,
+    /// Of those, the ones the kernel holds.
+    pub(crate) held_nodes: usize,
+    /// Blocks of image view numbers.
+    pub(crate) blocks: usize,
+    /// Of those, the ones the kernel holds a number of.
+    pub(crate) held_blocks: usize,
+    /// Outstanding lookups, nodes and blocks together.
+    pub(crate) lookups: u64,
+    /// Node numbers given out since the mount (they are never reused).
+    pub(crate) numbered: u64,
+}
+
+/// Inode numbers, following the kernel's lookup counts (the FUSE protocol): every
+/// entry reply handing a number to the kernel is counted ([`InodeTable::hold`]),
+/// every FORGET takes its count back ([`InodeTable::forget`]), and a node or view
+/// block whose count falls to zero is dropped. Numbers only grow, so a dropped
+/// number never comes back meaning something else: asked about, it is unknown
+/// (ENOENT), and the node gets a fresh number the next time it is looked up.
+///
+/// Numbers given out without a count (plain listings, `..`, a block reserved to
+/// list a view's root) wait in a bounded least-recently-used set until the kernel
+/// looks them up, so the table holds what the kernel holds plus that set.
+///
+/// Nodes below an image view's root get numbers from that view's block instead of
+/// one table entry each. The root inode is never forgotten.
 #[derive(Debug)]
 pub(crate) struct InodeTable {
+    nodes: HashMap<Ino, Numbered>,
     by_node: HashMap<Node, Ino>,
-    nodes: Vec<Node>,
+    next_ino: Ino,
     /// Blocks by base.
     blocks: BTreeMap<Ino, TreeBlock>,
     block_of: HashMap<(RepoKey, Digest, TreeKind), Ino>,
     next_block: Ino,
+    /// Node numbers and block bases with no lookups, least recently used first.
+    unheld: LruCache<Ino, ()>,
+    unheld_cap: usize,
 }
 
 impl InodeTable {
     fn new() -> Self {
+        Self::with_unheld_cap(UNHELD_NUMBERS)
+    }
+
+    fn with_unheld_cap(unheld_cap: usize) -> Self {
         let mut table = InodeTable {
             by_node: HashMap::new(),
-            nodes: Vec::new(),
+            nodes: HashMap::new(),
+            next_ino: ROOT_INO,
             blocks: BTreeMap::new(),
             block_of: HashMap::new(),
             next_block: TREE_INO_BASE,
+            unheld: LruCache::unbounded(),
+            unheld_cap,
         };
-        let root = table.ino_of(&Node::Root);
+        let (root, _) = table.entry(&Node::Root);
         debug_assert_eq!(root, ROOT_INO);
+        // The kernel's reference to the root, which it never forgets.
+        table.add_lookup(root);
         table
     }
 
+    /// The number of `node`, numbering it on first sight; `true` when new.
+    fn entry(&mut self, node: &Node) -> (Ino, bool) {
+        debug_assert!(
+            tree_parts(node).is_none_or(|(.., id)| id == NodeId::ROOT),
+            "nodes below a view's root are numbered by its block"
+        );
+        if let Some(ino) = self.by_node.get(node) {
+            return (*ino, false);
+        }
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.nodes.insert(
+            ino,
+            Numbered {
+                node: node.clone(),
+                lookups: 0,
+            },
+        );
+        self.by_node.insert(node.clone(), ino);
+        (ino, true)
+    }
+
     /// The base of the block of view (`repo`, `digest`, `kind`), reserving `len`
-    /// numbers on first use (a tree's length never changes: trees are deterministic).
-    fn tree_base(&mut self, repo: &RepoKey, digest: &Digest, kind: TreeKind, len: usize) -> Ino {
+    /// numbers when it has none; `true` when new. A tree's length never changes
+    /// (trees are deterministic), so a block outlives the tree cache's copy.
+    fn block(
+        &mut self,
+        repo: &RepoKey,
+        digest: &Digest,
+        kind: TreeKind,
+        len: usize,
+    ) -> (Ino, bool) {
         let key = (repo.clone(), *digest, kind);
         if let Some(base) = self.block_of.get(&key) {
-            return *base;
+            return (*base, false);
         }
         let base = self.next_block;
         let len = len as u64;
@@ -274,62 +382,205 @@ impl InodeTable {
                 digest: *digest,
                 kind,
                 len,
+                lookups: 0,
             },
         );
         self.block_of.insert(key, base);
-        base
+        (base, true)
     }
 
+    /// The number of `node` (not below a view's root), without a lookup.
     fn ino_of(&mut self, node: &Node) -> Ino {
-        if let Some((repo, digest, kind, id)) = tree_parts(node) {
-            if id != NodeId::ROOT {
-                if let Some(base) = self.block_of.get(&(repo.clone(), *digest, kind)) {
-                    return base + u64::from(id.0);
-                }
-            }
-        }
-        if let Some(ino) = self.by_node.get(node) {
-            return *ino;
-        }
-        self.nodes.push(node.clone());
-        let ino = self.nodes.len() as Ino;
-        self.by_node.insert(node.clone(), ino);
+        let (ino, new) = self.entry(node);
+        self.note_unheld(ino, new);
         ino
     }
 
+    /// The base of a view's block (see [`InodeTable::block`]), without a lookup.
+    fn tree_base(&mut self, repo: &RepoKey, digest: &Digest, kind: TreeKind, len: usize) -> Ino {
+        let (base, new) = self.block(repo, digest, kind, len);
+        self.note_unheld(base, new);
+        base
+    }
+
+    /// Numbers `node` (not below a view's root) and counts one lookup, in one step.
+    fn hold_node(&mut self, node: &Node) -> Ino {
+        let (ino, _) = self.entry(node);
+        self.add_lookup(ino);
+        ino
+    }
+
+    /// Numbers node `id` (not the root) of a view and counts one lookup.
+    fn hold_tree_node(
+        &mut self,
+        repo: &RepoKey,
+        digest: &Digest,
+        kind: TreeKind,
+        len: usize,
+        id: NodeId,
+    ) -> Ino {
+        let (base, _) = self.block(repo, digest, kind, len);
+        let ino = base + u64::from(id.0);
+        self.add_lookup(ino);
+        ino
+    }
+
+    /// Counts one lookup of number `ino` and returns its node; `None` when the
+    /// number is unknown (never given, or dropped).
+    fn hold(&mut self, ino: Ino) -> Option<Node> {
+        let node = self.node(ino)?;
+        self.add_lookup(ino);
+        Some(node)
+    }
+
+    fn add_lookup(&mut self, ino: Ino) {
+        let (key, lookups) = if ino >= TREE_INO_BASE {
+            match self.block_containing(ino) {
+                Some(base) => (base, self.blocks.get_mut(&base).map(|b| &mut b.lookups)),
+                None => return,
+            }
+        } else {
+            (ino, self.nodes.get_mut(&ino).map(|n| &mut n.lookups))
+        };
+        if let Some(lookups) = lookups {
+            *lookups += 1;
+            if *lookups == 1 {
+                self.unheld.pop(&key);
+            }
+        }
+    }
+
+    /// Takes back `count` lookups of `ino` (FUSE FORGET); drops the node, or the
+    /// whole block of a view, when none are left. The root is never dropped.
+    fn forget(&mut self, ino: Ino, count: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        if ino >= TREE_INO_BASE {
+            let Some(base) = self.block_containing(ino) else {
+                log::debug!("forget of unknown inode {ino}");
+                return;
+            };
+            let Some(block) = self.blocks.get_mut(&base) else {
+                return;
+            };
+            block.lookups = Self::take_back(ino, block.lookups, count);
+            if block.lookups == 0 {
+                self.drop_block(base);
+            }
+            return;
+        }
+        let Some(numbered) = self.nodes.get_mut(&ino) else {
+            log::debug!("forget of unknown inode {ino}");
+            return;
+        };
+        numbered.lookups = Self::take_back(ino, numbered.lookups, count);
+        if numbered.lookups == 0 {
+            self.drop_node(ino);
+        }
+    }
+
+    fn take_back(ino: Ino, lookups: u64, count: u64) -> u64 {
+        if count > lookups {
+            log::warn!("inode {ino}: the kernel forgot {count} lookups of {lookups}");
+        }
+        lookups.saturating_sub(count)
+    }
+
+    fn drop_node(&mut self, ino: Ino) {
+        if let Some(numbered) = self.nodes.remove(&ino) {
+            // After a rename over it, the node's name belongs to another number.
+            if self.by_node.get(&numbered.node) == Some(&ino) {
+                self.by_node.remove(&numbered.node);
+            }
+        }
+        self.unheld.pop(&ino);
+    }
+
+    fn drop_block(&mut self, base: Ino) {
+        if let Some(block) = self.blocks.remove(&base) {
+            self.block_of.remove(&block.key());
+        }
+        self.unheld.pop(&base);
+    }
+
+    /// Keeps track of a number given without a lookup: a new one joins the unheld
+    /// set (dropping the least recently used beyond the cap), an unheld one is
+    /// marked recently used.
+    fn note_unheld(&mut self, ino: Ino, new: bool) {
+        if !new {
+            self.unheld.promote(&ino);
+            return;
+        }
+        self.unheld.put(ino, ());
+        while self.unheld.len() > self.unheld_cap {
+            let Some((oldest, ())) = self.unheld.pop_lru() else {
+                break;
+            };
+            if oldest >= TREE_INO_BASE {
+                if self.blocks.get(&oldest).is_some_and(|b| b.lookups == 0) {
+                    self.drop_block(oldest);
+                }
+            } else if self.nodes.get(&oldest).is_some_and(|n| n.lookups == 0) {
+                self.drop_node(oldest);
+            }
+        }
+    }
+
+    /// The base of the block holding number `ino`, if `ino` is one of its nodes.
+    fn block_containing(&self, ino: Ino) -> Option<Ino> {
+        let (base, block) = self.blocks.range(..=ino).next_back()?;
+        let id = ino - base;
+        (id != 0 && id < block.len).then_some(*base)
+    }
+
     /// After a rename the kernel keeps the moved inode under its new name: `from`'s
-    /// number now means `to`, and `from` gets a fresh number if it ever comes back.
+    /// number now means `to` (its lookups stay as they are), and `from` gets a fresh
+    /// number if it ever comes back.
     fn rename(&mut self, from: &Node, to: &Node) {
         let Some(ino) = self.by_node.remove(from) else {
             return;
         };
-        if let Some(slot) = usize::try_from(ino - 1)
-            .ok()
-            .and_then(|i| self.nodes.get_mut(i))
-        {
-            *slot = to.clone();
+        if let Some(numbered) = self.nodes.get_mut(&ino) {
+            numbered.node = to.clone();
         }
-        // An inode that `to` had before is dropped by the kernel with the replaced
-        // dentry; its slot keeps naming `to`, which is harmless.
-        self.by_node.insert(to.clone(), ino);
+        if let Some(replaced) = self.by_node.insert(to.clone(), ino) {
+            // The kernel drops the replaced inode with its dentry and forgets it in
+            // its own time; until then its number keeps naming `to`, which is
+            // harmless. One it never held goes now.
+            if self.nodes.get(&replaced).is_some_and(|n| n.lookups == 0) {
+                self.drop_node(replaced);
+            }
+        }
     }
 
     fn node(&self, ino: Ino) -> Option<Node> {
         if ino >= TREE_INO_BASE {
-            let (base, block) = self.blocks.range(..=ino).next_back()?;
-            let id = ino - base;
-            if id == 0 || id >= block.len {
-                return None;
-            }
-            let id = NodeId(u32::try_from(id).ok()?);
+            let base = self.block_containing(ino)?;
+            let block = self.blocks.get(&base)?;
+            let id = NodeId(u32::try_from(ino - base).ok()?);
             return Some(Node::Manifest(
                 block.repo.clone(),
                 block.digest,
                 block.kind.item(id),
             ));
         }
-        let index = usize::try_from(ino.checked_sub(1)?).ok()?;
-        self.nodes.get(index).cloned()
+        self.nodes.get(&ino).map(|n| n.node.clone())
+    }
+
+    fn stats(&self) -> TableStats {
+        let held_nodes = self.nodes.values().filter(|n| n.lookups > 0).count();
+        let held_blocks = self.blocks.values().filter(|b| b.lookups > 0).count();
+        let lookups = self.nodes.values().map(|n| n.lookups).sum::<u64>()
+            + self.blocks.values().map(|b| b.lookups).sum::<u64>();
+        TableStats {
+            nodes: self.nodes.len(),
+            held_nodes,
+            blocks: self.blocks.len(),
+            held_blocks,
+            lookups,
+            numbered: self.next_ino - 1,
+        }
     }
 }
 
@@ -443,11 +694,13 @@ fn dot_entries(ino: Ino, parent_ino: Ino) -> Vec<DirEntry> {
             name: b".".to_vec(),
             ino,
             kind: NodeType::Directory,
+            node: None,
         },
         DirEntry {
             name: b"..".to_vec(),
             ino: parent_ino,
             kind: NodeType::Directory,
+            node: None,
         },
     ]
 }
@@ -475,6 +728,17 @@ fn tree_attr(node: &layer::Node, ino: Ino) -> Attr {
     }
 }
 
+/// Sizes of the view's tables and caches, for the statistics hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct VfsStats {
+    /// The inode table.
+    pub(crate) table: TableStats,
+    /// Manifest views in memory.
+    pub(crate) manifest_views: usize,
+    /// Trees of the image views in memory.
+    pub(crate) trees: TreeCacheStats,
+}
+
 /// Listing of repositories, cached until the store's change token moves.
 #[derive(Debug, Default)]
 struct RepoCache {
@@ -491,7 +755,7 @@ pub(crate) struct Vfs {
     read_only: bool,
     mount_time_ns: i64,
     table: Mutex<InodeTable>,
-    views: Mutex<HashMap<Digest, Arc<ManifestView>>>,
+    views: Mutex<LruCache<Digest, Arc<ManifestView>>>,
     repo_cache: Mutex<RepoCache>,
     /// Repositories this mount created with mkdir: `mkdir -p a/b/c` first makes `a`
     /// and `a/b`, which become plain path prefixes again when a deeper one is made
@@ -528,7 +792,9 @@ impl Vfs {
             read_only,
             mount_time_ns: now_ns(),
             table: Mutex::new(InodeTable::new()),
-            views: Mutex::new(HashMap::new()),
+            views: Mutex::new(LruCache::new(
+                NonZeroUsize::new(MANIFEST_VIEWS).unwrap_or(NonZeroUsize::MIN),
+            )),
             repo_cache: Mutex::new(RepoCache::default()),
             made_by_mkdir: Mutex::new(HashSet::new()),
             demoted: Mutex::new(HashSet::new()),
@@ -549,8 +815,47 @@ impl Vfs {
         lock(&self.table).node(ino).ok_or(VfsError::NotFound)
     }
 
+    /// The number of `node` (not below a view's root) without a kernel reference:
+    /// for listings and `..`.
     fn ino_of(&self, node: &Node) -> Ino {
         lock(&self.table).ino_of(node)
+    }
+
+    /// Numbers `node` and counts one kernel reference to it in the same step, so a
+    /// FORGET racing on another thread cannot drop the number in between. The
+    /// caller hands the number to the kernel in an entry reply, or gives the
+    /// reference back with [`Vfs::forget`].
+    fn hold(&self, node: &Node) -> Result<Ino> {
+        if let Some((repo, digest, kind, id)) = tree_parts(node) {
+            if id != NodeId::ROOT {
+                let len = self.tree(digest, kind)?.tree.len();
+                return Ok(lock(&self.table).hold_tree_node(repo, digest, kind, len, id));
+            }
+        }
+        Ok(lock(&self.table).hold_node(node))
+    }
+
+    /// The attributes of `node` with one kernel reference counted (see
+    /// [`Vfs::hold`]); the reference is given back when the node has none (it went
+    /// away meanwhile).
+    fn hold_attr(&self, node: &Node) -> Result<Attr> {
+        let ino = self.hold(node)?;
+        self.attr_of(node, ino).inspect_err(|_| self.forget(ino, 1))
+    }
+
+    /// FUSE FORGET: the kernel dropped `count` references to `ino`. A node (or a
+    /// view's block of numbers) it holds no more is forgotten here too.
+    pub(crate) fn forget(&self, ino: Ino, count: u64) {
+        lock(&self.table).forget(ino, count);
+    }
+
+    /// Sizes of the tables and caches, for the statistics hook.
+    pub(crate) fn stats(&self) -> VfsStats {
+        VfsStats {
+            table: lock(&self.table).stats(),
+            manifest_views: lock(&self.views).len(),
+            trees: self.images.stats(),
+        }
     }
 
     // ---- store reads, with the small caches ----
@@ -623,7 +928,7 @@ impl Vfs {
             platforms,
             is_image,
         });
-        lock(&self.views).insert(*manifest, view.clone());
+        lock(&self.views).put(*manifest, view.clone());
         Ok(view)
     }
 
@@ -687,8 +992,6 @@ impl Vfs {
                 return Err(VfsError::NotDir);
             }
             let id = tree.tree.lookup(dir, name).ok_or(VfsError::NotFound)?;
-            // Reserve the view's numbers now, so `ino_of` finds them.
-            lock(&self.table).tree_base(repo, digest, kind, tree.tree.len());
             return Ok(Node::Manifest(repo.clone(), *digest, kind.item(id)));
         }
         // Every name outside the image views is UTF-8.
@@ -1023,12 +1326,38 @@ impl Vfs {
         self.attr_of(&node, ino)
     }
 
-    /// Looks `name` up in directory `parent`.
+    /// Looks `name` up in directory `parent`, counting one kernel reference to the
+    /// answer (see [`Vfs::hold`]).
     pub(crate) fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         let parent = self.node(parent)?;
         let node = self.child_bytes(&parent, name)?;
-        let ino = self.ino_of(&node);
-        self.attr_of(&node, ino)
+        self.hold_attr(&node)
+    }
+
+    /// The attributes of `entry` of a listing of directory `dir`, counting one
+    /// kernel reference to it (READDIRPLUS hands the kernel every entry but `.` and
+    /// `..`). An entry whose number was dropped since the listing was made gets a
+    /// new one (inside image views by looking its name up again: a tree lookup).
+    pub(crate) fn lookup_listed(&self, dir: Ino, entry: &DirEntry) -> Result<Attr> {
+        let held = lock(&self.table).hold(entry.ino);
+        match held {
+            // A rename may have moved the number to another name meanwhile.
+            Some(node) if entry.node.as_ref().is_none_or(|listed| *listed == node) => self
+                .attr_of(&node, entry.ino)
+                .inspect_err(|_| self.forget(entry.ino, 1)),
+            Some(_) => {
+                self.forget(entry.ino, 1);
+                self.hold_listed_again(dir, entry)
+            }
+            None => self.hold_listed_again(dir, entry),
+        }
+    }
+
+    fn hold_listed_again(&self, dir: Ino, entry: &DirEntry) -> Result<Attr> {
+        match &entry.node {
+            Some(node) => self.hold_attr(node),
+            None => self.lookup(dir, &entry.name),
+        }
     }
 
     /// Lists directory `ino`, with `.` and `..` first.
@@ -1140,6 +1469,7 @@ impl Vfs {
             name: name.into_bytes(),
             ino: table.ino_of(&node),
             kind,
+            node: Some(node),
         }));
         Ok(entries)
     }
@@ -1173,6 +1503,7 @@ impl Vfs {
                 name: name.to_vec(),
                 ino: base + u64::from(child.0),
                 kind: child_kind,
+                node: None,
             });
         }
         Ok(entries)
@@ -1410,8 +1741,7 @@ impl Vfs {
             }
             other => return Err(self.refuse_creation(&other, name)),
         };
-        let ino = self.ino_of(&node);
-        self.attr_of(&node, ino)
+        self.hold_attr(&node)
     }
 
     /// After `mkdir a/b`, turns `a` back into a plain prefix if this mount's mkdir
@@ -1466,9 +1796,7 @@ impl Vfs {
         reference::validate_tag(name).map_err(StoreError::from)?;
         let digest = self.link_target_digest(&Self::path_of(&parent_node), target)?;
         self.store.set_tag(&repo.reference(name), &digest, false)?;
-        let node = Node::Tag(repo.clone(), name.to_string());
-        let ino = self.ino_of(&node);
-        self.attr_of(&node, ino)
+        self.hold_attr(&Node::Tag(repo.clone(), name.to_string()))
     }
 
     /// `mv tags/a tags/b`, also between repositories and registries (promotion).
@@ -1689,6 +2017,175 @@ mod tests {
         let again = table.ino_of(&Node::Tag(repo_key(), "1".into()));
         assert!(again > tag, "a new number, never a reused one");
         assert!(table.node(999).is_none());
+    }
+
+    fn tag(name: &str) -> Node {
+        Node::Tag(repo_key(), name.into())
+    }
+
+    fn rootfs(id: u32) -> Node {
+        Node::Manifest(repo_key(), digest(1), Item::Rootfs(NodeId(id)))
+    }
+
+    #[test]
+    fn lookups_are_counted_and_a_forgotten_node_is_dropped_for_good() {
+        let mut table = InodeTable::new();
+        let ino = table.hold_node(&tag("1"));
+        assert_eq!(table.hold_node(&tag("1")), ino, "same node, same number");
+        assert_eq!(table.stats().lookups, 3, "the root's own reference and two");
+        table.forget(ino, 1);
+        assert_eq!(table.node(ino), Some(tag("1")), "still held once");
+        table.forget(ino, 1);
+        assert_eq!(table.node(ino), None, "forgotten: dropped");
+        assert!(table.hold(ino).is_none(), "a stale number stays unknown");
+        let again = table.hold_node(&tag("1"));
+        assert!(again > ino, "a new number, never a reused one");
+        let other = table.hold_node(&tag("2"));
+        assert!(other > again);
+        let stats = table.stats();
+        assert_eq!((stats.nodes, stats.held_nodes, stats.numbered), (3, 3, 4));
+        // Forgetting more than was counted (a kernel bug) clamps at zero.
+        table.forget(other, 5);
+        assert_eq!(table.node(other), None);
+        table.forget(other, 1);
+        table.forget(999, 1);
+    }
+
+    #[test]
+    fn the_root_is_never_forgotten() {
+        let mut table = InodeTable::new();
+        table.forget(ROOT_INO, 1_000);
+        assert_eq!(table.node(ROOT_INO), Some(Node::Root));
+        assert_eq!(table.ino_of(&Node::Root), ROOT_INO);
+        assert_eq!(table.hold_node(&Node::Root), ROOT_INO);
+    }
+
+    #[test]
+    fn listed_numbers_wait_for_a_lookup_within_a_bound() {
+        let mut table = InodeTable::with_unheld_cap(2);
+        let listed = table.ino_of(&tag("a"));
+        assert_eq!(
+            table.hold_node(&tag("a")),
+            listed,
+            "lookup after readdir agrees"
+        );
+        let b = table.ino_of(&tag("b"));
+        let c = table.ino_of(&tag("c"));
+        assert_eq!(
+            table.ino_of(&tag("b")),
+            b,
+            "listing again marks b recently used"
+        );
+        let d = table.ino_of(&tag("d"));
+        assert_eq!(
+            table.node(c),
+            None,
+            "least recently listed dropped beyond the cap"
+        );
+        assert_eq!(table.node(b), Some(tag("b")));
+        assert_eq!(table.node(d), Some(tag("d")));
+        assert_eq!(
+            table.node(listed),
+            Some(tag("a")),
+            "held numbers are never capped"
+        );
+        // READDIRPLUS counts a listed number; then the kernel holds it.
+        assert_eq!(table.hold(b), Some(tag("b")));
+        table.ino_of(&tag("e"));
+        table.ino_of(&tag("f"));
+        assert_eq!(table.node(b), Some(tag("b")));
+        assert_eq!(table.node(d), None);
+        let stats = table.stats();
+        assert_eq!((stats.nodes, stats.held_nodes), (5, 3));
+    }
+
+    #[test]
+    fn a_view_block_lives_while_the_kernel_holds_any_of_its_numbers() {
+        let mut table = InodeTable::new();
+        let (repo, kind) = (repo_key(), TreeKind::Rootfs);
+        let root = table.hold_node(&rootfs(0));
+        let base = table.tree_base(&repo, &digest(1), kind, 10);
+        let three = table.hold_tree_node(&repo, &digest(1), kind, 10, NodeId(3));
+        let five = table.hold_tree_node(&repo, &digest(1), kind, 10, NodeId(5));
+        assert_eq!((three, five), (base + 3, base + 5));
+        assert_eq!(
+            table.hold(three),
+            Some(rootfs(3)),
+            "READDIRPLUS counts it again"
+        );
+        assert_eq!(table.stats().held_blocks, 1);
+        table.forget(three, 2);
+        assert_eq!(
+            table.node(base + 7),
+            Some(rootfs(7)),
+            "five still holds the block"
+        );
+        assert!(table.node(base + 10).is_none(), "past the tree");
+        assert!(table.node(base).is_none(), "the root has a table number");
+        table.forget(five, 1);
+        assert_eq!(
+            table.stats().blocks,
+            0,
+            "nothing held: the block is dropped"
+        );
+        assert!(
+            table.node(five).is_none(),
+            "stale numbers of the block are unknown"
+        );
+        assert_eq!(
+            table.node(root),
+            Some(rootfs(0)),
+            "the view's root is a node"
+        );
+        let again = table.tree_base(&repo, &digest(1), kind, 10);
+        assert!(again > base + 10, "a new block past every old number");
+        // A block only listed (never held) waits with the other unheld numbers.
+        let mut capped = InodeTable::with_unheld_cap(1);
+        let listed = capped.tree_base(&repo, &digest(1), kind, 10);
+        capped.ino_of(&tag("x"));
+        assert!(capped.node(listed + 1).is_none());
+        assert_eq!(capped.stats().blocks, 0);
+    }
+
+    #[test]
+    fn rename_keeps_lookup_counts() {
+        let mut table = InodeTable::new();
+        let one = table.hold_node(&tag("1"));
+        let two = table.hold_node(&tag("2"));
+        // `mv tags/1 tags/2`: the kernel keeps 1's inode under the name 2 and still
+        // holds the replaced inode until it forgets it.
+        table.rename(&tag("1"), &tag("2"));
+        assert_eq!(table.node(one), Some(tag("2")));
+        assert_eq!(table.ino_of(&tag("2")), one);
+        assert_eq!(
+            table.node(two),
+            Some(tag("2")),
+            "the replaced inode, until forgotten"
+        );
+        table.forget(two, 1);
+        assert_eq!(table.node(two), None);
+        assert_eq!(
+            table.hold_node(&tag("2")),
+            one,
+            "the name stays with the moved number"
+        );
+        table.forget(one, 1);
+        assert_eq!(table.node(one), Some(tag("2")), "one lookup left");
+        table.forget(one, 1);
+        assert_eq!(table.node(one), None);
+        assert!(
+            table.hold_node(&tag("1")) > two,
+            "1 comes back under a fresh number"
+        );
+        // Renaming over a number the kernel never held drops it at once.
+        let held = table.hold_node(&tag("3"));
+        let listed = table.ino_of(&tag("4"));
+        table.rename(&tag("3"), &tag("4"));
+        assert_eq!(table.node(listed), None);
+        assert_eq!(table.node(held), Some(tag("4")));
+        // Renaming what has no number changes nothing.
+        table.rename(&tag("nothing"), &tag("5"));
+        assert_eq!(table.stats().nodes, 3);
     }
 
     #[test]
