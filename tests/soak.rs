@@ -360,13 +360,18 @@ fn memory_levels_off_when_the_kernel_forgets_inodes() {
     let pid = daemon_stats(mnt.path())["pid"];
     let mut settled = Vec::new();
     let mut numbered = 0;
-    let mut last_walk = HashSet::new();
+    let mut last_walk: std::collections::HashMap<String, u64> = Default::default();
     for round in 0..ROUNDS {
         // New images and tags in a new repository every round, the last round's
         // untagged: a user browsing ever new tags.
         let name = format!("r{round}");
         let layout = layout_of_many_tags(&t, &name, &format!("walk/{name}"), &base, IMAGES, TAGS);
         imagefs(&store, &["import", layout.to_str().unwrap()]).assert_ok();
+        if round == 0 {
+            // One tag that stays: its tree is walked every round, under the same
+            // numbers.
+            imagefs(&store, &["tag", "local/walk/r0:0", "local/walk/keep:1"]).assert_ok();
+        }
         if round > 0 {
             let old: Vec<String> = (0..IMAGES * TAGS)
                 .map(|n| format!("local/walk/r{}:{n}", round - 1))
@@ -382,28 +387,45 @@ fn memory_levels_off_when_the_kernel_forgets_inodes() {
             .args(["-printf", "%i %s %p\\n"])
             .timeout_secs(120)
             .assert_ok();
-        let inos: Vec<u64> = found
+        let walk: std::collections::HashMap<String, u64> = found
             .stdout
             .lines()
             .map(|line| {
-                line.split(' ')
+                let mut fields = line.splitn(3, ' ');
+                let ino = fields
                     .next()
                     .and_then(|i| i.parse().ok())
-                    .expect("an inode")
+                    .expect("an inode");
+                (fields.nth(1).expect("a path").to_string(), ino)
             })
             .collect();
-        let paths = inos.len() as u64;
-        let walk: HashSet<u64> = inos.into_iter().collect();
+        let paths = walk.len() as u64;
+        let numbers: HashSet<u64> = walk.values().copied().collect();
         assert_eq!(
-            walk.len() as u64,
+            numbers.len() as u64,
             paths,
             "round {round}: one number per path"
         );
-        // Everything but the root was forgotten since the last walk: new numbers.
-        if round > 0 {
-            let again: Vec<&u64> = walk.intersection(&last_walk).collect();
-            assert_eq!(again, [&1], "round {round}: numbers reused");
+        // The kernel forgot everything since the last walk, yet (SPEC) a path that
+        // still exists keeps its number, and a new path never gets an old number.
+        let old_numbers: HashSet<u64> = last_walk.values().copied().collect();
+        let mut kept = 0;
+        for (path, ino) in &walk {
+            match last_walk.get(path) {
+                Some(old) => {
+                    assert_eq!(ino, old, "round {round}: {path} changed its number");
+                    kept += 1;
+                }
+                None => assert!(
+                    !old_numbers.contains(ino),
+                    "round {round}: {path} got the old number {ino}"
+                ),
+            }
         }
+        assert!(
+            round == 0 || kept > 100,
+            "round {round}: only {kept} paths in both walks"
+        );
         last_walk = walk;
         let walked = daemon_stats(mnt.path());
         // Every dentry the walk made holds one lookup (the root's own counts too),
@@ -429,14 +451,16 @@ fn memory_levels_off_when_the_kernel_forgets_inodes() {
             (1, 0),
             "round {round}: {after:?}"
         );
+        // What exists plus unheld numbers of things gone, which a sweep drops once
+        // they have doubled (4096 at least).
         assert!(
-            after["nodes"] * 4 < walked["nodes"],
-            "round {round}: the table falls back: {walked:?} then {after:?}"
+            after["nodes"] <= 3 * walked["nodes"] + 4096,
+            "round {round}: the table keeps what is gone: {walked:?} then {after:?}"
         );
         let rss = rss_kib(pid);
         eprintln!(
             "round {round}: {paths} paths; walked: nodes {} blocks {} lookups {}; \
-             dropped: nodes {} blocks {}; numbered {}; rss {rss} KiB",
+             after: nodes {} blocks {}; numbered {}; rss {rss} KiB",
             walked["nodes"],
             walked["blocks"],
             walked["lookups"],
@@ -446,11 +470,20 @@ fn memory_levels_off_when_the_kernel_forgets_inodes() {
         );
         settled.push((after["nodes"], after["blocks"], rss));
     }
-    // Walk after walk the daemon keeps what the kernel holds, not what it saw.
-    let (warm_nodes, warm_blocks, _) = settled[WARM_UP - 1];
-    let (last_nodes, last_blocks, last_rss) = settled[ROUNDS - 1];
+    // Walk after walk the table holds what exists plus a bounded share of what is
+    // gone (it rises until a sweep, then falls): the late rounds peak no higher
+    // than the warm-up rounds did, give or take the few empty repositories that
+    // every round leaves behind.
+    let peak = |rounds: &[(u64, u64, u64)]| {
+        rounds.iter().fold((0, 0), |(n, b), &(nodes, blocks, _)| {
+            (n.max(nodes), b.max(blocks))
+        })
+    };
+    let (warm_nodes, warm_blocks) = peak(&settled[..WARM_UP]);
+    let (late_nodes, late_blocks) = peak(&settled[WARM_UP..]);
+    let last_rss = settled[ROUNDS - 1].2;
     assert!(
-        last_nodes <= warm_nodes && last_blocks <= warm_blocks,
+        late_nodes <= warm_nodes + 512 && late_blocks <= warm_blocks + 64,
         "the table grows walk after walk: {settled:?}"
     );
     let warm_rss = settled[WARM_UP - 2].2.max(settled[WARM_UP - 1].2);

@@ -9,7 +9,8 @@
 //! Lookup counts: every reply that hands the kernel an inode (entry replies of
 //! lookup, mkdir and symlink, READDIRPLUS entries but `.` and `..`) carries one
 //! reference the view counted before the reply went out; FORGET and BATCH_FORGET
-//! give them back, and the view drops what the kernel no longer holds.
+//! give them back; the view keeps the numbers of things that still exist and drops
+//! those of things gone (see `vfs::InodeTable`).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -287,6 +288,7 @@ impl ImageFs {
             ("held_blocks", table.held_blocks as u64),
             ("lookups", table.lookups),
             ("numbered", table.numbered),
+            ("unheld", table.unheld as u64),
             ("manifest_views", view.manifest_views as u64),
             ("rootfs_trees", trees.rootfs_trees as u64),
             ("rootfs_tree_bytes", trees.rootfs_bytes),

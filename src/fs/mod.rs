@@ -17,9 +17,11 @@
 //! `tags/` use a 0.5 s TTL and uncached directory listings, so changes by other
 //! processes show within 1 s. Listings carry attributes (READDIRPLUS).
 //!
-//! Memory: the daemon keeps an inode only while the kernel holds it (it follows the
-//! kernel's lookup counts and FORGETs, see [`vfs`]), and otherwise only bounded
-//! caches, so a mount browsed for days levels off. The hidden extended attribute
+//! Memory: the daemon follows the kernel's lookup counts and FORGETs (see [`vfs`]);
+//! an inode the kernel no longer holds keeps its number (stable while mounted, as
+//! SPEC asks) in a small table entry until a sweep finds its thing gone from the
+//! store. Everything big sits in bounded caches, so a mount browsed for days
+//! levels off. The hidden extended attribute
 //! `user.imagefs.stats` of the mount root shows the sizes (see [`fuse`]).
 //!
 //! The unpack cache (`STORE/cache/`) is kept under [`MountOptions::cache_size`]:

@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lru::LruCache;
@@ -235,10 +236,9 @@ pub(crate) struct DirEntry {
 /// own numbers (one per node ever numbered) stay far below it.
 const TREE_INO_BASE: Ino = 1 << 40;
 
-/// Numbers the kernel does not hold (handed out in listings, or a view's block
-/// reserved for one) kept so that a lookup soon after answers the listed number;
-/// beyond this many the least recently used are dropped. About 500 bytes each.
-const UNHELD_NUMBERS: usize = 4096;
+/// Unheld numbers are checked against the store (and those of things gone are
+/// dropped) once there are this many, and again each time their count doubles.
+const SWEEP_MIN: usize = 4096;
 
 /// A numbered node and the kernel's references to it.
 #[derive(Debug)]
@@ -283,18 +283,23 @@ pub(crate) struct TableStats {
     pub(crate) lookups: u64,
     /// Node numbers given out since the mount (they are never reused).
     pub(crate) numbered: u64,
+    /// Node numbers and block bases kept for things the kernel does not hold.
+    pub(crate) unheld: usize,
 }
 
 /// Inode numbers, following the kernel's lookup counts (the FUSE protocol): every
 /// entry reply handing a number to the kernel is counted ([`InodeTable::hold`]),
-/// every FORGET takes its count back ([`InodeTable::forget`]), and a node or view
-/// block whose count falls to zero is dropped. Numbers only grow, so a dropped
-/// number never comes back meaning something else: asked about, it is unknown
-/// (ENOENT), and the node gets a fresh number the next time it is looked up.
+/// every FORGET takes its count back ([`InodeTable::forget`]).
 ///
-/// Numbers given out without a count (plain listings, `..`, a block reserved to
-/// list a view's root) wait in a bounded least-recently-used set until the kernel
-/// looks them up, so the table holds what the kernel holds plus that set.
+/// SPEC: numbers are unique within the mount and stable while it is mounted. So a
+/// node or view block the kernel no longer holds (count zero, or numbered by a
+/// plain listing) is *unheld*, not dropped: looked up again, it answers its old
+/// number. Unheld numbers of things that no longer exist in the store (a deleted
+/// tag, repository or manifest) are dropped by a sweep ([`Vfs::forget`] runs it
+/// when the unheld set has doubled since the last one), so the table is bounded
+/// by what exists and has been seen, not by how long the mount has run. Numbers
+/// only grow: a dropped number never comes back meaning something else (asked
+/// about, it is unknown: ENOENT), and a thing that comes back gets a new one.
 ///
 /// Nodes below an image view's root get numbers from that view's block instead of
 /// one table entry each. The root inode is never forgotten.
@@ -307,17 +312,14 @@ pub(crate) struct InodeTable {
     blocks: BTreeMap<Ino, TreeBlock>,
     block_of: HashMap<(RepoKey, Digest, TreeKind), Ino>,
     next_block: Ino,
-    /// Node numbers and block bases with no lookups, least recently used first.
-    unheld: LruCache<Ino, ()>,
-    unheld_cap: usize,
+    /// Node numbers and block bases the kernel holds no lookup of.
+    unheld: HashSet<Ino>,
+    /// Size of `unheld` after the last sweep.
+    swept_at: usize,
 }
 
 impl InodeTable {
     fn new() -> Self {
-        Self::with_unheld_cap(UNHELD_NUMBERS)
-    }
-
-    fn with_unheld_cap(unheld_cap: usize) -> Self {
         let mut table = InodeTable {
             by_node: HashMap::new(),
             nodes: HashMap::new(),
@@ -325,8 +327,8 @@ impl InodeTable {
             blocks: BTreeMap::new(),
             block_of: HashMap::new(),
             next_block: TREE_INO_BASE,
-            unheld: LruCache::unbounded(),
-            unheld_cap,
+            unheld: HashSet::new(),
+            swept_at: 0,
         };
         let (root, _) = table.entry(&Node::Root);
         debug_assert_eq!(root, ROOT_INO);
@@ -354,6 +356,7 @@ impl InodeTable {
             },
         );
         self.by_node.insert(node.clone(), ino);
+        self.unheld.insert(ino);
         (ino, true)
     }
 
@@ -386,21 +389,18 @@ impl InodeTable {
             },
         );
         self.block_of.insert(key, base);
+        self.unheld.insert(base);
         (base, true)
     }
 
     /// The number of `node` (not below a view's root), without a lookup.
     fn ino_of(&mut self, node: &Node) -> Ino {
-        let (ino, new) = self.entry(node);
-        self.note_unheld(ino, new);
-        ino
+        self.entry(node).0
     }
 
     /// The base of a view's block (see [`InodeTable::block`]), without a lookup.
     fn tree_base(&mut self, repo: &RepoKey, digest: &Digest, kind: TreeKind, len: usize) -> Ino {
-        let (base, new) = self.block(repo, digest, kind, len);
-        self.note_unheld(base, new);
-        base
+        self.block(repo, digest, kind, len).0
     }
 
     /// Numbers `node` (not below a view's root) and counts one lookup, in one step.
@@ -445,13 +445,14 @@ impl InodeTable {
         if let Some(lookups) = lookups {
             *lookups += 1;
             if *lookups == 1 {
-                self.unheld.pop(&key);
+                self.unheld.remove(&key);
             }
         }
     }
 
-    /// Takes back `count` lookups of `ino` (FUSE FORGET); drops the node, or the
-    /// whole block of a view, when none are left. The root is never dropped.
+    /// Takes back `count` lookups of `ino` (FUSE FORGET); the node, or the whole
+    /// block of a view, becomes unheld when none are left (its number stays until a
+    /// sweep finds it gone from the store). The root is always held.
     fn forget(&mut self, ino: Ino, count: u64) {
         if ino == ROOT_INO {
             return;
@@ -466,7 +467,7 @@ impl InodeTable {
             };
             block.lookups = Self::take_back(ino, block.lookups, count);
             if block.lookups == 0 {
-                self.drop_block(base);
+                self.unheld.insert(base);
             }
             return;
         }
@@ -476,7 +477,12 @@ impl InodeTable {
         };
         numbered.lookups = Self::take_back(ino, numbered.lookups, count);
         if numbered.lookups == 0 {
-            self.drop_node(ino);
+            if self.by_node.get(&numbered.node) == Some(&ino) {
+                self.unheld.insert(ino);
+            } else {
+                // Replaced by a rename: its name belongs to another number now.
+                self.drop_node(ino);
+            }
         }
     }
 
@@ -494,37 +500,54 @@ impl InodeTable {
                 self.by_node.remove(&numbered.node);
             }
         }
-        self.unheld.pop(&ino);
+        self.unheld.remove(&ino);
     }
 
     fn drop_block(&mut self, base: Ino) {
         if let Some(block) = self.blocks.remove(&base) {
             self.block_of.remove(&block.key());
         }
-        self.unheld.pop(&base);
+        self.unheld.remove(&base);
     }
 
-    /// Keeps track of a number given without a lookup: a new one joins the unheld
-    /// set (dropping the least recently used beyond the cap), an unheld one is
-    /// marked recently used.
-    fn note_unheld(&mut self, ino: Ino, new: bool) {
-        if !new {
-            self.unheld.promote(&ino);
-            return;
-        }
-        self.unheld.put(ino, ());
-        while self.unheld.len() > self.unheld_cap {
-            let Some((oldest, ())) = self.unheld.pop_lru() else {
-                break;
-            };
-            if oldest >= TREE_INO_BASE {
-                if self.blocks.get(&oldest).is_some_and(|b| b.lookups == 0) {
-                    self.drop_block(oldest);
+    /// True when the unheld numbers should be checked against the store: there
+    /// are many, and twice as many as after the last sweep.
+    fn sweep_due(&self) -> bool {
+        self.unheld.len() >= SWEEP_MIN.max(self.swept_at.saturating_mul(2))
+    }
+
+    /// The unheld numbers with what each stands for (a block by its view's
+    /// manifest directory), for a sweep.
+    fn unheld_nodes(&self) -> Vec<(Ino, Node)> {
+        self.unheld
+            .iter()
+            .filter_map(|&ino| {
+                if ino >= TREE_INO_BASE {
+                    let block = self.blocks.get(&ino)?;
+                    Some((
+                        ino,
+                        Node::Manifest(block.repo.clone(), block.digest, Item::Dir),
+                    ))
+                } else {
+                    Some((ino, self.nodes.get(&ino)?.node.clone()))
                 }
-            } else if self.nodes.get(&oldest).is_some_and(|n| n.lookups == 0) {
-                self.drop_node(oldest);
+            })
+            .collect()
+    }
+
+    /// Drops the numbers in `gone` that are still unheld, and notes the sweep.
+    fn drop_unheld(&mut self, gone: &[Ino]) {
+        for &ino in gone {
+            if !self.unheld.contains(&ino) {
+                continue; // looked up again meanwhile
+            }
+            if ino >= TREE_INO_BASE {
+                self.drop_block(ino);
+            } else if ino != ROOT_INO {
+                self.drop_node(ino);
             }
         }
+        self.swept_at = self.unheld.len();
     }
 
     /// The base of the block holding number `ino`, if `ino` is one of its nodes.
@@ -580,6 +603,7 @@ impl InodeTable {
             held_blocks,
             lookups,
             numbered: self.next_ino - 1,
+            unheld: self.unheld.len(),
         }
     }
 }
@@ -746,6 +770,15 @@ struct RepoCache {
     repos: Arc<Vec<RepoRow>>,
 }
 
+/// What one sweep already asked the store.
+#[derive(Default)]
+struct SweepCache {
+    repos: Option<Arc<Vec<RepoRow>>>,
+    registries: Option<HashSet<String>>,
+    tags: HashMap<RepoKey, HashSet<String>>,
+    manifests: HashMap<RepoKey, HashSet<Digest>>,
+}
+
 /// The view. Every method takes `&self`; tables sit behind short-held mutexes.
 #[derive(Debug)]
 pub(crate) struct Vfs {
@@ -765,6 +798,8 @@ pub(crate) struct Vfs {
     /// `mkdir` below them: an `rmdir` that leaves one empty brings it back, so
     /// `mkdir a; mkdir a/b; rmdir a/b` leaves `a` as it was (POSIX).
     demoted: Mutex<HashSet<(String, String)>>,
+    /// Set while one thread sweeps unheld inode numbers.
+    sweeping: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -798,6 +833,7 @@ impl Vfs {
             repo_cache: Mutex::new(RepoCache::default()),
             made_by_mkdir: Mutex::new(HashSet::new()),
             demoted: Mutex::new(HashSet::new()),
+            sweeping: AtomicBool::new(false),
         }
     }
 
@@ -844,9 +880,109 @@ impl Vfs {
     }
 
     /// FUSE FORGET: the kernel dropped `count` references to `ino`. A node (or a
-    /// view's block of numbers) it holds no more is forgotten here too.
+    /// view's block of numbers) it holds no more keeps its number while it exists;
+    /// when the unheld numbers have doubled, a sweep drops those of things gone.
     pub(crate) fn forget(&self, ino: Ino, count: u64) {
-        lock(&self.table).forget(ino, count);
+        let due = {
+            let mut table = lock(&self.table);
+            table.forget(ino, count);
+            table.sweep_due()
+        };
+        if due && !self.sweeping.swap(true, Ordering::AcqRel) {
+            self.sweep();
+            self.sweeping.store(false, Ordering::Release);
+        }
+    }
+
+    /// Drops the unheld numbers of things no longer in the store. The store is
+    /// asked outside the table lock, a few queries per repository; a number
+    /// looked up again meanwhile is kept.
+    pub(crate) fn sweep(&self) {
+        let unheld = lock(&self.table).unheld_nodes();
+        let mut known = SweepCache::default();
+        let gone: Vec<Ino> = unheld
+            .into_iter()
+            .filter(|(_, node)| !self.still_exists(node, &mut known))
+            .map(|(ino, _)| ino)
+            .collect();
+        log::debug!("inode sweep: {} numbers of things gone", gone.len());
+        lock(&self.table).drop_unheld(&gone);
+    }
+
+    /// Whether what `node` stands for is still in the store. Any error counts as
+    /// "exists": only a sure absence drops a number.
+    fn still_exists(&self, node: &Node, known: &mut SweepCache) -> bool {
+        let repos = match &known.repos {
+            Some(repos) => repos.clone(),
+            None => match self.all_repos() {
+                Ok(repos) => known.repos.insert(repos).clone(),
+                Err(_) => return true,
+            },
+        };
+        let has_repo = |repo: &RepoKey| {
+            repos
+                .iter()
+                .any(|r| r.registry == repo.registry && r.name == repo.repository)
+        };
+        match node {
+            Node::Root => true,
+            Node::Namespace { registry, path } => {
+                let registries = match &known.registries {
+                    Some(names) => names,
+                    None => match self.store.registries() {
+                        Ok(rows) => known
+                            .registries
+                            .insert(rows.into_iter().map(|r| r.name).collect()),
+                        Err(_) => return true,
+                    },
+                };
+                registries.contains(registry)
+                    && (path.is_empty()
+                        || repos.iter().any(|r| {
+                            r.registry == *registry
+                                && (r.name == *path
+                                    || r.name
+                                        .strip_prefix(path.as_str())
+                                        .is_some_and(|rest| rest.starts_with('/')))
+                        }))
+            }
+            Node::Tags(repo) | Node::Manifests(repo) => has_repo(repo),
+            Node::Tag(repo, tag) => {
+                if !has_repo(repo) {
+                    return false;
+                }
+                if !known.tags.contains_key(repo) {
+                    match self.store.tags(&repo.registry, &repo.repository) {
+                        Ok(rows) => {
+                            known
+                                .tags
+                                .insert(repo.clone(), rows.into_iter().map(|t| t.name).collect());
+                        }
+                        Err(_) => return true,
+                    }
+                }
+                known.tags[repo].contains(tag)
+            }
+            Node::Manifest(repo, digest, _) => {
+                if !has_repo(repo) {
+                    return false;
+                }
+                if !known.manifests.contains_key(repo) {
+                    match self
+                        .store
+                        .repository_manifests(&repo.registry, &repo.repository)
+                    {
+                        Ok(digests) => {
+                            known
+                                .manifests
+                                .insert(repo.clone(), digests.into_iter().collect());
+                        }
+                        Err(_) => return true,
+                    }
+                }
+                known.manifests[repo].contains(digest)
+            }
+        }
     }
 
     /// Sizes of the tables and caches, for the statistics hook.
@@ -2028,15 +2164,23 @@ mod tests {
     }
 
     #[test]
-    fn lookups_are_counted_and_a_forgotten_node_is_dropped_for_good() {
+    fn a_forgotten_node_keeps_its_number_until_a_sweep_finds_it_gone() {
         let mut table = InodeTable::new();
         let ino = table.hold_node(&tag("1"));
         assert_eq!(table.hold_node(&tag("1")), ino, "same node, same number");
         assert_eq!(table.stats().lookups, 3, "the root's own reference and two");
         table.forget(ino, 1);
-        assert_eq!(table.node(ino), Some(tag("1")), "still held once");
+        assert_eq!(table.stats().unheld, 0, "still held once");
         table.forget(ino, 1);
-        assert_eq!(table.node(ino), None, "forgotten: dropped");
+        assert_eq!(table.node(ino), Some(tag("1")), "unheld, number kept");
+        assert_eq!(table.stats().unheld, 1);
+        assert_eq!(table.hold_node(&tag("1")), ino, "stable while mounted");
+        assert_eq!(table.stats().unheld, 0);
+        table.forget(ino, 1);
+        // A sweep found the tag gone from the store.
+        assert_eq!(table.unheld_nodes(), vec![(ino, tag("1"))]);
+        table.drop_unheld(&[ino]);
+        assert_eq!(table.node(ino), None, "dropped for good");
         assert!(table.hold(ino).is_none(), "a stale number stays unknown");
         let again = table.hold_node(&tag("1"));
         assert!(again > ino, "a new number, never a reused one");
@@ -2046,9 +2190,12 @@ mod tests {
         assert_eq!((stats.nodes, stats.held_nodes, stats.numbered), (3, 3, 4));
         // Forgetting more than was counted (a kernel bug) clamps at zero.
         table.forget(other, 5);
-        assert_eq!(table.node(other), None);
+        assert_eq!(table.stats().unheld, 1);
         table.forget(other, 1);
         table.forget(999, 1);
+        // The root is never swept.
+        table.drop_unheld(&[ROOT_INO]);
+        assert_eq!(table.node(ROOT_INO), Some(Node::Root));
     }
 
     #[test]
@@ -2061,42 +2208,37 @@ mod tests {
     }
 
     #[test]
-    fn listed_numbers_wait_for_a_lookup_within_a_bound() {
-        let mut table = InodeTable::with_unheld_cap(2);
+    fn listed_numbers_are_unheld_and_sweeps_come_when_they_double() {
+        let mut table = InodeTable::new();
         let listed = table.ino_of(&tag("a"));
+        assert_eq!(table.stats().unheld, 1);
         assert_eq!(
             table.hold_node(&tag("a")),
             listed,
             "lookup after readdir agrees"
         );
+        assert_eq!(table.stats().unheld, 0);
         let b = table.ino_of(&tag("b"));
-        let c = table.ino_of(&tag("c"));
-        assert_eq!(
-            table.ino_of(&tag("b")),
-            b,
-            "listing again marks b recently used"
-        );
-        let d = table.ino_of(&tag("d"));
-        assert_eq!(
-            table.node(c),
-            None,
-            "least recently listed dropped beyond the cap"
-        );
-        assert_eq!(table.node(b), Some(tag("b")));
-        assert_eq!(table.node(d), Some(tag("d")));
-        assert_eq!(
-            table.node(listed),
-            Some(tag("a")),
-            "held numbers are never capped"
-        );
-        // READDIRPLUS counts a listed number; then the kernel holds it.
+        // A sweep lists b, then b is looked up before the sweep's answer: kept.
+        assert_eq!(table.unheld_nodes(), vec![(b, tag("b"))]);
         assert_eq!(table.hold(b), Some(tag("b")));
-        table.ino_of(&tag("e"));
-        table.ino_of(&tag("f"));
+        table.drop_unheld(&[b]);
         assert_eq!(table.node(b), Some(tag("b")));
-        assert_eq!(table.node(d), None);
-        let stats = table.stats();
-        assert_eq!((stats.nodes, stats.held_nodes), (5, 3));
+        // Sweeps: from SWEEP_MIN unheld numbers on, then each time they double.
+        assert!(!table.sweep_due());
+        for i in 0..SWEEP_MIN {
+            table.ino_of(&tag(&format!("n{i}")));
+        }
+        assert!(table.sweep_due());
+        table.drop_unheld(&[]);
+        assert!(
+            !table.sweep_due(),
+            "nothing was gone: not again before doubling"
+        );
+        for i in 0..SWEEP_MIN {
+            table.ino_of(&tag(&format!("m{i}")));
+        }
+        assert!(table.sweep_due());
     }
 
     #[test]
@@ -2123,11 +2265,17 @@ mod tests {
         assert!(table.node(base + 10).is_none(), "past the tree");
         assert!(table.node(base).is_none(), "the root has a table number");
         table.forget(five, 1);
+        let stats = table.stats();
+        assert_eq!((stats.blocks, stats.held_blocks, stats.unheld), (1, 0, 1));
+        assert_eq!(table.node(five), Some(rootfs(5)), "unheld, numbers kept");
+        assert_eq!(table.tree_base(&repo, &digest(1), kind, 10), base, "stable");
+        // A sweep found the manifest gone from the repository.
         assert_eq!(
-            table.stats().blocks,
-            0,
-            "nothing held: the block is dropped"
+            table.unheld_nodes(),
+            vec![(base, Node::Manifest(repo.clone(), digest(1), Item::Dir))]
         );
+        table.drop_unheld(&[base]);
+        assert_eq!(table.stats().blocks, 0);
         assert!(
             table.node(five).is_none(),
             "stale numbers of the block are unknown"
@@ -2139,12 +2287,6 @@ mod tests {
         );
         let again = table.tree_base(&repo, &digest(1), kind, 10);
         assert!(again > base + 10, "a new block past every old number");
-        // A block only listed (never held) waits with the other unheld numbers.
-        let mut capped = InodeTable::with_unheld_cap(1);
-        let listed = capped.tree_base(&repo, &digest(1), kind, 10);
-        capped.ino_of(&tag("x"));
-        assert!(capped.node(listed + 1).is_none());
-        assert_eq!(capped.stats().blocks, 0);
     }
 
     #[test]
@@ -2172,7 +2314,7 @@ mod tests {
         table.forget(one, 1);
         assert_eq!(table.node(one), Some(tag("2")), "one lookup left");
         table.forget(one, 1);
-        assert_eq!(table.node(one), None);
+        assert_eq!(table.node(one), Some(tag("2")), "unheld, still 2's number");
         assert!(
             table.hold_node(&tag("1")) > two,
             "1 comes back under a fresh number"
@@ -2185,7 +2327,7 @@ mod tests {
         assert_eq!(table.node(held), Some(tag("4")));
         // Renaming what has no number changes nothing.
         table.rename(&tag("nothing"), &tag("5"));
-        assert_eq!(table.stats().nodes, 3);
+        assert_eq!(table.stats().nodes, 4);
     }
 
     #[test]
