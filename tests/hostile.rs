@@ -1508,3 +1508,89 @@ fn unpacking_a_layer_that_cannot_fit_gives_enospc_and_fills_nothing() {
         .timeout_secs(10)
         .assert_ok();
 }
+
+/// A layer of a few KiB declaring a 1 TiB sparse file: unpacking it, opening it
+/// (which checks its content) and fsck cost its 1 KiB of data, not a terabyte of
+/// hashed zeros; reads give the data and the holes; damage to its data is caught
+/// and the file unpacked again.
+#[test]
+fn a_terabyte_sparse_file_costs_only_its_data() {
+    use std::os::unix::fs::FileExt;
+    if !util::require_fuse() {
+        return;
+    }
+    const SIZE: u64 = 1 << 40;
+    let mut tar = Vec::new();
+    tar.extend_from_slice(&gnu_sparse(
+        "lastlog",
+        SIZE,
+        &[(0, 512), (SIZE - 512, 512)],
+        1024,
+    ));
+    tar.extend(vec![b'h'; 512]);
+    tar.extend(vec![b't'; 512]);
+    tar.extend(end_of_archive());
+    let t = TestDir::new("sparse-tib");
+    let layout = write_layout(&t, image_of_tar(tar, Compression::Gzip));
+    t.run(&["import", layout.to_str().unwrap(), "test/sparse:1"])
+        .assert_ok();
+    let read_ends = |mount: &util::Mount| {
+        let path = mount.join("test/sparse/tags/1/rootfs/lastlog");
+        util::with_timeout(60, move || -> io::Result<(u64, Vec<u8>)> {
+            let file = fs::File::open(path)?;
+            let size = file.metadata()?.len();
+            let mut ends = vec![0u8; 1536];
+            file.read_exact_at(&mut ends[..512], 0)?;
+            file.read_exact_at(&mut ends[512..1024], SIZE / 2)?;
+            file.read_exact_at(&mut ends[1024..], SIZE - 512)?;
+            Ok((size, ends))
+        })
+        .expect("lastlog reads within a minute")
+    };
+    let expected: Vec<u8> = [vec![b'h'; 512], vec![0; 512], vec![b't'; 512]].concat();
+    let mount = t.mount(&[]);
+    let (size, ends) = read_ends(&mount);
+    assert_eq!(size, SIZE);
+    assert!(ends == expected, "wrong bytes");
+    drop(mount);
+    let fsck = util::with_timeout(60, {
+        let store = t.store();
+        move || {
+            util::Cmd::imagefs()
+                .arg("--store")
+                .arg(&store)
+                .args(["fsck", "--json"])
+                .assert_ok()
+                .stdout
+        }
+    });
+    assert!(fsck.contains("\"cache_files_checked\": 1"), "{fsck}");
+
+    // Damage the data in the cached file: a new mount notices and unpacks again.
+    let mut content = Vec::new();
+    let mut pending = vec![t.store().join("cache/layers")];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(entry.path());
+            } else if entry.metadata().unwrap().len() == SIZE {
+                content.push(entry.path());
+            }
+        }
+    }
+    assert_eq!(content.len(), 1, "{content:?}");
+    fs::set_permissions(
+        &content[0],
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(&content[0])
+        .unwrap();
+    file.write_all_at(b"X", 100).unwrap();
+    drop(file);
+    let mount = t.mount(&[]);
+    let (_, ends) = read_ends(&mount);
+    assert!(ends == expected, "damaged sparse content was served");
+}

@@ -39,7 +39,7 @@ use crate::digest::Digest;
 
 use super::index::{
     index_layer, ContentId, ContentRef, ContentSink, Entry, EntryKind, LayerIndex, SinkFile,
-    SparseReader,
+    SparseChunk, SparseReader,
 };
 use super::LayerError;
 
@@ -126,7 +126,59 @@ impl CacheDir {
                 "file content ends early",
             ));
         }
-        let id = ContentId(hasher.finalize().into());
+        self.persist(temp, ContentId(hasher.finalize().into()), sync)
+    }
+
+    /// Stores a sparse file: `data` yields its stored segments, which land at the
+    /// offsets of `chunks`; the rest of its `size` bytes are holes. It is named by
+    /// [`sparse_content_id`], so storing and checking it costs the segments only,
+    /// however large the file claims to be.
+    pub fn store_sparse_content(
+        &self,
+        data: &mut dyn Read,
+        chunks: &[SparseChunk],
+        size: u64,
+        sync: bool,
+    ) -> io::Result<ContentId> {
+        let mut temp = tempfile::NamedTempFile::new_in(self.root.join(TMP_DIR))?;
+        let mut hasher = sparse_hasher(chunks, size);
+        let mut buffer = vec![0u8; 128 * 1024];
+        for chunk in chunks {
+            let file = temp.as_file_mut();
+            file.seek(SeekFrom::Start(chunk.offset))?;
+            let mut left = chunk.len;
+            while left > 0 {
+                let want = buffer
+                    .len()
+                    .min(usize::try_from(left).unwrap_or(usize::MAX));
+                let n = match data.read(&mut buffer[..want]) {
+                    Ok(0) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "sparse data ends early",
+                        ))
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                hasher.update(&buffer[..n]);
+                file.write_all(&buffer[..n])?;
+                left -= n as u64;
+            }
+        }
+        temp.as_file().set_len(size)?;
+        self.persist(temp, ContentId(hasher.finalize().into()), sync)
+    }
+
+    /// Makes a complete temp file the content `id` (read-only, renamed into place),
+    /// unless that content is present already.
+    fn persist(
+        &self,
+        temp: tempfile::NamedTempFile,
+        id: ContentId,
+        sync: bool,
+    ) -> io::Result<ContentId> {
         let final_path = self.content_path(&id);
         if final_path.exists() {
             return Ok(id);
@@ -142,6 +194,50 @@ impl CacheDir {
         temp.persist(&final_path).map_err(|e| e.error)?;
         Ok(id)
     }
+}
+
+/// The hasher naming a sparse file, fed its map and size before its segments.
+fn sparse_hasher(chunks: &[SparseChunk], size: u64) -> Sha256 {
+    let mut hasher = Sha256::new();
+    hasher.update(b"imagefs sparse file v1\0");
+    hasher.update(size.to_le_bytes());
+    hasher.update((chunks.len() as u64).to_le_bytes());
+    for chunk in chunks {
+        hasher.update(chunk.offset.to_le_bytes());
+        hasher.update(chunk.len.to_le_bytes());
+    }
+    hasher
+}
+
+/// The name of a sparse file's content in the cache: sha256 of a header (its size
+/// and map) and of its data segments, read from `file` at their offsets. Holes are
+/// not read, so a file claiming a terabyte of holes costs no more than its data.
+pub fn sparse_content_id(file: &File, chunks: &[SparseChunk], size: u64) -> io::Result<ContentId> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = sparse_hasher(chunks, size);
+    let mut buffer = vec![0u8; 1 << 20];
+    for chunk in chunks {
+        let mut done = 0u64;
+        while done < chunk.len {
+            let want = buffer
+                .len()
+                .min(usize::try_from(chunk.len - done).unwrap_or(usize::MAX));
+            let n = match file.read_at(&mut buffer[..want], chunk.offset + done) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "sparse content file ends early",
+                    ))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buffer[..n]);
+            done += n as u64;
+        }
+    }
+    Ok(ContentId(hasher.finalize().into()))
 }
 
 /// Writes each regular file's content into a [`CacheDir`], deduplicated by sha256.
@@ -165,10 +261,14 @@ impl<'c> CacheDirSink<'c> {
 }
 
 impl ContentSink for CacheDirSink<'_> {
-    fn file(&mut self, file: SinkFile, data: &mut dyn Read) -> io::Result<ContentRef> {
-        self.cache
-            .store_content(data, file.size, self.sync)
-            .map(ContentRef::Cached)
+    fn file(&mut self, file: SinkFile<'_>, data: &mut dyn Read) -> io::Result<ContentRef> {
+        match file.sparse {
+            None => self.cache.store_content(data, file.size, self.sync),
+            Some(chunks) => self
+                .cache
+                .store_sparse_content(data, chunks, file.size, self.sync),
+        }
+        .map(ContentRef::Cached)
     }
 }
 

@@ -78,8 +78,10 @@ pub enum ContentRef {
     Cached(ContentId),
 }
 
-/// The sha256 of one file's content, naming it in the unpack cache. Not a blob digest:
-/// nothing in the store is named by it.
+/// The name of one file's content in the unpack cache: the sha256 of its bytes, or
+/// for a sparse file of its map and data segments
+/// ([`sparse_content_id`](super::sparse_content_id)). Not a blob digest: nothing in
+/// the store is named by it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContentId(pub [u8; 32]);
 
@@ -185,21 +187,25 @@ pub struct LayerIndex {
 
 /// A regular file handed to a [`ContentSink`].
 #[derive(Debug, Clone, Copy)]
-pub struct SinkFile {
+pub struct SinkFile<'a> {
     /// The entry's position in [`LayerIndex::entries`].
     pub entry_index: usize,
-    /// The logical size: exactly this many bytes can be read from the data reader.
+    /// The logical size (sparse files: including holes).
     pub size: u64,
     /// Offset of the entry's stored data in the uncompressed stream.
     pub stream_offset: u64,
+    /// The data segments of a sparse file, `None` for an ordinary one.
+    pub sparse: Option<&'a [SparseChunk]>,
 }
 
 /// Where regular file contents go while indexing.
 pub trait ContentSink {
     /// Stores (or not) one regular file's content and says where it is. `data` yields
-    /// exactly `file.size` bytes (holes of sparse files as zeros); what the sink does
-    /// not read is skipped by the indexer.
-    fn file(&mut self, file: SinkFile, data: &mut dyn Read) -> io::Result<ContentRef>;
+    /// exactly `file.size` bytes, or for a sparse file its stored segments only (the
+    /// sum of `file.sparse`'s lengths; the gaps are holes): a few bytes of tar may
+    /// claim a terabyte of holes, which no sink should have to read. What the sink
+    /// does not read is skipped by the indexer.
+    fn file(&mut self, file: SinkFile<'_>, data: &mut dyn Read) -> io::Result<ContentRef>;
 }
 
 /// Stores nothing: the index records each file's offset in the uncompressed stream,
@@ -208,7 +214,7 @@ pub trait ContentSink {
 pub struct DiscardSink;
 
 impl ContentSink for DiscardSink {
-    fn file(&mut self, file: SinkFile, _data: &mut dyn Read) -> io::Result<ContentRef> {
+    fn file(&mut self, file: SinkFile<'_>, _data: &mut dyn Read) -> io::Result<ContentRef> {
         Ok(ContentRef::StreamOffset(file.stream_offset))
     }
 }
@@ -259,20 +265,16 @@ pub fn index_layer_with_limits(
                 entry_index: entries.len(),
                 size: entry.size,
                 stream_offset: stream.position(),
+                sparse: entry.sparse.as_deref(),
             };
             let stored = entry.stored_size();
-            let result = match &entry.sparse {
-                None => sink.file(file, &mut stream.data()),
-                Some(chunks) => {
-                    let mut expanded = SparseReader::new(stream.data(), chunks, entry.size);
-                    sink.file(file, &mut expanded)
-                }
-            };
+            let stream_offset = file.stream_offset;
+            let result = sink.file(file, &mut stream.data());
             entry.content = match result {
                 Ok(content) => content,
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     return Err(LayerError::Truncated {
-                        offset: file.stream_offset + stored,
+                        offset: stream_offset + stored,
                         what: "entry data",
                     })
                 }

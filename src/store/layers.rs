@@ -19,7 +19,7 @@
 use std::fs::{self, File};
 use std::io::BufReader;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use crate::digest::Digest;
@@ -323,7 +323,15 @@ impl Store {
         let layer::ContentRef::Cached(id) = entry.content else {
             return Err(layer_error(layer, "cached content without an id"));
         };
-        match self.cas().verified_files().check(&file, &id.0) {
+        let verified = self.cas().verified_files();
+        let checked = match &entry.sparse {
+            None => verified.check(&file, &id.0),
+            Some(chunks) => verified.check_with(&file, &id.0, |file| {
+                layer::sparse_content_id(file, chunks, entry.size)
+                    .map(|id| Digest::from_bytes(id.0))
+            }),
+        };
+        match checked {
             Ok(None) => Ok(file),
             Ok(Some(actual)) => Err(layer_error(
                 layer,
@@ -389,17 +397,43 @@ impl Store {
     pub(crate) fn check_unpacked(&self, report: &mut super::FsckReport) -> Result<Vec<Digest>> {
         let mut damaged = Vec::new();
         for cached in self.cached_layers()? {
-            let content = self.layer_cache_dir(&cached.layer).join(layer::CONTENT_DIR);
+            let dir = self.layer_cache_dir(&cached.layer);
+            // Contents without an unpacked.idx are a crashed unpack's: never served,
+            // dropped by the next unpack of the layer.
+            let Ok(index) = LayerIndex::read_from(&dir.join(UNPACKED)) else {
+                continue;
+            };
+            let cache = CacheDir::new(&dir).map_err(|e| layer_error(&cached.layer, e))?;
+            let mut seen = std::collections::HashSet::new();
             let mut bad = false;
-            for path in walk_files(&content) {
+            for entry in &index.entries {
+                let layer::ContentRef::Cached(id) = entry.content else {
+                    continue;
+                };
+                if !seen.insert(id) {
+                    continue;
+                }
                 report.cache_files_checked += 1;
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-                let actual = File::open(&path).and_then(|f| super::verify::hash_file(&f));
-                let problem = match (name.as_deref().map(Digest::from_hex), actual) {
-                    (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    (_, Err(e)) => format!("unreadable: {e}"),
-                    (Some(Ok(expected)), Ok(actual)) if expected == actual => continue,
-                    (_, Ok(actual)) => format!("bytes hash to {actual}"),
+                let path = cache.content_path(&id);
+                let actual = File::open(&path).and_then(|file| {
+                    if file.metadata()?.len() != entry.size {
+                        return Err(std::io::Error::other(format!(
+                            "{} bytes, {} expected",
+                            file.metadata()?.len(),
+                            entry.size
+                        )));
+                    }
+                    match &entry.sparse {
+                        None => super::verify::hash_file(&file).map(|d| *d.as_bytes()),
+                        Some(chunks) => {
+                            layer::sparse_content_id(&file, chunks, entry.size).map(|id| id.0)
+                        }
+                    }
+                });
+                let problem = match actual {
+                    Ok(actual) if actual == id.0 => continue,
+                    Ok(actual) => format!("bytes hash to {}", hex::encode(actual)),
+                    Err(e) => e.to_string(),
                 };
                 let shown = path.strip_prefix(self.root()).unwrap_or(&path);
                 report
@@ -443,23 +477,4 @@ fn touch(path: &Path) {
     if let Ok(file) = File::options().write(true).open(path) {
         let _ = file.set_modified(SystemTime::now());
     }
-}
-
-/// Every regular file below `dir` (none when it does not exist).
-fn walk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            match entry.file_type() {
-                Ok(kind) if kind.is_dir() => pending.push(entry.path()),
-                Ok(kind) if kind.is_file() => files.push(entry.path()),
-                _ => {}
-            }
-        }
-    }
-    files
 }

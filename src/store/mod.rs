@@ -1002,7 +1002,7 @@ pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError
     }
 }
 
-/// Bytes used by files under `dir` (0 when missing).
+/// Disk space used by files under `dir` (allocated blocks; 0 when missing).
 pub(crate) fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
@@ -1013,7 +1013,13 @@ pub(crate) fn dir_size(dir: &Path) -> u64 {
         for entry in entries.flatten() {
             match entry.file_type() {
                 Ok(t) if t.is_dir() => stack.push(entry.path()),
-                Ok(_) => total += entry.metadata().map(|m| m.len()).unwrap_or(0),
+                // Disk use, not length: the holes of sparse content cost nothing.
+                Ok(_) => {
+                    total += entry
+                        .metadata()
+                        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+                        .unwrap_or(0)
+                }
                 Err(_) => {}
             }
         }
