@@ -10,10 +10,11 @@
 //! `IMAGEFS_SOAK_ROUNDS` (default 3) makes it longer: `IMAGEFS_SOAK_ROUNDS=50
 //! cargo test --release --test soak -- --nocapture`.
 //!
-//! Memory of a long-running mount: walks over ever new images with the kernel's
-//! caches dropped in between; the daemon's inode table falls back to what the
-//! kernel holds and its RSS levels off (read through the `user.imagefs.stats`
-//! hook of the mount root).
+//! Memory of a long-running mount: walks over ever new images (the last round's
+//! untagged) with the kernel's caches dropped in between; paths that stay keep
+//! their inode numbers, the daemon's inode table holds what exists plus a bounded
+//! share of what is gone, and its RSS levels off (read through the
+//! `user.imagefs.stats` hook of the mount root).
 
 mod util;
 
