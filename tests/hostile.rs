@@ -681,6 +681,32 @@ fn gzip_member(data: &[u8]) -> Vec<u8> {
     encoder.finish().expect("compress")
 }
 
+/// A gzip layer holding one file `name` of `size` bytes (a multiple of 1 MiB), all
+/// `byte`: one compressed 1 MiB member repeated, so a small blob (about 1000:1)
+/// built without holding `size` bytes in memory.
+fn repeated_byte_layer(name: &str, byte: u8, size: u64) -> BuiltLayer {
+    use sha2::{Digest as _, Sha256};
+    let chunk = vec![byte; 1 << 20];
+    let member = gzip_member(&chunk);
+    let head = header(name, b'0', &octal_size(size)).to_vec();
+    let mut blob = gzip_member(&head);
+    let mut hasher = Sha256::new();
+    hasher.update(&head);
+    for _ in 0..(size >> 20) {
+        blob.extend_from_slice(&member);
+        hasher.update(&chunk);
+    }
+    blob.extend(gzip_member(&end_of_archive()));
+    hasher.update(end_of_archive());
+    BuiltLayer {
+        blob: sample::Blob::new(sample::media_type::OCI_LAYER_GZIP, blob),
+        diff_id: DiffId(Digest::parse(&format!("sha256:{:x}", hasher.finalize())).expect("hex")),
+        tar: Vec::new(),
+        compression: Compression::Gzip,
+        annotations: BTreeMap::new(),
+    }
+}
+
 /// A gzip bomb: 1 GiB of zeros in one file (256 MiB in debug builds), about 1 MiB
 /// compressed (a ratio of
 /// ~1000:1). Chosen behaviour: no ratio cap. Import streams the layer (decompress,
@@ -688,33 +714,18 @@ fn gzip_member(data: &[u8]) -> Vec<u8> {
 /// nothing is unpacked at import. The layer is valid, so it imports.
 #[test]
 fn gzip_bomb_imports_in_constant_memory() {
-    use sha2::{Digest as _, Sha256};
     // The debug binary decompresses ~10x slower: same ratio, a quarter of the size.
     const SIZE: u64 = if cfg!(debug_assertions) {
         256 << 20
     } else {
         1 << 30
     };
-    let zeros = vec![0u8; 1 << 20];
-    let zeros_member = gzip_member(&zeros);
-    let head = header("zeros", b'0', &octal_size(SIZE)).to_vec();
-    let mut blob = gzip_member(&head);
-    let mut hasher = Sha256::new();
-    hasher.update(&head);
-    for _ in 0..(SIZE >> 20) {
-        blob.extend_from_slice(&zeros_member);
-        hasher.update(&zeros);
-    }
-    blob.extend(gzip_member(&end_of_archive()));
-    hasher.update(end_of_archive());
-    assert!(blob.len() < 4 << 20, "bomb is {} bytes", blob.len());
-    let layer = BuiltLayer {
-        blob: sample::Blob::new(sample::media_type::OCI_LAYER_GZIP, blob),
-        diff_id: DiffId(Digest::parse(&format!("sha256:{:x}", hasher.finalize())).expect("hex")),
-        tar: Vec::new(),
-        compression: Compression::Gzip,
-        annotations: BTreeMap::new(),
-    };
+    let layer = repeated_byte_layer("zeros", 0, SIZE);
+    assert!(
+        layer.blob.data.len() < 4 << 20,
+        "bomb is {} bytes",
+        layer.blob.data.len()
+    );
     let image = ImageBuilder::new()
         .built_layer(layer)
         .build()
@@ -1139,6 +1150,19 @@ fn write_zero_archive(path: &Path, size: u64) {
     gz.finish().expect("compress").flush().expect("flush");
 }
 
+/// Free bytes on the filesystem holding `dir`, as `df` shows them.
+fn free_bytes(dir: &Path) -> u64 {
+    let df = util::Cmd::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .assert_ok();
+    df.stdout
+        .lines()
+        .nth(1)
+        .and_then(|line| line.trim().parse().ok())
+        .expect("df prints the free bytes")
+}
+
 /// Gzips the file at `from` into `to`.
 fn gzip_file(from: &Path, to: &Path) {
     let mut gz = flate2::write::GzEncoder::new(
@@ -1267,16 +1291,7 @@ fn archive_decompression_stops_before_the_disk_fills() {
         out.stderr
     );
     assert_eq!(list_dir(&store.join("tmp")), Vec::<PathBuf>::new());
-    let df = util::Cmd::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(&small)
-        .assert_ok();
-    let avail: u64 = df
-        .stdout
-        .lines()
-        .nth(1)
-        .and_then(|line| line.trim().parse().ok())
-        .expect("df prints the free bytes");
+    let avail = free_bytes(&small);
     assert!(avail > 60 << 20, "only {avail} bytes free after the import");
     util::Cmd::new("umount")
         .arg(&small)
@@ -1421,31 +1436,16 @@ fn import_warnings_are_capped_per_layer() {
 /// layer of the image still reads and the store stays usable.
 #[test]
 fn unpacking_a_layer_that_cannot_fit_gives_enospc_and_fills_nothing() {
-    use sha2::{Digest as _, Sha256};
     if !util::require_fuse() {
         return;
     }
     const SIZE: u64 = 256 << 20;
-    let ones = vec![b'A'; 1 << 20];
-    let ones_member = gzip_member(&ones);
-    let head = header("ones", b'0', &octal_size(SIZE)).to_vec();
-    let mut blob = gzip_member(&head);
-    let mut hasher = Sha256::new();
-    hasher.update(&head);
-    for _ in 0..(SIZE >> 20) {
-        blob.extend_from_slice(&ones_member);
-        hasher.update(&ones);
-    }
-    blob.extend(gzip_member(&end_of_archive()));
-    hasher.update(end_of_archive());
-    assert!(blob.len() < 2 << 20, "layer is {} bytes", blob.len());
-    let big = BuiltLayer {
-        blob: sample::Blob::new(sample::media_type::OCI_LAYER_GZIP, blob),
-        diff_id: DiffId(Digest::parse(&format!("sha256:{:x}", hasher.finalize())).expect("hex")),
-        tar: Vec::new(),
-        compression: Compression::Gzip,
-        annotations: BTreeMap::new(),
-    };
+    let big = repeated_byte_layer("ones", b'A', SIZE);
+    assert!(
+        big.blob.data.len() < 2 << 20,
+        "layer is {} bytes",
+        big.blob.data.len()
+    );
     let small = LayerSpec::parse("file /small.txt 0644 \"still here\"").expect("spec");
     let image = ImageBuilder::new()
         .built_layer(big)
@@ -1485,16 +1485,7 @@ fn unpacking_a_layer_that_cannot_fit_gives_enospc_and_fills_nothing() {
         move || std::fs::read_to_string(path)
     });
     assert_eq!(text.expect("the other layer reads"), "still here");
-    let df = util::Cmd::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(&fs_dir)
-        .assert_ok();
-    let avail: u64 = df
-        .stdout
-        .lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap();
+    let avail = free_bytes(&fs_dir);
     assert!(
         avail > 56 << 20,
         "only {avail} bytes free after the refused unpack"

@@ -3,6 +3,8 @@
 //! `CI=true`. Every mount is unmounted by a guard; every blocking call runs with a
 //! timeout, so nothing can hang.
 
+mod util;
+
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -1226,18 +1228,6 @@ fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_imagefs"))
 }
 
-fn daemon_pid(mnt: &Path) -> Option<u32> {
-    let out = Command::new("pgrep")
-        .arg("-f")
-        .arg(format!("mount {} --foreground", mnt.display()))
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-}
-
 #[test]
 fn cli_mount_daemonizes_and_unmount_cleans_up_even_after_a_crash() {
     if !can_mount() {
@@ -1269,7 +1259,7 @@ fn cli_mount_daemonizes_and_unmount_cleans_up_even_after_a_crash() {
     );
     // Usable right away.
     assert_eq!(names(&mnt), ["dev", "docker.io", "prod"]);
-    let pid = daemon_pid(&mnt).expect("daemon running");
+    let pid = util::daemon_pid(&mnt).expect("daemon running");
     let out = run(&["unmount", mnt_str]);
     assert!(
         out.status.success(),
@@ -1293,7 +1283,7 @@ fn cli_mount_daemonizes_and_unmount_cleans_up_even_after_a_crash() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let pid = daemon_pid(&mnt).expect("daemon running");
+    let pid = util::daemon_pid(&mnt).expect("daemon running");
     // SAFETY: sending a signal to a process id we just found.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let probe = mnt.clone();

@@ -329,21 +329,39 @@ fn drop_kernel_caches() -> std::io::Result<()> {
 /// the kernel forget in the middle of another's walk.
 static KERNEL_CACHES: Mutex<()> = Mutex::new(());
 
-fn kernel_caches() -> MutexGuard<'static, ()> {
-    KERNEL_CACHES.lock().unwrap_or_else(|e| e.into_inner())
+/// Drops the kernel's caches and waits (up to 10 s) until the daemon of `mount`
+/// holds only the root's lookup; returns its statistics then.
+fn forget_all(mount: &Path) -> BTreeMap<String, u64> {
+    drop_kernel_caches().expect("drop_caches");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut after = daemon_stats(mount);
+    while after["lookups"] > 1 && std::time::Instant::now() < deadline {
+        thread::sleep(std::time::Duration::from_millis(50));
+        after = daemon_stats(mount);
+    }
+    after
+}
+
+/// The turn to drop the kernel's caches, for a test that mounts and drops them:
+/// `None` (skipped, or a failure under CI) when this machine cannot do either.
+fn kernel_caches() -> Option<MutexGuard<'static, ()>> {
+    if !util::require_fuse() {
+        return None;
+    }
+    let turn = KERNEL_CACHES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(error) = drop_kernel_caches() {
+        assert!(!util::is_ci(), "CI=true and drop_caches: {error}");
+        eprintln!("skipped: cannot write /proc/sys/vm/drop_caches: {error}");
+        return None;
+    }
+    Some(turn)
 }
 
 #[test]
 fn memory_levels_off_when_the_kernel_forgets_inodes() {
-    if !util::require_fuse() {
+    let Some(_caches) = kernel_caches() else {
         return;
-    }
-    let _caches = kernel_caches();
-    if let Err(error) = drop_kernel_caches() {
-        assert!(!util::is_ci(), "CI=true and drop_caches: {error}");
-        eprintln!("skipped: cannot write /proc/sys/vm/drop_caches: {error}");
-        return;
-    }
+    };
     // The caches (trees, manifest views, SQLite's) fill during the first rounds;
     // without forgetting, the table grew by about 1 MiB a round here.
     const WARM_UP: usize = 8;
@@ -438,13 +456,7 @@ fn memory_levels_off_when_the_kernel_forgets_inodes() {
         assert!(walked["numbered"] > numbered, "numbers only grow");
         numbered = walked["numbered"];
 
-        drop_kernel_caches().expect("drop_caches");
-        let mut after = daemon_stats(mnt.path());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while after["lookups"] > 1 && std::time::Instant::now() < deadline {
-            thread::sleep(std::time::Duration::from_millis(50));
-            after = daemon_stats(mnt.path());
-        }
+        let after = forget_all(mnt.path());
         // Only the root is left held: every count was given back, none twice.
         assert_eq!(after["lookups"], 1, "round {round}: {after:?}");
         assert_eq!(
@@ -497,15 +509,9 @@ fn memory_levels_off_when_the_kernel_forgets_inodes() {
 
 #[test]
 fn lookups_racing_forgets_never_drop_a_held_inode() {
-    if !util::require_fuse() {
+    let Some(_caches) = kernel_caches() else {
         return;
-    }
-    let _caches = kernel_caches();
-    if let Err(error) = drop_kernel_caches() {
-        assert!(!util::is_ci(), "CI=true and drop_caches: {error}");
-        eprintln!("skipped: cannot write /proc/sys/vm/drop_caches: {error}");
-        return;
-    }
+    };
     let t = TestDir::new("forget-race");
     let store = t.store();
     let base: String = (0..60)
@@ -576,13 +582,7 @@ fn lookups_racing_forgets_never_drop_a_held_inode() {
     });
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
-    drop_kernel_caches().expect("drop_caches");
-    let mut after = daemon_stats(mnt.path());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while after["lookups"] > 1 && std::time::Instant::now() < deadline {
-        thread::sleep(std::time::Duration::from_millis(50));
-        after = daemon_stats(mnt.path());
-    }
+    let after = forget_all(mnt.path());
     assert_eq!(
         after["lookups"], 1,
         "a count leaked under the race: {after:?}"
