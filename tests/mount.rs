@@ -1177,6 +1177,10 @@ fn changes_by_other_processes_show_within_a_second() {
     wait_until("removed tag gone", Duration::from_secs(1), || {
         std::fs::symlink_metadata(&tag).is_err()
     });
+    // The kernel keeps directory listings: the one read above must go too.
+    wait_until("removed tag unlisted", Duration::from_secs(1), || {
+        !names(&tags).contains(&"2".to_string())
+    });
 
     other
         .set_tag(&Reference::parse("dev/app:1").unwrap(), &s.index, true)
@@ -1187,9 +1191,16 @@ fn changes_by_other_processes_show_within_a_second() {
         std::fs::read_link(&link).ok() == Some(wanted.clone())
     });
 
+    let root = m.path("");
+    assert!(!names(&root).contains(&"fresh".to_string()));
     other.create_repository("fresh", "some/repo").unwrap();
     let fresh = m.path("fresh/some/repo/tags");
     wait_until("new repository", Duration::from_secs(1), || fresh.is_dir());
+    wait_until("new registry listed", Duration::from_secs(1), || {
+        names(&root).contains(&"fresh".to_string())
+    });
+    let registry = m.path("fresh");
+    assert_eq!(names(&registry), ["some"]);
     other
         .remove_repository("fresh", "some/repo", false)
         .unwrap();
@@ -1197,6 +1208,11 @@ fn changes_by_other_processes_show_within_a_second() {
     wait_until("removed repository", Duration::from_secs(1), || {
         !gone.exists()
     });
+    wait_until(
+        "removed repository unlisted",
+        Duration::from_secs(1),
+        || names(&registry).is_empty(),
+    );
 }
 
 #[test]

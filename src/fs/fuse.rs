@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
+use std::num::NonZeroUsize;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -29,6 +30,8 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use lru::LruCache;
+
 use super::errno::VfsError;
 use super::vfs::{Attr, DirEntry, FileContent, Ino, NodeType, Vfs, Volatility, ROOT_INO};
 
@@ -38,6 +41,9 @@ pub(crate) const VOLATILE_TTL: Duration = Duration::from_millis(500);
 
 /// How long the kernel may trust what never changes (everything under manifests/).
 pub(crate) const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Directory listings kept for reads that continue past the first batch.
+const LISTINGS: usize = 64;
 
 /// Files at least this big are read through FUSE passthrough; smaller ones are
 /// served by imagefs and kept in the kernel's page cache across opens.
@@ -68,7 +74,7 @@ struct OpenBlob {
 /// The `Filesystem` implementation over a [`Vfs`].
 #[derive(Debug)]
 pub(crate) struct ImageFs {
-    vfs: Vfs,
+    vfs: Arc<Vfs>,
     uid: u32,
     gid: u32,
     passthrough: Passthrough,
@@ -76,9 +82,10 @@ pub(crate) struct ImageFs {
     backing_stack_depth: u32,
     next_handle: AtomicU64,
     files: Mutex<HashMap<u64, OpenBlob>>,
-    /// Open directories: their listing, `None` until first read for directories
-    /// whose listing never changes.
-    dirs: Mutex<HashMap<u64, Option<Arc<Vec<DirEntry>>>>>,
+    /// Directory listings being read: taken when a read starts at offset 0 and
+    /// reused for the following batches, so offsets stay meaningful while a
+    /// directory changes (there are no directory handles: see `opendir`).
+    listings: Mutex<LruCache<Ino, Arc<Vec<DirEntry>>>>,
     /// One backing id per inode while any handle of it is open (the kernel wants
     /// the same id reused for every open of one inode).
     backing: Mutex<HashMap<Ino, Weak<BackingId>>>,
@@ -156,7 +163,7 @@ pub(crate) type PassthroughReport = Arc<AtomicU64>;
 
 impl ImageFs {
     pub(crate) fn new(
-        vfs: Vfs,
+        vfs: Arc<Vfs>,
         backing_stack_depth: u32,
         trimmer: Option<super::Trimmer>,
     ) -> (Self, PassthroughReport) {
@@ -171,7 +178,7 @@ impl ImageFs {
             backing_stack_depth,
             next_handle: AtomicU64::new(1),
             files: Mutex::new(HashMap::new()),
-            dirs: Mutex::new(HashMap::new()),
+            listings: Mutex::new(LruCache::new(NonZeroUsize::new(LISTINGS).expect("nonzero"))),
             backing: Mutex::new(HashMap::new()),
             passthrough_report: report.clone(),
             _trimmer: trimmer,
@@ -256,19 +263,17 @@ impl ImageFs {
         }
     }
 
-    /// The listing of open directory `fh` (of inode `ino`), built on first use for
-    /// directories whose listing never changes.
-    fn dir_entries(&self, ino: Ino, fh: u64) -> Result<Arc<Vec<DirEntry>>, Errno> {
-        match lock(&self.dirs).get(&fh) {
-            None => return Err(Errno::EBADF),
-            Some(Some(entries)) => return Ok(entries.clone()),
-            Some(None) => {}
+    /// The listing of directory `ino` for a read at `offset`: taken afresh at 0,
+    /// reused for the batches after it (taken afresh if it was evicted meanwhile).
+    fn dir_entries(&self, ino: Ino, offset: u64) -> Result<Arc<Vec<DirEntry>>, Errno> {
+        if offset > 0 {
+            if let Some(entries) = lock(&self.listings).get(&ino) {
+                return Ok(entries.clone());
+            }
         }
-        // Built outside the lock; two racing readdirs of one handle build the same.
+        // Built outside the lock; two racing first reads build the same.
         let entries = Arc::new(self.vfs.readdir(ino).map_err(|e| errno(&e))?);
-        if let Some(slot) = lock(&self.dirs).get_mut(&fh) {
-            *slot = Some(entries.clone());
-        }
+        lock(&self.listings).put(ino, entries.clone());
         Ok(entries)
     }
 
@@ -296,7 +301,7 @@ impl ImageFs {
             ("layer_tree_bytes", trees.layer_bytes),
             ("unpacked_indexes", trees.unpacked_indexes as u64),
             ("open_files", lock(&self.files).len() as u64),
-            ("open_dirs", lock(&self.dirs).len() as u64),
+            ("listings", lock(&self.listings).len() as u64),
             ("backing_ids", lock(&self.backing).len() as u64),
             ("vm_rss_kib", vm_rss_kib().unwrap_or(0)),
         ];
@@ -625,42 +630,25 @@ impl Filesystem for ImageFs {
         reply.ok();
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let attr = match self.vfs.getattr(ino.0) {
-            Ok(attr) if attr.kind == NodeType::Directory => attr,
-            Ok(_) => return reply.error(Errno::ENOTDIR),
-            Err(error) => return reply.error(errno(&error)),
-        };
-        let handle = self.handle();
-        if attr.volatility == Volatility::Volatile {
-            // A snapshot per open: offsets stay meaningful while the directory changes.
-            match self.vfs.readdir(ino.0) {
-                Ok(entries) => {
-                    lock(&self.dirs).insert(handle, Some(Arc::new(entries)));
-                    reply.opened(FileHandle(handle), FopenFlags::empty());
-                }
-                Err(error) => reply.error(errno(&error)),
-            }
-        } else {
-            // The listing never changes: the kernel keeps it (no READDIR next time),
-            // and it is built only if the kernel asks for it.
-            lock(&self.dirs).insert(handle, None);
-            reply.opened(
-                FileHandle(handle),
-                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-            );
-        }
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // ENOSYS once makes the kernel stop sending OPENDIR (and RELEASEDIR) for good
+        // and open every directory with FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR: `find`
+        // and `ls` of a directory read before cost no round trip at all. Listings
+        // that change (the registry tree, tags/, manifests/) are dropped from the
+        // kernel's cache by `super::DirInvalidator` when the store changes, and by
+        // the kernel itself when the change comes through this mount.
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.dir_entries(ino.0, fh.0) {
+        let entries = match self.dir_entries(ino.0, offset) {
             Ok(entries) => entries,
             Err(error) => return reply.error(error),
         };
@@ -682,11 +670,11 @@ impl Filesystem for ImageFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.dir_entries(ino.0, fh.0) {
+        let entries = match self.dir_entries(ino.0, offset) {
             Ok(entries) => entries,
             Err(error) => return reply.error(error),
         };
@@ -740,11 +728,10 @@ impl Filesystem for ImageFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        lock(&self.dirs).remove(&fh.0);
         reply.ok();
     }
 

@@ -11,11 +11,13 @@
 //!   which also cleans up after a daemon that died.
 //!
 //! Caching: everything under `manifests/sha256:<hex>/` is immutable and cached by
-//! the kernel for a day (entries, attributes, directory listings with
-//! `FOPEN_CACHE_DIR`, and the contents of files under 1 MiB with
-//! `FOPEN_KEEP_CACHE`; bigger files use passthrough); registries, repositories and
-//! `tags/` use a 0.5 s TTL and uncached directory listings, so changes by other
-//! processes show within 1 s. Listings carry attributes (READDIRPLUS).
+//! the kernel for a day (entries, attributes, and the contents of files under
+//! 1 MiB with `FOPEN_KEEP_CACHE`; bigger files use passthrough). The kernel keeps
+//! every directory listing (no OPENDIR at all: see `fuse::ImageFs::opendir`);
+//! those of registries, repositories, `tags/` and `manifests/` are dropped by
+//! [`DirInvalidator`] when the store changes, and their names and attributes
+//! have a 0.5 s TTL, so changes by other processes show within 1 s. Listings
+//! carry attributes (READDIRPLUS).
 //!
 //! Memory: the daemon follows the kernel's lookup counts and FORGETs (see [`vfs`]);
 //! an inode the kernel no longer holds keeps its number (stable while mounted, as
@@ -210,6 +212,50 @@ impl Trimmer {
     }
 }
 
+/// How often the mount looks for changes to the store made by anyone.
+pub const CHANGE_POLL: Duration = Duration::from_millis(200);
+
+/// The kernel keeps every directory listing (see `fuse::ImageFs::opendir`); this
+/// thread drops the ones that can change — the root, registries and repository
+/// paths, `tags/` and `manifests/` — together with their attributes, whenever the
+/// store's change token moves (a commit by any process, this one included). With
+/// [`CHANGE_POLL`] and the 0.5 s TTL of names in those directories, a change shows
+/// in every mount within 1 s. The thread ends with the filesystem.
+struct DirInvalidator;
+
+impl DirInvalidator {
+    fn start(view: std::sync::Weak<vfs::Vfs>, notifier: fuser::Notifier) {
+        // The token as the mount starts: any later change invalidates.
+        let mut seen = view.upgrade().and_then(|v| v.store().change_token().ok());
+        let spawned = std::thread::Builder::new()
+            .name("imagefs-changes".into())
+            .spawn(move || loop {
+                std::thread::sleep(CHANGE_POLL);
+                let Some(view) = view.upgrade() else {
+                    return;
+                };
+                let token = match view.store().change_token() {
+                    Ok(token) => token,
+                    Err(error) => {
+                        log::debug!("change token: {error}");
+                        continue;
+                    }
+                };
+                if seen == Some(token) {
+                    continue;
+                }
+                for ino in view.changing_dirs() {
+                    // ENOENT: the kernel no longer has it, nothing to drop.
+                    let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, 0);
+                }
+                seen = Some(token);
+            });
+        if let Err(error) = spawned {
+            log::error!("change watcher thread: {error}; directory listings may stay stale");
+        }
+    }
+}
+
 /// Makes the filesystem and its session, mounted.
 fn new_session(
     store: Arc<Store>,
@@ -229,8 +275,13 @@ fn new_session(
     let depth = backing_stack_depth(store.root());
     let cache_cap = options.cache_size.unwrap_or(DEFAULT_CACHE_SIZE);
     let trimmer = Trimmer::start(store.clone(), cache_cap);
-    let view = vfs::Vfs::new(store, canonical.clone(), options.read_only, cache_cap);
-    let (filesystem, report) = fuse::ImageFs::new(view, depth, trimmer);
+    let view = Arc::new(vfs::Vfs::new(
+        store,
+        canonical.clone(),
+        options.read_only,
+        cache_cap,
+    ));
+    let (filesystem, report) = fuse::ImageFs::new(view.clone(), depth, trimmer);
     let session =
         Session::new(filesystem, &canonical, &fuser_config(options)).map_err(|source| {
             FsError::Mount {
@@ -238,6 +289,7 @@ fn new_session(
                 source,
             }
         })?;
+    DirInvalidator::start(Arc::downgrade(&view), session.notifier());
     Ok((session, canonical, report))
 }
 

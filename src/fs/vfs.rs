@@ -591,6 +591,15 @@ impl InodeTable {
         self.nodes.get(&ino).map(|n| n.node.clone())
     }
 
+    /// Numbers of the nodes the kernel holds that match `which`.
+    fn held_nodes(&self, which: impl Fn(&Node) -> bool) -> Vec<Ino> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.lookups > 0 && which(&n.node))
+            .map(|(ino, _)| *ino)
+            .collect()
+    }
+
     fn stats(&self) -> TableStats {
         let held_nodes = self.nodes.values().filter(|n| n.lookups > 0).count();
         let held_blocks = self.blocks.values().filter(|b| b.lookups > 0).count();
@@ -983,6 +992,17 @@ impl Vfs {
                 known.manifests[repo].contains(digest)
             }
         }
+    }
+
+    /// The directories the kernel holds whose listing can change: the root, the
+    /// registry tree, `tags/` and `manifests/` of repositories.
+    pub(crate) fn changing_dirs(&self) -> Vec<Ino> {
+        lock(&self.table).held_nodes(|node| {
+            matches!(
+                node,
+                Node::Root | Node::Namespace { .. } | Node::Tags(_) | Node::Manifests(_)
+            )
+        })
     }
 
     /// Sizes of the tables and caches, for the statistics hook.

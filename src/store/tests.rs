@@ -327,3 +327,16 @@ fn unpacked_contents_are_trusted_by_the_process_that_wrote_them() {
     }
     assert_eq!(f.store.cas().verified_files().counts(), (2, 0));
 }
+
+#[test]
+fn change_token_sees_commits_of_other_connections() {
+    let f = fixture();
+    let other = Store::open(f.store.root()).unwrap();
+    let before = f.store.change_token().unwrap();
+    other.create_registry("elsewhere").unwrap();
+    let after = f.store.change_token().unwrap();
+    assert_ne!(
+        before, after,
+        "a commit by another connection moves the token"
+    );
+}
