@@ -10,7 +10,6 @@
 
 use std::fs::{File, Metadata};
 use std::io;
-use std::num::NonZeroUsize;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -55,9 +54,9 @@ pub(crate) struct VerifiedFiles {
 impl Default for VerifiedFiles {
     fn default() -> Self {
         VerifiedFiles {
-            stamps: Mutex::new(LruCache::new(
-                NonZeroUsize::new(REMEMBERED).expect("nonzero"),
-            )),
+            // Unbounded, capped by hand: `LruCache::new` would allocate room for
+            // every entry up front (about 10 MiB) in every process.
+            stamps: Mutex::new(LruCache::unbounded()),
             in_flight: Mutex::default(),
         }
     }
@@ -96,7 +95,7 @@ impl VerifiedFiles {
             } else {
                 hash(file).map(|actual| {
                     if actual.as_bytes() == expected {
-                        lock(&self.stamps).put(key, stamp);
+                        self.remember(key, stamp);
                         None
                     } else {
                         Some(actual)
@@ -116,7 +115,15 @@ impl VerifiedFiles {
     /// process has just written and hashed itself.
     pub(crate) fn trust(&self, file: &File, expected: &[u8; 32]) {
         if let Ok(meta) = file.metadata() {
-            lock(&self.stamps).put((meta.dev(), meta.ino()), Stamp::of(&meta, expected));
+            self.remember((meta.dev(), meta.ino()), Stamp::of(&meta, expected));
+        }
+    }
+
+    fn remember(&self, key: FileKey, stamp: Stamp) {
+        let mut stamps = lock(&self.stamps);
+        stamps.put(key, stamp);
+        while stamps.len() > REMEMBERED {
+            stamps.pop_lru();
         }
     }
 
