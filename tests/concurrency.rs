@@ -341,3 +341,81 @@ fn a_sigkilled_process_never_leaves_the_store_locked() {
     );
     t.run(&["fsck"]).assert_ok();
 }
+
+/// Opens that take a while (hashing a blob on its first open here; unpacking a
+/// layer likewise) run off the FUSE workers: with a single worker and the hash
+/// held at a failpoint, listings and attributes keep answering, and the open
+/// completes with the right bytes once the hash goes on.
+#[test]
+fn a_slow_open_does_not_stall_the_mount() {
+    if !util::require_fuse() {
+        return;
+    }
+    let t = TestDir::new("slow-open");
+    let a = layout(&t, "a", &["dev/a:1", "dev/b:1"]);
+    t.run(&["import", a.to_str().unwrap()]).assert_ok();
+    let mnt = t.join("mnt-slow");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let (daemon, gate) = paused(
+        &t,
+        "verify.hash",
+        &[
+            "mount",
+            mnt.to_str().unwrap(),
+            "--foreground",
+            "--threads",
+            "1",
+        ],
+    );
+    let _cleanup = util::Mount::adopt(&t.store(), &mnt);
+    // Dropped first, also when an assert fails: the daemon goes on and is stopped.
+    let _daemon = Released {
+        gate: gate.clone(),
+        child: daemon,
+    };
+    assert!(util::wait_for_mount_state(
+        &mnt,
+        true,
+        Duration::from_secs(10)
+    ));
+    let blob = mnt.join("local/dev/a/tags/1/layers/001/blob");
+    let reader = {
+        let blob = blob.clone();
+        thread::spawn(move || std::fs::read(blob))
+    };
+    wait_reached(&gate);
+    let tags = mnt.join("local/dev/b/tags");
+    let listed = util::with_timeout(10, move || std::fs::read_dir(tags).map(|d| d.count()));
+    assert_eq!(listed.expect("tags/ lists while an open hashes"), 1);
+    let manifest = mnt.join("local/dev/b/tags/1/manifest.json");
+    let meta = util::with_timeout(10, move || std::fs::metadata(manifest));
+    assert!(meta.expect("stat answers while an open hashes").len() > 0);
+    assert!(!reader.is_finished(), "the open did not wait for its hash");
+    std::fs::write(&gate, b"go").unwrap();
+    let bytes = reader.join().unwrap().expect("the open completes");
+    let stored = std::fs::read_link(mnt.join("local/dev/a/tags/1")).unwrap();
+    assert!(stored.to_string_lossy().contains("sha256:"));
+    let digest = {
+        use sha2::Digest as _;
+        format!("{:x}", sha2::Sha256::digest(&bytes))
+    };
+    assert!(
+        t.store().join("blobs/sha256").join(&digest).exists(),
+        "the blob read through the mount hashes to a stored blob"
+    );
+    t.run(&["unmount", mnt.to_str().unwrap()]).assert_ok();
+}
+
+/// A process paused at a failpoint: on drop, its gate opens and it is killed.
+struct Released {
+    gate: PathBuf,
+    child: std::process::Child,
+}
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.gate, b"go");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

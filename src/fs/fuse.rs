@@ -19,7 +19,8 @@ use std::num::NonZeroUsize;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -80,15 +81,14 @@ pub(crate) struct ImageFs {
     passthrough: Passthrough,
     /// Stack depth the store's own filesystem needs below us (1 on overlayfs).
     backing_stack_depth: u32,
-    next_handle: AtomicU64,
-    files: Mutex<HashMap<u64, OpenBlob>>,
+    /// Opening files, shared with the slow-open threads.
+    opener: Arc<Opener>,
+    /// Opens that hash a blob or unpack a layer run here, off the FUSE workers.
+    slow_opens: SlowOpens,
     /// Directory listings being read: taken when a read starts at offset 0 and
     /// reused for the following batches, so offsets stay meaningful while a
     /// directory changes (there are no directory handles: see `opendir`).
     listings: Mutex<LruCache<Ino, Arc<Vec<DirEntry>>>>,
-    /// One backing id per inode while any handle of it is open (the kernel wants
-    /// the same id reused for every open of one inode).
-    backing: Mutex<HashMap<Ino, Weak<BackingId>>>,
     /// Set once `init` ran, for tests and logs.
     passthrough_report: Arc<AtomicU64>,
     /// Keeps the cache trimming thread alive while the filesystem lives.
@@ -97,6 +97,171 @@ pub(crate) struct ImageFs {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Threads for opens that hash or unpack (see [`SlowOpens`]).
+const SLOW_OPEN_THREADS: usize = 4;
+
+/// Opening files: the open-file and backing-id tables, shared by the FUSE workers
+/// and the slow-open threads.
+#[derive(Debug)]
+struct Opener {
+    vfs: Arc<Vfs>,
+    /// Whether passthrough was negotiated (set by `init`).
+    passthrough: AtomicBool,
+    next_handle: AtomicU64,
+    files: Mutex<HashMap<u64, OpenBlob>>,
+    /// One backing id per inode while any handle of it is open (the kernel wants
+    /// the same id reused for every open of one inode).
+    backing: Mutex<HashMap<Ino, Weak<BackingId>>>,
+}
+
+impl Opener {
+    /// The file behind `ino` when opening it needs no work now (a blob hashed
+    /// before, unchanged; a layer entry already unpacked and checked); `None` when
+    /// [`Opener::open_content`] has hashing or unpacking to do.
+    fn open_ready(&self, ino: Ino) -> Result<Option<File>, VfsError> {
+        match self.vfs.content_of(ino)? {
+            Some(FileContent::Blob(digest)) => self
+                .vfs
+                .store()
+                .cas()
+                .open_if_verified(&digest)
+                .map_err(|e| VfsError::Store(e.into())),
+            Some(FileContent::LayerEntry { layer, entry }) => {
+                Ok(self.vfs.images().open_content_if_ready(&layer, entry))
+            }
+            None => Err(VfsError::Invalid("not a regular file".into())),
+        }
+    }
+
+    /// Opens the file behind `ino` — a blob (hashed on its first open, so a damaged
+    /// one gives EIO), or a layer entry's content in the unpack cache (unpacking
+    /// the layer on first use, which checks its diff_id) — so the open file keeps
+    /// reading even if its tag, its blob or its cache entry goes away meanwhile.
+    fn open_content(&self, ino: Ino) -> Result<File, VfsError> {
+        match self.vfs.content_of(ino)? {
+            Some(FileContent::Blob(digest)) => self
+                .vfs
+                .store()
+                .cas()
+                .open_verified(&digest)
+                .map_err(|e| VfsError::Store(e.into())),
+            Some(FileContent::LayerEntry { layer, entry }) => {
+                Ok(self.vfs.images().open_content(&layer, entry)?)
+            }
+            None => Err(VfsError::Invalid("not a regular file".into())),
+        }
+    }
+
+    /// Registers an open `file` of `ino` and answers the OPEN.
+    fn reply_opened(&self, ino: Ino, file: File, reply: ReplyOpen) {
+        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        // Small files skip passthrough: registering a backing file costs more than
+        // the read, and without passthrough FOPEN_KEEP_CACHE lets later opens read
+        // from the page cache with no request at all.
+        let small = file
+            .metadata()
+            .map(|m| m.len() < PASSTHROUGH_MIN_SIZE)
+            .unwrap_or(false);
+        let backing = if small {
+            None
+        } else {
+            self.backing_for(ino, &file, &reply)
+        };
+        lock(&self.files).insert(
+            handle,
+            OpenBlob {
+                file,
+                _backing: backing.clone(),
+            },
+        );
+        match backing {
+            // No FOPEN_KEEP_CACHE here: the kernel refuses the open with EIO when
+            // it is combined with passthrough (the backing file's cache serves).
+            Some(id) => reply.opened_passthrough(FileHandle(handle), FopenFlags::empty(), &id),
+            // Blob bytes never change: the kernel may keep its page cache across opens.
+            None => reply.opened(FileHandle(handle), FopenFlags::FOPEN_KEEP_CACHE),
+        }
+    }
+
+    /// A backing id for `ino`, shared with its other open handles.
+    fn backing_for(&self, ino: Ino, file: &File, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut table = lock(&self.backing);
+        if let Some(id) = table.get(&ino).and_then(Weak::upgrade) {
+            return Some(id);
+        }
+        match reply.open_backing(file) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                table.insert(ino, Arc::downgrade(&id));
+                Some(id)
+            }
+            Err(error) => {
+                log::debug!("passthrough refused for inode {ino}, reading instead: {error}");
+                None
+            }
+        }
+    }
+}
+
+fn reply_open_error(ino: Ino, error: &VfsError, reply: ReplyOpen) {
+    if error.errno() == libc::EIO {
+        log::error!("open of inode {ino}: {error}");
+    }
+    reply.error(errno(error));
+}
+
+type SlowOpen = Box<dyn FnOnce() + Send>;
+
+/// A few threads running opens that take a while (hashing a blob on its first
+/// open, unpacking a layer), in arrival order, so that the FUSE workers stay free
+/// for everything else. The threads end when this is dropped (at unmount).
+#[derive(Debug)]
+struct SlowOpens {
+    queue: Mutex<Option<mpsc::Sender<SlowOpen>>>,
+}
+
+impl SlowOpens {
+    fn start(threads: usize) -> SlowOpens {
+        let (queue, jobs) = mpsc::channel::<SlowOpen>();
+        let jobs = Arc::new(Mutex::new(jobs));
+        let mut started = 0;
+        for n in 0..threads {
+            let jobs = jobs.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("imagefs-open-{n}"))
+                .spawn(move || loop {
+                    let job = lock(&jobs).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                });
+            match spawned {
+                Ok(_) => started += 1,
+                Err(error) => log::error!("slow-open thread: {error}"),
+            }
+        }
+        SlowOpens {
+            // Without a thread, opens run where they arrive (see `run`).
+            queue: Mutex::new((started > 0).then_some(queue)),
+        }
+    }
+
+    /// Runs `job` on a slow-open thread, or right here when there is none.
+    fn run(&self, job: SlowOpen) {
+        let rejected = match &*lock(&self.queue) {
+            Some(queue) => queue.send(job).err().map(|e| e.0),
+            None => Some(job),
+        };
+        if let Some(job) = rejected {
+            job();
+        }
+    }
 }
 
 fn errno(error: &VfsError) -> Errno {
@@ -171,15 +336,20 @@ impl ImageFs {
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
         let report = Arc::new(AtomicU64::new(0));
         let fs = ImageFs {
-            vfs,
+            vfs: vfs.clone(),
             uid,
             gid,
             passthrough: Passthrough::Off,
             backing_stack_depth,
-            next_handle: AtomicU64::new(1),
-            files: Mutex::new(HashMap::new()),
+            opener: Arc::new(Opener {
+                vfs,
+                passthrough: AtomicBool::new(false),
+                next_handle: AtomicU64::new(1),
+                files: Mutex::new(HashMap::new()),
+                backing: Mutex::new(HashMap::new()),
+            }),
+            slow_opens: SlowOpens::start(SLOW_OPEN_THREADS),
             listings: Mutex::new(LruCache::new(NonZeroUsize::new(LISTINGS).expect("nonzero"))),
-            backing: Mutex::new(HashMap::new()),
             passthrough_report: report.clone(),
             _trimmer: trimmer,
         };
@@ -215,51 +385,6 @@ impl ImageFs {
                 reply.entry_with_ttls(&attr_ttl, &entry_ttl, &self.file_attr(&attr), Generation(0));
             }
             Err(error) => reply.error(errno(&error)),
-        }
-    }
-
-    fn handle(&self) -> u64 {
-        self.next_handle.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Opens the file behind `ino` — a blob (hashed on its first open, so a damaged
-    /// one gives EIO), or a layer entry's content in the unpack cache (unpacking
-    /// the layer on first use, which checks its diff_id) — so the open file keeps
-    /// reading even if its tag, its blob or its cache entry goes away meanwhile.
-    fn open_content(&self, ino: Ino) -> Result<File, VfsError> {
-        match self.vfs.content_of(ino)? {
-            Some(FileContent::Blob(digest)) => self
-                .vfs
-                .store()
-                .cas()
-                .open_verified(&digest)
-                .map_err(|e| VfsError::Store(e.into())),
-            Some(FileContent::LayerEntry { layer, entry }) => {
-                Ok(self.vfs.images().open_content(&layer, entry)?)
-            }
-            None => Err(VfsError::Invalid("not a regular file".into())),
-        }
-    }
-
-    /// A backing id for `ino`, shared with its other open handles.
-    fn backing_for(&self, ino: Ino, file: &File, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
-        if self.passthrough != Passthrough::On {
-            return None;
-        }
-        let mut table = lock(&self.backing);
-        if let Some(id) = table.get(&ino).and_then(Weak::upgrade) {
-            return Some(id);
-        }
-        match reply.open_backing(file) {
-            Ok(id) => {
-                let id = Arc::new(id);
-                table.insert(ino, Arc::downgrade(&id));
-                Some(id)
-            }
-            Err(error) => {
-                log::debug!("passthrough refused for inode {ino}, reading instead: {error}");
-                None
-            }
         }
     }
 
@@ -300,9 +425,9 @@ impl ImageFs {
             ("layer_trees", trees.layer_trees as u64),
             ("layer_tree_bytes", trees.layer_bytes),
             ("unpacked_indexes", trees.unpacked_indexes as u64),
-            ("open_files", lock(&self.files).len() as u64),
+            ("open_files", lock(&self.opener.files).len() as u64),
             ("listings", lock(&self.listings).len() as u64),
-            ("backing_ids", lock(&self.backing).len() as u64),
+            ("backing_ids", lock(&self.opener.backing).len() as u64),
             ("vm_rss_kib", vm_rss_kib().unwrap_or(0)),
         ];
         lines
@@ -333,6 +458,7 @@ impl Filesystem for ImageFs {
             && config.set_max_stack_depth(wanted).is_ok()
         {
             self.passthrough = Passthrough::On;
+            self.opener.passthrough.store(true, Ordering::Relaxed);
             self.passthrough_report.store(2, Ordering::Relaxed);
             log::info!("FUSE passthrough negotiated");
         } else {
@@ -486,52 +612,19 @@ impl Filesystem for ImageFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return reply.error(Errno::EROFS);
         }
-        let file = match self.open_content(ino.0) {
-            Ok(file) => file,
-            Err(error) => {
-                if error.errno() == libc::EIO {
-                    log::error!("open of inode {}: {error}", ino.0);
-                }
-                return reply.error(errno(&error));
+        match self.opener.open_ready(ino.0) {
+            Ok(Some(file)) => self.opener.reply_opened(ino.0, file, reply),
+            // Hashing a blob or unpacking a layer takes a while: not on a FUSE
+            // worker, so the rest of the mount keeps answering meanwhile.
+            Ok(None) => {
+                let opener = self.opener.clone();
+                self.slow_opens
+                    .run(Box::new(move || match opener.open_content(ino.0) {
+                        Ok(file) => opener.reply_opened(ino.0, file, reply),
+                        Err(error) => reply_open_error(ino.0, &error, reply),
+                    }));
             }
-        };
-        let handle = self.handle();
-        // Small files skip passthrough: registering a backing file costs more than
-        // the read, and without passthrough FOPEN_KEEP_CACHE lets later opens read
-        // from the page cache with no request at all.
-        let small = file
-            .metadata()
-            .map(|m| m.len() < PASSTHROUGH_MIN_SIZE)
-            .unwrap_or(false);
-        let backing = if small {
-            None
-        } else {
-            self.backing_for(ino.0, &file, &reply)
-        };
-        match backing {
-            Some(id) => {
-                lock(&self.files).insert(
-                    handle,
-                    OpenBlob {
-                        file,
-                        _backing: Some(id.clone()),
-                    },
-                );
-                // No FOPEN_KEEP_CACHE here: the kernel refuses the open with EIO when
-                // it is combined with passthrough (the backing file's cache serves).
-                reply.opened_passthrough(FileHandle(handle), FopenFlags::empty(), &id);
-            }
-            None => {
-                lock(&self.files).insert(
-                    handle,
-                    OpenBlob {
-                        file,
-                        _backing: None,
-                    },
-                );
-                // Blob bytes never change: the kernel may keep its page cache across opens.
-                reply.opened(FileHandle(handle), FopenFlags::FOPEN_KEEP_CACHE);
-            }
+            Err(error) => reply_open_error(ino.0, &error, reply),
         }
     }
 
@@ -546,7 +639,7 @@ impl Filesystem for ImageFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let file = match lock(&self.files).get(&fh.0) {
+        let file = match lock(&self.opener.files).get(&fh.0) {
             // A clone of the descriptor, so the table lock is not held during I/O.
             Some(open) => open.file.try_clone(),
             None => return reply.error(Errno::EBADF),
@@ -609,10 +702,10 @@ impl Filesystem for ImageFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let released = lock(&self.files).remove(&fh.0);
+        let released = lock(&self.opener.files).remove(&fh.0);
         drop(released);
         // Forget dead weak entries so the table does not grow with every inode read.
-        let mut backing = lock(&self.backing);
+        let mut backing = lock(&self.opener.backing);
         if backing.get(&ino.0).is_some_and(|w| w.strong_count() == 0) {
             backing.remove(&ino.0);
         }

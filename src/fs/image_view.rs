@@ -348,6 +348,17 @@ impl ImageViews {
         }
     }
 
+    /// Opens the content of entry `entry` of `layer` if that needs no work now (the
+    /// layer is unpacked and known here, the file checked before); `None` when
+    /// [`ImageViews::open_content`] has unpacking or hashing to do.
+    pub(crate) fn open_content_if_ready(&self, layer: &Digest, entry: u32) -> Option<File> {
+        let unpacked = lock(&self.unpacked).get(layer).cloned()?;
+        self.store
+            .open_layer_content_if_verified(layer, &unpacked.cache, &unpacked.index, entry as usize)
+            .ok()
+            .flatten()
+    }
+
     /// Opens the content of entry `entry` of `layer`, unpacking the layer first if
     /// needed. Content that went missing or is damaged (evicted, a crash while
     /// unpacking, a truncated file) is unpacked again, never served.

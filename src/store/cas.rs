@@ -145,6 +145,19 @@ impl Cas {
         }
     }
 
+    /// Opens a blob if it can be served without hashing it now (hashed before by
+    /// this process, unchanged since); `Ok(None)` when [`Cas::open_verified`] has
+    /// work to do.
+    pub fn open_if_verified(&self, digest: &Digest) -> Result<Option<File>, CasError> {
+        let path = self.path(digest);
+        let file = File::open(&path).map_err(io_err(&path))?;
+        match self.verified.is_verified(&file, digest.as_bytes()) {
+            Ok(true) => Ok(Some(file)),
+            Ok(false) => Ok(None),
+            Err(source) => Err(CasError::Io { path, source }),
+        }
+    }
+
     /// The memo of files hashed by this process (blob files and unpacked content).
     pub(crate) fn verified_files(&self) -> &VerifiedFiles {
         &self.verified

@@ -309,6 +309,30 @@ impl Store {
         index: &LayerIndex,
         entry: usize,
     ) -> Result<File> {
+        self.open_cached(layer, cache, index, entry, true)?
+            .ok_or_else(|| layer_error(layer, "content not checked"))
+    }
+
+    /// [`Store::open_layer_content`] when it needs no hashing now; `Ok(None)` when
+    /// the content file has not been checked by this process yet.
+    pub fn open_layer_content_if_verified(
+        &self,
+        layer: &Digest,
+        cache: &CacheDir,
+        index: &LayerIndex,
+        entry: usize,
+    ) -> Result<Option<File>> {
+        self.open_cached(layer, cache, index, entry, false)
+    }
+
+    fn open_cached(
+        &self,
+        layer: &Digest,
+        cache: &CacheDir,
+        index: &LayerIndex,
+        entry: usize,
+        may_hash: bool,
+    ) -> Result<Option<File>> {
         let entry = index
             .entries
             .get(entry)
@@ -324,6 +348,13 @@ impl Store {
             return Err(layer_error(layer, "cached content without an id"));
         };
         let verified = self.cas().verified_files();
+        if !may_hash {
+            return match verified.is_verified(&file, &id.0) {
+                Ok(true) => Ok(Some(file)),
+                Ok(false) => Ok(None),
+                Err(e) => Err(io_error(&path)(e)),
+            };
+        }
         let checked = match &entry.sparse {
             None => verified.check(&file, &id.0),
             Some(chunks) => verified.check_with(&file, &id.0, |file| {
@@ -332,7 +363,7 @@ impl Store {
             }),
         };
         match checked {
-            Ok(None) => Ok(file),
+            Ok(None) => Ok(Some(file)),
             Ok(Some(actual)) => Err(layer_error(
                 layer,
                 format!(
