@@ -388,6 +388,14 @@ impl ImageFs {
         }
     }
 
+    /// Drops a listing once a read asks past its end (the kernel's last call for a
+    /// directory read gets nothing back), so only listings being read are kept.
+    fn done_with_listing(&self, ino: Ino, start: usize, entries: &[DirEntry]) {
+        if start >= entries.len() {
+            lock(&self.listings).pop(&ino);
+        }
+    }
+
     /// The listing of directory `ino` for a read at `offset`: taken afresh at 0,
     /// reused for the batches after it (taken afresh if it was evicted meanwhile).
     fn dir_entries(&self, ino: Ino, offset: u64) -> Result<Arc<Vec<DirEntry>>, Errno> {
@@ -746,6 +754,7 @@ impl Filesystem for ImageFs {
             Err(error) => return reply.error(error),
         };
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        self.done_with_listing(ino.0, start, &entries);
         for (index, entry) in entries.iter().enumerate().skip(start) {
             if reply.add(
                 INodeNo(entry.ino),
@@ -772,6 +781,7 @@ impl Filesystem for ImageFs {
             Err(error) => return reply.error(error),
         };
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        self.done_with_listing(ino.0, start, &entries);
         for (index, entry) in entries.iter().enumerate().skip(start) {
             let dot = entry.name == b"." || entry.name == b"..";
             let attr = if dot {
