@@ -19,7 +19,7 @@ use std::num::NonZeroUsize;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -56,15 +56,6 @@ pub(crate) const PASSTHROUGH_MIN_SIZE: u64 = 1 << 20;
 /// show it, so copies of the tree never carry it.
 pub(crate) const STATS_XATTR: &str = "user.imagefs.stats";
 
-/// Whether passthrough was negotiated, and whether it still works.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Passthrough {
-    /// The kernel did not offer it (or the store is too deeply stacked).
-    Off,
-    /// Negotiated; opens try it and fall back to reads on failure.
-    On,
-}
-
 #[derive(Debug)]
 struct OpenBlob {
     file: File,
@@ -78,7 +69,6 @@ pub(crate) struct ImageFs {
     vfs: Arc<Vfs>,
     uid: u32,
     gid: u32,
-    passthrough: Passthrough,
     /// Stack depth the store's own filesystem needs below us (1 on overlayfs).
     backing_stack_depth: u32,
     /// Opening files, shared with the slow-open threads.
@@ -107,8 +97,8 @@ const SLOW_OPEN_THREADS: usize = 4;
 #[derive(Debug)]
 struct Opener {
     vfs: Arc<Vfs>,
-    /// Whether passthrough was negotiated (set by `init`).
-    passthrough: AtomicBool,
+    /// What `init` found out about passthrough (see [`PassthroughReport`]).
+    passthrough: PassthroughReport,
     next_handle: AtomicU64,
     files: Mutex<HashMap<u64, OpenBlob>>,
     /// One backing id per inode while any handle of it is open (the kernel wants
@@ -117,40 +107,37 @@ struct Opener {
 }
 
 impl Opener {
-    /// The file behind `ino` when opening it needs no work now (a blob hashed
-    /// before, unchanged; a layer entry already unpacked and checked); `None` when
-    /// [`Opener::open_content`] has hashing or unpacking to do.
-    fn open_ready(&self, ino: Ino) -> Result<Option<File>, VfsError> {
-        match self.vfs.content_of(ino)? {
-            Some(FileContent::Blob(digest)) => self
-                .vfs
-                .store()
-                .cas()
-                .open_if_verified(&digest)
-                .map_err(|e| VfsError::Store(e.into())),
-            Some(FileContent::LayerEntry { layer, entry }) => {
-                Ok(self.vfs.images().open_content_if_ready(&layer, entry))
-            }
-            None => Err(VfsError::Invalid("not a regular file".into())),
-        }
+    /// Where the bytes of regular file `ino` come from.
+    fn content(&self, ino: Ino) -> Result<FileContent, VfsError> {
+        self.vfs
+            .content_of(ino)?
+            .ok_or_else(|| VfsError::Invalid("not a regular file".into()))
     }
 
-    /// Opens the file behind `ino` — a blob (hashed on its first open, so a damaged
-    /// one gives EIO), or a layer entry's content in the unpack cache (unpacking
-    /// the layer on first use, which checks its diff_id) — so the open file keeps
-    /// reading even if its tag, its blob or its cache entry goes away meanwhile.
-    fn open_content(&self, ino: Ino) -> Result<File, VfsError> {
-        match self.vfs.content_of(ino)? {
-            Some(FileContent::Blob(digest)) => self
-                .vfs
-                .store()
-                .cas()
-                .open_verified(&digest)
-                .map_err(|e| VfsError::Store(e.into())),
-            Some(FileContent::LayerEntry { layer, entry }) => {
-                Ok(self.vfs.images().open_content(&layer, entry)?)
+    /// Opens `content` — a blob (hashed on its first open, so a damaged one gives
+    /// EIO), or a layer entry's content in the unpack cache (unpacking the layer on
+    /// first use, which checks its diff_id) — so the open file keeps reading even
+    /// if its tag, its blob or its cache entry goes away meanwhile. Without
+    /// `may_work`, `Ok(None)` when that needs hashing or unpacking now.
+    fn open(&self, content: &FileContent, may_work: bool) -> Result<Option<File>, VfsError> {
+        match content {
+            FileContent::Blob(digest) => {
+                let cas = self.vfs.store().cas();
+                let opened = if may_work {
+                    cas.open_verified(digest).map(Some)
+                } else {
+                    cas.open_if_verified(digest)
+                };
+                opened.map_err(|e| VfsError::Store(e.into()))
             }
-            None => Err(VfsError::Invalid("not a regular file".into())),
+            FileContent::LayerEntry { layer, entry } => {
+                let images = self.vfs.images();
+                if may_work {
+                    Ok(Some(images.open_content(layer, *entry)?))
+                } else {
+                    Ok(images.open_content_if_ready(layer, *entry))
+                }
+            }
         }
     }
 
@@ -187,7 +174,7 @@ impl Opener {
 
     /// A backing id for `ino`, shared with its other open handles.
     fn backing_for(&self, ino: Ino, file: &File, reply: &ReplyOpen) -> Option<Arc<BackingId>> {
-        if !self.passthrough.load(Ordering::Relaxed) {
+        if self.passthrough.load(Ordering::Relaxed) != PASSTHROUGH_ON {
             return None;
         }
         let mut table = lock(&self.backing);
@@ -323,8 +310,12 @@ fn ttls(attr: &Attr) -> (Duration, Duration) {
     }
 }
 
-/// What `init` found out about passthrough: 0 not yet mounted, 1 off, 2 on.
+/// What `init` found out about passthrough: 0 not yet mounted, 1 off,
+/// [`PASSTHROUGH_ON`] on.
 pub(crate) type PassthroughReport = Arc<AtomicU64>;
+
+/// The [`PassthroughReport`] value for "negotiated".
+pub(crate) const PASSTHROUGH_ON: u64 = 2;
 
 impl ImageFs {
     pub(crate) fn new(
@@ -339,11 +330,10 @@ impl ImageFs {
             vfs: vfs.clone(),
             uid,
             gid,
-            passthrough: Passthrough::Off,
             backing_stack_depth,
             opener: Arc::new(Opener {
                 vfs,
-                passthrough: AtomicBool::new(false),
+                passthrough: report.clone(),
                 next_handle: AtomicU64::new(1),
                 files: Mutex::new(HashMap::new()),
                 backing: Mutex::new(HashMap::new()),
@@ -465,9 +455,8 @@ impl Filesystem for ImageFs {
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(wanted).is_ok()
         {
-            self.passthrough = Passthrough::On;
-            self.opener.passthrough.store(true, Ordering::Relaxed);
-            self.passthrough_report.store(2, Ordering::Relaxed);
+            self.passthrough_report
+                .store(PASSTHROUGH_ON, Ordering::Relaxed);
             log::info!("FUSE passthrough negotiated");
         } else {
             self.passthrough_report.store(1, Ordering::Relaxed);
@@ -620,15 +609,21 @@ impl Filesystem for ImageFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return reply.error(Errno::EROFS);
         }
-        match self.opener.open_ready(ino.0) {
-            Ok(Some(file)) => self.opener.reply_opened(ino.0, file, reply),
+        let opened = self
+            .opener
+            .content(ino.0)
+            .and_then(|content| Ok((self.opener.open(&content, false)?, content)));
+        match opened {
+            Ok((Some(file), _)) => self.opener.reply_opened(ino.0, file, reply),
             // Hashing a blob or unpacking a layer takes a while: not on a FUSE
             // worker, so the rest of the mount keeps answering meanwhile.
-            Ok(None) => {
+            Ok((None, content)) => {
                 let opener = self.opener.clone();
                 self.slow_opens
-                    .run(Box::new(move || match opener.open_content(ino.0) {
-                        Ok(file) => opener.reply_opened(ino.0, file, reply),
+                    .run(Box::new(move || match opener.open(&content, true) {
+                        Ok(Some(file)) => opener.reply_opened(ino.0, file, reply),
+                        // Not with `may_work`; answered all the same.
+                        Ok(None) => reply.error(Errno::EIO),
                         Err(error) => reply_open_error(ino.0, &error, reply),
                     }));
             }

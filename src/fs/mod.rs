@@ -296,7 +296,7 @@ fn new_session(
 fn passthrough_state(report: &fuse::PassthroughReport) -> PassthroughState {
     match report.load(Ordering::Relaxed) {
         1 => PassthroughState::Off,
-        2 => PassthroughState::On,
+        fuse::PASSTHROUGH_ON => PassthroughState::On,
         _ => PassthroughState::Unknown,
     }
 }
