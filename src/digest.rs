@@ -155,6 +155,24 @@ impl Hasher {
     pub fn finish(self) -> (Digest, u64) {
         (Digest(self.state.finalize().into()), self.len)
     }
+
+    /// The digest and size of an open file's bytes, read from its start without
+    /// moving its offset.
+    pub fn file(file: &std::fs::File) -> io::Result<(Digest, u64)> {
+        use std::os::unix::fs::FileExt;
+        let mut hasher = Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match file.read_at(&mut buf, hasher.len()) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buf[..n]);
+        }
+        Ok(hasher.finish())
+    }
 }
 
 /// A reader that hashes every byte read through it.

@@ -148,20 +148,11 @@ impl CacheDir {
             file.seek(SeekFrom::Start(chunk.offset))?;
             let mut left = chunk.len;
             while left > 0 {
-                let want = buffer
+                let n = buffer
                     .len()
                     .min(usize::try_from(left).unwrap_or(usize::MAX));
-                let n = match data.read(&mut buffer[..want]) {
-                    Ok(0) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "sparse data ends early",
-                        ))
-                    }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
+                // A short segment is UnexpectedEof: the indexer reports it truncated.
+                data.read_exact(&mut buffer[..n])?;
                 hasher.update(&buffer[..n]);
                 file.write_all(&buffer[..n])?;
                 left -= n as u64;
@@ -209,6 +200,15 @@ fn sparse_hasher(chunks: &[SparseChunk], size: u64) -> Sha256 {
     hasher
 }
 
+/// What the content file of regular-file `entry` is named by, computed from its
+/// bytes: the sha256 of them, or [`sparse_content_id`] for a sparse file.
+pub fn content_file_id(file: &File, entry: &Entry) -> io::Result<ContentId> {
+    match &entry.sparse {
+        None => crate::digest::Hasher::file(file).map(|(digest, _)| ContentId(*digest.as_bytes())),
+        Some(chunks) => sparse_content_id(file, chunks, entry.size),
+    }
+}
+
 /// The name of a sparse file's content in the cache: sha256 of a header (its size
 /// and map) and of its data segments, read from `file` at their offsets. Holes are
 /// not read, so a file claiming a terabyte of holes costs no more than its data.
@@ -219,20 +219,10 @@ pub fn sparse_content_id(file: &File, chunks: &[SparseChunk], size: u64) -> io::
     for chunk in chunks {
         let mut done = 0u64;
         while done < chunk.len {
-            let want = buffer
+            let n = buffer
                 .len()
                 .min(usize::try_from(chunk.len - done).unwrap_or(usize::MAX));
-            let n = match file.read_at(&mut buffer[..want], chunk.offset + done) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "sparse content file ends early",
-                    ))
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
+            file.read_exact_at(&mut buffer[..n], chunk.offset + done)?;
             hasher.update(&buffer[..n]);
             done += n as u64;
         }

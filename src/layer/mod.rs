@@ -35,8 +35,8 @@ mod tests;
 mod umoci_tests;
 
 pub use cache::{
-    extract_entry, open_content, sparse_content_id, unpack_layer, CacheDir, CacheDirSink, Content,
-    CONTENT_DIR, INDEX_DIR, TMP_DIR,
+    content_file_id, extract_entry, open_content, sparse_content_id, unpack_layer, CacheDir,
+    CacheDirSink, Content, CONTENT_DIR, INDEX_DIR, TMP_DIR,
 };
 pub use index::{
     index_layer, index_layer_with_limits, ContentId, ContentRef, ContentSink, DiscardSink, Entry,

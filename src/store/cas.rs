@@ -267,21 +267,12 @@ impl Cas {
     /// Re-hashes a blob file. `Ok(None)` when it is missing.
     pub fn rehash(&self, digest: &Digest) -> Result<Option<(Digest, u64)>, CasError> {
         let path = self.path(digest);
-        let mut file = match File::open(&path) {
+        let file = match File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(CasError::Io { path, source }),
         };
-        let mut hasher = Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf).map_err(io_err(&path))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        Ok(Some(hasher.finish()))
+        Hasher::file(&file).map(Some).map_err(io_err(&path))
     }
 
     /// Creates a file in tmp/ for callers staging derived data (exports, archives).

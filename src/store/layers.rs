@@ -355,13 +355,9 @@ impl Store {
                 Err(e) => Err(io_error(&path)(e)),
             };
         }
-        let checked = match &entry.sparse {
-            None => verified.check(&file, &id.0),
-            Some(chunks) => verified.check_with(&file, &id.0, |file| {
-                layer::sparse_content_id(file, chunks, entry.size)
-                    .map(|id| Digest::from_bytes(id.0))
-            }),
-        };
+        let checked = verified.check_with(&file, &id.0, |file| {
+            layer::content_file_id(file, entry).map(|id| Digest::from_bytes(id.0))
+        });
         match checked {
             Ok(None) => Ok(Some(file)),
             Ok(Some(actual)) => Err(layer_error(
@@ -446,24 +442,17 @@ impl Store {
                 }
                 report.cache_files_checked += 1;
                 let path = cache.content_path(&id);
-                let actual = File::open(&path).and_then(|file| {
-                    if file.metadata()?.len() != entry.size {
-                        return Err(std::io::Error::other(format!(
-                            "{} bytes, {} expected",
-                            file.metadata()?.len(),
-                            entry.size
-                        )));
+                // Opened as the mount opens it (which checks the size), then hashed.
+                let actual = match layer::open_content(&cache, entry) {
+                    Ok(layer::Content::Cached { file, .. }) => {
+                        layer::content_file_id(&file, entry).map_err(layer::LayerError::from)
                     }
-                    match &entry.sparse {
-                        None => super::verify::hash_file(&file).map(|d| *d.as_bytes()),
-                        Some(chunks) => {
-                            layer::sparse_content_id(&file, chunks, entry.size).map(|id| id.0)
-                        }
-                    }
-                });
+                    Ok(layer::Content::InStream { .. }) => continue,
+                    Err(e) => Err(e),
+                };
                 let problem = match actual {
-                    Ok(actual) if actual == id.0 => continue,
-                    Ok(actual) => format!("bytes hash to {}", hex::encode(actual)),
+                    Ok(actual) if actual == id => continue,
+                    Ok(actual) => format!("bytes hash to {}", actual.hex()),
                     Err(e) => e.to_string(),
                 };
                 let shown = path.strip_prefix(self.root()).unwrap_or(&path);

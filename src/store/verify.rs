@@ -10,7 +10,7 @@
 
 use std::fs::{File, Metadata};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lru::LruCache;
@@ -70,7 +70,9 @@ impl VerifiedFiles {
     /// Checks that the open `file` hashes to `expected` (sha256). `Ok(None)` when it
     /// does, `Ok(Some(actual))` when its bytes hash to something else.
     pub(crate) fn check(&self, file: &File, expected: &[u8; 32]) -> io::Result<Option<Digest>> {
-        self.check_with(file, expected, hash_file)
+        self.check_with(file, expected, |file| {
+            Hasher::file(file).map(|(digest, _)| digest)
+        })
     }
 
     /// [`VerifiedFiles::check`] with another way of hashing the file (sparse content
@@ -139,22 +141,4 @@ impl VerifiedFiles {
     pub(crate) fn counts(&self) -> (usize, usize) {
         (lock(&self.stamps).len(), lock(&self.in_flight).len())
     }
-}
-
-/// The sha256 of an open file's bytes, read from its start without moving its offset.
-pub(crate) fn hash_file(file: &File) -> io::Result<Digest> {
-    let mut hasher = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    loop {
-        let n = match file.read_at(&mut buf, offset) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        offset += n as u64;
-    }
-    Ok(hasher.finish().0)
 }
