@@ -8,6 +8,7 @@
 //! the blobs it wrote are deleted before it returns (unless another import holds
 //! them).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
@@ -577,36 +578,22 @@ impl Importer<'_> {
     fn note_skipped_entries(&mut self, manifest: Digest, layers: &[Descriptor]) {
         let digests: Vec<Digest> = layers.iter().map(|layer| layer.digest).collect();
         let fresh = std::mem::take(&mut self.fresh_indexes);
-        let mut loaded: HashMap<Digest, LayerIndex> = HashMap::new();
-        let mut error = None;
-        for digest in &digests {
-            if fresh.contains_key(digest) || loaded.contains_key(digest) {
-                continue;
+        let indexes: Result<Vec<Cow<'_, LayerIndex>>> = digests
+            .iter()
+            .map(|digest| match fresh.get(digest) {
+                Some(index) => Ok(Cow::Borrowed(index)),
+                None => self.store.layer_index(digest).map(Cow::Owned),
+            })
+            .collect();
+        let (layers, error) = match indexes {
+            Ok(indexes) => {
+                let refs: Vec<&LayerIndex> = indexes.iter().map(|index| &**index).collect();
+                (layer_warnings(&digests, &refs), None)
             }
-            match self.store.layer_index(digest) {
-                Ok(index) => {
-                    loaded.insert(*digest, index);
-                }
-                Err(e) => {
-                    error = Some(format!("cannot check for skipped entries: {e}"));
-                    break;
-                }
-            }
-        }
-        let layers = match error {
-            Some(_) => Vec::new(),
-            None => {
-                let indexes: Vec<&LayerIndex> = digests
-                    .iter()
-                    .map(|digest| {
-                        fresh
-                            .get(digest)
-                            .or_else(|| loaded.get(digest))
-                            .expect("every layer not built by this import was loaded above")
-                    })
-                    .collect();
-                layer_warnings(&digests, &indexes)
-            }
+            Err(e) => (
+                Vec::new(),
+                Some(format!("cannot check for skipped entries: {e}")),
+            ),
         };
         if !layers.is_empty() || error.is_some() {
             self.report.warnings.push(ImageWarnings {
