@@ -698,11 +698,19 @@ fn repeated_byte_layer(name: &str, byte: u8, size: u64) -> BuiltLayer {
     }
     blob.extend(gzip_member(&end_of_archive()));
     hasher.update(end_of_archive());
+    streamed_layer(blob, Compression::Gzip, hasher)
+}
+
+/// A layer from a compressed `blob` built without holding its tar in memory, and
+/// the hasher that saw the tar's bytes (its diff_id).
+fn streamed_layer(blob: Vec<u8>, compression: Compression, tar: sha2::Sha256) -> BuiltLayer {
+    use sha2::Digest as _;
+    let media_type = sample::layer_media_type(sample::ManifestFormat::Oci, compression);
     BuiltLayer {
-        blob: sample::Blob::new(sample::media_type::OCI_LAYER_GZIP, blob),
-        diff_id: DiffId(Digest::parse(&format!("sha256:{:x}", hasher.finalize())).expect("hex")),
+        blob: sample::Blob::new(media_type, blob),
+        diff_id: DiffId(Digest::parse(&format!("sha256:{:x}", tar.finalize())).expect("hex")),
         tar: Vec::new(),
-        compression: Compression::Gzip,
+        compression,
         annotations: BTreeMap::new(),
     }
 }
@@ -766,13 +774,7 @@ fn a_million_tiny_entries_import_in_bounded_time_and_memory() {
     }
     emit(&end_of_archive());
     let blob = encoder.finish().expect("compress");
-    let layer = BuiltLayer {
-        blob: sample::Blob::new(sample::media_type::OCI_LAYER_ZSTD, blob),
-        diff_id: DiffId(Digest::parse(&format!("sha256:{:x}", hasher.finalize())).expect("hex")),
-        tar: Vec::new(),
-        compression: Compression::Zstd,
-        annotations: BTreeMap::new(),
-    };
+    let layer = streamed_layer(blob, Compression::Zstd, hasher);
     let image = ImageBuilder::new()
         .built_layer(layer)
         .build()

@@ -130,6 +130,15 @@ impl Mounted {
     }
 
     /// Another process's view of the same store.
+    /// The manifest tag `registry/repository:tag` points at; panics when missing.
+    fn tag_manifest(&self, registry: &str, repository: &str, tag: &str) -> Digest {
+        self.store
+            .tag_info(registry, repository, tag)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{registry}/{repository}:{tag} is not tagged"))
+            .manifest
+    }
+
     fn other_store(&self) -> Store {
         Store::open(&self.root).expect("second store handle")
     }
@@ -765,14 +774,7 @@ fn ln_sf_and_cp_p_retag() {
             s.app2.manifest
         ),
     );
-    assert_eq!(
-        m.store
-            .tag_info("dev", "app", "1")
-            .unwrap()
-            .unwrap()
-            .manifest,
-        s.app2.manifest
-    );
+    assert_eq!(m.tag_manifest("dev", "app", "1"), s.app2.manifest);
     // No temp link left behind.
     assert_eq!(names(&m.path("dev/app/tags")), ["1", "2", "latest"]);
     sh_ok(
@@ -792,36 +794,18 @@ fn ln_sf_and_cp_p_retag() {
         "{out}"
     );
     sh_ok(&m.mnt, "ln -sfn ../../multi/tags/1 dev/app/tags/latest");
-    assert_eq!(
-        m.store
-            .tag_info("dev", "app", "latest")
-            .unwrap()
-            .unwrap()
-            .manifest,
-        s.index
-    );
+    assert_eq!(m.tag_manifest("dev", "app", "latest"), s.index);
     // cp -P copies the link text, which resolves in the other repository too.
     sh_ok(
         &m.mnt,
         "cp -P dev/app/tags/2 docker.io/library/alpine/tags/copied",
     );
     assert_eq!(
-        m.store
-            .tag_info("docker.io", "library/alpine", "copied")
-            .unwrap()
-            .unwrap()
-            .manifest,
+        m.tag_manifest("docker.io", "library/alpine", "copied"),
         s.app2.manifest
     );
     sh_ok(&m.mnt, "cp -P dev/app/tags/latest dev/multi/tags/again");
-    assert_eq!(
-        m.store
-            .tag_info("dev", "multi", "again")
-            .unwrap()
-            .unwrap()
-            .manifest,
-        s.index
-    );
+    assert_eq!(m.tag_manifest("dev", "multi", "again"), s.index);
 }
 
 #[test]
@@ -831,39 +815,18 @@ fn mv_renames_and_promotes() {
     // The moved inode answers under its new name right away.
     sh_ok(&m.mnt, "ls -l dev/app/tags/2 >/dev/null && mv dev/app/tags/2 dev/app/tags/two && stat dev/app/tags/two >/dev/null && test -d dev/app/tags/two/layers");
     assert!(m.store.tag_info("dev", "app", "2").unwrap().is_none());
-    assert_eq!(
-        m.store
-            .tag_info("dev", "app", "two")
-            .unwrap()
-            .unwrap()
-            .manifest,
-        s.app2.manifest
-    );
+    assert_eq!(m.tag_manifest("dev", "app", "two"), s.app2.manifest);
     // Replaces an existing tag; `-T` because the existing tag is a link to a
     // directory, which plain mv would move into (as on any filesystem).
     sh_ok(&m.mnt, "mv -T dev/app/tags/two dev/app/tags/1");
-    assert_eq!(
-        m.store
-            .tag_info("dev", "app", "1")
-            .unwrap()
-            .unwrap()
-            .manifest,
-        s.app2.manifest
-    );
+    assert_eq!(m.tag_manifest("dev", "app", "1"), s.app2.manifest);
     // Promotion to another registry (the repository is created), nothing copied.
     let files_before = m.store.cas().list().unwrap().len();
     sh_ok(
         &m.mnt,
         "mkdir prod/app && mv dev/app/tags/latest prod/app/tags/1.0",
     );
-    assert_eq!(
-        m.store
-            .tag_info("prod", "app", "1.0")
-            .unwrap()
-            .unwrap()
-            .manifest,
-        s.app1.manifest
-    );
+    assert_eq!(m.tag_manifest("prod", "app", "1.0"), s.app1.manifest);
     assert_eq!(m.store.cas().list().unwrap().len(), files_before);
     let from = m.path("dev/app/tags/1");
     let to = m.path("dev/app/tags/bad:name");
