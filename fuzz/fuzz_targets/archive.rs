@@ -13,7 +13,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use imagefs::archive::{self, ImageSource};
+use imagefs::archive::{self, ArchiveError, ImageSource};
 use imagefs::image::{self, Parsed};
 use imagefs::sample::{self, Compression, ImageBuilder, LayerSpec};
 use imagefs::Digest;
@@ -107,14 +107,14 @@ fn remove_dirs_of_dead_runs(base: &Path) {
     }
 }
 
-fn read_capped(source: &dyn ImageSource, digest: &Digest) -> Option<Vec<u8>> {
+fn read_capped(source: &dyn ImageSource<Error = ArchiveError>, digest: &Digest) -> Option<Vec<u8>> {
     let reader = source.open_blob(digest).ok()?;
     let mut data = Vec::new();
     reader.take(MAX_BLOB_READ).read_to_end(&mut data).ok()?;
     Some(data)
 }
 
-fn walk(source: &dyn ImageSource) {
+fn walk(source: &dyn ImageSource<Error = ArchiveError>) {
     let mut queue: Vec<(Digest, Option<String>)> = source
         .images()
         .iter()

@@ -18,11 +18,11 @@ use std::io::Read;
 use serde::{Deserialize, Serialize};
 
 use super::container::Container;
-use super::source::{ImageSource, SourceImage};
 use super::ArchiveError;
 use crate::digest::{Digest, Hasher};
 use crate::image::media_types::{OCI_CONFIG, OCI_MANIFEST};
 use crate::image::{Descriptor, LayerCompression, MAX_JSON_SIZE};
+use crate::image::{ImageSource, SourceImage};
 
 /// One entry of a docker-archive's `manifest.json`.
 #[derive(Debug, Clone, Deserialize)]
@@ -162,6 +162,8 @@ impl DockerArchiveSource {
 }
 
 impl ImageSource for DockerArchiveSource {
+    type Error = ArchiveError;
+
     fn images(&self) -> &[SourceImage] {
         &self.images
     }

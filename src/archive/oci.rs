@@ -8,12 +8,12 @@ use serde_json::Value;
 
 use super::container::Container;
 use super::docker::{read_docker_manifest, DockerEntry};
-use super::source::{ImageSource, SourceImage};
 use super::ArchiveError;
 use crate::digest::Digest;
 use crate::image::{
     parse_index, parse_top, Parsed, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, MAX_JSON_SIZE,
 };
+use crate::image::{ImageSource, SourceImage};
 use crate::reference::Reference;
 
 /// An OCI layout.
@@ -162,6 +162,8 @@ pub(crate) fn blob_member(digest: &Digest) -> String {
 }
 
 impl ImageSource for OciLayoutSource {
+    type Error = ArchiveError;
+
     fn images(&self) -> &[SourceImage] {
         &self.images
     }

@@ -1,5 +1,4 @@
-//! Opening an import source: format detection, the [`ImageSource`] trait, and
-//! picking images by name.
+//! Opening an import source: format detection, and picking images by name.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -7,33 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::container::{Container, TarIndex};
 use super::{docker, oci, ArchiveError, LimitReason};
-use crate::digest::Digest;
-use crate::image::{Descriptor, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
+use crate::image::{ImageSource, SourceImage, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
 use crate::reference::Reference;
-
-/// A place images are imported from.
-pub trait ImageSource: Send {
-    /// Every image the source offers, in the source's order.
-    fn images(&self) -> &[SourceImage];
-    /// Opens a blob by digest for streaming. The reader yields the blob's bytes; the
-    /// caller verifies digest and size.
-    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>, ArchiveError>;
-    /// A short label used in error messages, e.g. the path.
-    fn describe(&self) -> String;
-}
-
-/// One image a source offers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceImage {
-    /// The name the source carries, if any: in an OCI layout the
-    /// `org.opencontainers.image.ref.name` annotation, or `io.containerd.image.name`
-    /// when ref.name is missing or only a tag; in a docker-archive a `RepoTags` entry.
-    /// May be a bare tag (skopeo's `oci:PATH:TAG`), which names no repository.
-    pub name: Option<String>,
-    /// The descriptor of the top manifest or index (media type, digest, size), with
-    /// the annotations the source put on it.
-    pub descriptor: Descriptor,
-}
 
 /// Opens an OCI layout directory, an OCI archive (tar, optionally gzip- or
 /// zstd-compressed) or a docker-archive (classic, or Docker 25+ with an embedded OCI
@@ -43,7 +17,7 @@ pub struct SourceImage {
 pub fn open_source(
     path: &Path,
     tmp_dir: Option<&Path>,
-) -> Result<Box<dyn ImageSource>, ArchiveError> {
+) -> Result<Box<dyn ImageSource<Error = ArchiveError>>, ArchiveError> {
     open_source_with_limits(path, tmp_dir, &DecompressLimits::default())
 }
 
@@ -52,7 +26,7 @@ pub fn open_source_with_limits(
     path: &Path,
     tmp_dir: Option<&Path>,
     limits: &DecompressLimits,
-) -> Result<Box<dyn ImageSource>, ArchiveError> {
+) -> Result<Box<dyn ImageSource<Error = ArchiveError>>, ArchiveError> {
     let metadata = path
         .metadata()
         .map_err(|source| ArchiveError::io(path.display(), source))?;
@@ -431,7 +405,9 @@ pub fn select_images(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::Digest;
     use crate::image::media_types::OCI_MANIFEST;
+    use crate::image::Descriptor;
 
     fn image(name: Option<&str>, ref_name: Option<&str>, seed: &[u8]) -> SourceImage {
         let mut descriptor = Descriptor::new(OCI_MANIFEST, Digest::of(seed), 1);

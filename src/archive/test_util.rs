@@ -207,7 +207,10 @@ impl BlobReader for MemoryBlobs {
 }
 
 /// Reads a blob fully from a source and checks its digest.
-pub(crate) fn read_verified(source: &dyn super::ImageSource, digest: &Digest) -> Vec<u8> {
+pub(crate) fn read_verified(
+    source: &dyn super::ImageSource<Error = super::ArchiveError>,
+    digest: &Digest,
+) -> Vec<u8> {
     let mut bytes = Vec::new();
     source
         .open_blob(digest)

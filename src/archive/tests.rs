@@ -9,7 +9,7 @@ use super::*;
 use crate::image::media_types::{OCI_LAYER_TAR, OCI_MANIFEST};
 use crate::image::{parse_config, parse_manifest, Descriptor};
 
-fn open(path: &Path) -> Box<dyn ImageSource> {
+fn open(path: &Path) -> Box<dyn ImageSource<Error = ArchiveError>> {
     let tmp = path.parent().unwrap();
     open_source(path, Some(tmp)).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
@@ -22,7 +22,7 @@ fn open_error(path: &Path) -> String {
 }
 
 /// Checks the source holds `image` with every blob intact.
-fn assert_serves(source: &dyn ImageSource, image: &TestImage) {
+fn assert_serves(source: &dyn ImageSource<Error = ArchiveError>, image: &TestImage) {
     for (digest, bytes) in image.blobs() {
         assert_eq!(read_verified(source, &digest), bytes);
     }

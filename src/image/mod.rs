@@ -10,6 +10,7 @@ mod config;
 mod manifest;
 pub mod media_types;
 mod platform;
+mod source;
 
 pub use config::{parse_config, ConfigSummary, ImageConfig};
 pub use manifest::{
@@ -18,6 +19,7 @@ pub use manifest::{
 };
 pub use media_types::{is_image_config, LayerCompression};
 pub use platform::{platform_dir_name, unique_platform_names};
+pub use source::{ImageSource, SourceImage};
 
 /// The largest manifest, index or config we parse (4 MiB), as containerd and the
 /// distribution spec do: anything bigger is refused before parsing.

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
-use crate::archive::{self, DecompressLimits, ImageSource, SourceImage};
+use crate::archive::{self, ArchiveError, DecompressLimits, ImageSource, SourceImage};
 use crate::digest::{DiffId, Digest};
 use crate::image::{self, Descriptor, LayerCompression, Parsed};
 use crate::layer::LayerIndex;
@@ -145,7 +145,7 @@ struct Planned {
 
 struct Importer<'a> {
     store: &'a Store,
-    source: &'a dyn ImageSource,
+    source: &'a dyn ImageSource<Error = ArchiveError>,
     leases: Leases<'a>,
     /// Blobs to record, in discovery order; keyed to avoid duplicates.
     new_blobs: Vec<NewBlob>,
@@ -177,7 +177,7 @@ impl Store {
     /// Imports the images of an opened source; `name` selects one by its name there.
     pub fn import_from(
         &self,
-        source: &dyn ImageSource,
+        source: &dyn ImageSource<Error = ArchiveError>,
         name: Option<&str>,
         options: &ImportOptions,
     ) -> Result<ImportReport> {
@@ -225,7 +225,7 @@ impl Store {
 
 /// Decides which images go where.
 fn plan(
-    source: &dyn ImageSource,
+    source: &dyn ImageSource<Error = ArchiveError>,
     name: Option<&str>,
     options: &ImportOptions,
 ) -> Result<Vec<Planned>> {
