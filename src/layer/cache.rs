@@ -37,9 +37,10 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
 
+use super::entry::SparseChunk;
 use super::index::{
     index_layer, ContentId, ContentRef, ContentSink, Entry, EntryKind, LayerIndex, SinkFile,
-    SparseChunk, SparseReader,
+    SparseReader,
 };
 use super::LayerError;
 

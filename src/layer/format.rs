@@ -30,9 +30,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::{DiffId, Digest};
 
-use super::index::{
-    ContentId, ContentRef, Entry, EntryKind, IndexWarning, LayerIndex, SparseChunk, Xattr,
-};
+use super::entry::{SparseChunk, Xattr};
+use super::index::{ContentId, ContentRef, Entry, EntryKind, IndexWarning, LayerIndex};
 use super::LayerError;
 
 const MAGIC: &[u8; 8] = b"IMGFSLIX";

@@ -9,41 +9,9 @@ use std::io::{self, Read};
 
 use crate::digest::DiffId;
 
+use super::entry::{Limits, SparseChunk, Xattr};
 use super::tar_stream::{RawEntry, TarStream};
 use super::LayerError;
-
-/// Bounds that keep hostile input from costing unbounded memory.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Longest accepted path or link target, in bytes (PATH_MAX).
-    pub max_path_len: usize,
-    /// Most headers accepted in one layer; more is an error. Each entry costs about
-    /// 260 bytes of index memory, so 2 million bounds a layer to ~0.5 GiB; real
-    /// distribution layers hold tens of thousands.
-    pub max_entries: usize,
-    /// Largest accepted xattr value; larger ones are dropped with a warning.
-    pub max_xattr_size: usize,
-    /// Largest PAX extended header kept in memory; a larger one skips its entry.
-    pub max_pax_header: u64,
-    /// Most data segments in one sparse file.
-    pub max_sparse_chunks: usize,
-    /// Largest logical size of a sparse file (holes are served as zeros, so this
-    /// bounds what a tiny stream can expand to).
-    pub max_sparse_size: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_path_len: 4096,
-            max_entries: 2_000_000,
-            max_xattr_size: 64 * 1024,
-            max_pax_header: 1024 * 1024,
-            max_sparse_chunks: 100_000,
-            max_sparse_size: 1 << 40,
-        }
-    }
-}
 
 /// What a tar entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,24 +64,6 @@ impl std::fmt::Debug for ContentId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "content:{}", self.hex())
     }
-}
-
-/// One extended attribute.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Xattr {
-    /// The name, e.g. `user.comment` or `security.capability`.
-    pub name: Box<[u8]>,
-    /// The raw value.
-    pub value: Box<[u8]>,
-}
-
-/// One data segment of a sparse file; the gaps between segments are holes (zeros).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SparseChunk {
-    /// Offset in the logical file.
-    pub offset: u64,
-    /// Length of the segment.
-    pub len: u64,
 }
 
 /// One usable tar entry, with extensions (PAX, GNU long names) applied.

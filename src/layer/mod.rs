@@ -2,7 +2,8 @@
 //!
 //! This module owns:
 //! - decompression of a layer blob ([`open_layer_stream`], [`LayerCompression`]);
-//! - reading a tar stream once into a compact [`LayerIndex`] (`index.rs`), which also
+//! - reading a tar stream once into a compact [`LayerIndex`] (`index.rs`, over the
+//!   byte-level reader `tar_stream.rs`, both on the shared types of `entry.rs`), which also
 //!   yields the layer's [`DiffId`](crate::DiffId) so import verifies `diff_ids` in the
 //!   same pass, and its on-disk form (`format.rs`);
 //! - the per-layer view `layers/NNN/files/` ([`layer_tree`]) and the merged `rootfs/`
@@ -21,6 +22,7 @@
 use std::io::{self, BufRead, BufReader, Read};
 
 mod cache;
+mod entry;
 mod format;
 mod index;
 mod merge;
@@ -38,9 +40,10 @@ pub use cache::{
     content_file_id, extract_entry, open_content, sparse_content_id, unpack_layer, CacheDir,
     CacheDirSink, Content, CONTENT_DIR, INDEX_DIR, TMP_DIR,
 };
+pub use entry::{Limits, SparseChunk, Xattr};
 pub use index::{
     index_layer, index_layer_with_limits, ContentId, ContentRef, ContentSink, DiscardSink, Entry,
-    EntryKind, IndexWarning, LayerIndex, Limits, SinkFile, SparseChunk, Xattr,
+    EntryKind, IndexWarning, LayerIndex, SinkFile,
 };
 pub use merge::{layer_tree, merge_layers, skipped_entries, MergedTree, TreeWarning};
 pub use tree::{ContentLoc, Node, NodeId, NodeKind, Tree};

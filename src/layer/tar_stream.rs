@@ -10,7 +10,7 @@ use std::io::{self, Read};
 
 use crate::digest::{Digest, HashingReader};
 
-use super::index::{Limits, SparseChunk, Xattr};
+use super::entry::{Limits, SparseChunk, Xattr};
 use super::LayerError;
 
 const BLOCK: u64 = 512;

@@ -4,7 +4,7 @@
 //! Numbering is a depth-first walk in name order, so it is the same for the same
 //! layers every time: the FUSE layer can use `base + node_id` as inode numbers.
 
-use super::index::Xattr;
+use super::entry::Xattr;
 
 /// A node's number in its [`Tree`]: dense, `0` is the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
