@@ -8,7 +8,9 @@
 //!   there (umoci's "upper paths": a path this layer wrote, or an ancestor of one, is
 //!   kept and only its other children are removed), whether the marker comes before
 //!   or after. Markers never appear in the merged tree. Invalid markers (`.wh.`,
-//!   `.wh..`, `.wh...`, `.wh..wh.<anything but .opq>`) are skipped with a warning.
+//!   `.wh..`, `.wh...`, `.wh..wh.<anything but .opq>`) are skipped with a warning; a
+//!   marker below a missing path or below a file removes nothing, silently (umoci
+//!   repack writes such markers when a directory became a file).
 //! - An entry replaces what is at its path (a file over a directory drops the
 //!   subtree), except a directory over a directory, which keeps the children and
 //!   takes the new metadata. So within one tar the last entry wins.
@@ -34,6 +36,7 @@ const WHITEOUT_PREFIX: &[u8] = b".wh.";
 /// Symlinks followed while resolving one path (as `SecureJoin`).
 const MAX_SYMLINK_HOPS: u32 = 255;
 const ROOT: usize = 0;
+const NOT_DIR: &str = "a parent path component is not a directory";
 
 /// A built tree and what was skipped while building it.
 #[derive(Debug, Clone)]
@@ -124,6 +127,9 @@ struct BuildNode {
 enum Resolve {
     Dir(usize),
     Missing,
+    /// A component is neither a directory nor a symlink (a file, a device...).
+    NotDir,
+    /// Not resolvable at all (a symlink loop).
     Invalid(String),
 }
 
@@ -192,6 +198,10 @@ impl<'a> Builder<'a> {
                 Resolve::Dir(dir) => dir,
                 Resolve::Missing => {
                     self.warn(layer, path, "skipped: parent directory missing");
+                    continue;
+                }
+                Resolve::NotDir => {
+                    self.warn(layer, path, format!("skipped: {NOT_DIR}"));
                     continue;
                 }
                 Resolve::Invalid(why) => {
@@ -267,8 +277,11 @@ impl<'a> Builder<'a> {
         }
         let dir = match self.resolve_dir(parent_path, false) {
             Resolve::Dir(dir) => dir,
-            // Nothing there to remove (umoci treats ENOENT and ENOTDIR alike).
-            Resolve::Missing => return,
+            // Nothing there to remove (umoci treats ENOENT and ENOTDIR alike). Below a
+            // file is the common case: when a directory became a file, `umoci repack`
+            // writes `foo` and then `foo/.wh.bar` for each child it had. Harmless, so
+            // silent: a warning on every good image teaches users to ignore them.
+            Resolve::Missing | Resolve::NotDir => return,
             Resolve::Invalid(why) => {
                 self.warn(layer, path, format!("whiteout skipped: {why}"));
                 return;
@@ -355,11 +368,7 @@ impl<'a> Builder<'a> {
                         pending.push_front(component);
                     }
                 }
-                _ => {
-                    return Resolve::Invalid(
-                        "a parent path component is not a directory".to_string(),
-                    )
-                }
+                _ => return Resolve::NotDir,
             }
         }
         if missing.is_empty() {
@@ -392,6 +401,7 @@ impl<'a> Builder<'a> {
         let dir = match self.resolve_dir(parent_path, false) {
             Resolve::Dir(dir) => dir,
             Resolve::Missing => return Err("target does not exist".to_string()),
+            Resolve::NotDir => return Err(NOT_DIR.to_string()),
             Resolve::Invalid(why) => return Err(why),
         };
         match self.nodes[dir].children.get(name) {

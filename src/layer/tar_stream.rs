@@ -5,6 +5,27 @@
 //! itself is driven here so that every allocation is bounded by [`Limits`], offsets of
 //! entry data are exact, and everything after the last entry is still hashed (the
 //! DiffId covers the whole uncompressed stream).
+//!
+//! The end of a stream is read as Go's `archive/tar` reads it (umoci, containerd,
+//! Docker and skopeo use it), since a layer those tools accept must import:
+//!
+//! | the stream ends...                                   | Go, umoci | here   |
+//! |------------------------------------------------------|-----------|--------|
+//! | right after the last entry's data, or in its padding | end       | end    |
+//! | after the padding (no end-of-archive block)          | end       | end    |
+//! | after one zero block                                 | end       | end    |
+//! | inside the block after one zero block                | EOF error | truncated |
+//! | after two zero blocks (anything may follow; hashed)  | end       | end    |
+//! | a zero block, then a block that is not zero          | bad header | bad header |
+//! | right after an extension header (or in its padding)  | end       | end    |
+//! | inside a header or an extension header's data        | EOF error | truncated |
+//! | inside an entry's data                               | EOF error | truncated |
+//!
+//! (Go reads the padding with `tryReadFull`, which reports a short read as a clean
+//! EOF; headers with `io.ReadFull`, where a short read is `ErrUnexpectedEOF`.)
+//!
+//! This module owns the byte-level reading of one tar stream; it knows nothing of
+//! paths' meaning, whiteouts, the cache or the store.
 
 use std::io::{self, Read};
 
@@ -140,7 +161,7 @@ impl<'l, R: Read> TarStream<'l, R> {
                 what: "extension header data",
             });
         }
-        self.skip_exact(padding_for(len), "padding")?;
+        self.skip_padding(padding_for(len))?;
         Ok((dropped == 0).then_some(kept))
     }
 
@@ -156,13 +177,24 @@ impl<'l, R: Read> TarStream<'l, R> {
         Ok(())
     }
 
+    /// Skips the padding after an entry's data. A stream that ends inside it (or
+    /// right before it) has ended: Go's reader takes that as the end of the archive,
+    /// and umoci 0.4.7 `insert` writes such layers.
+    fn skip_padding(&mut self, len: u64) -> Result<(), LayerError> {
+        let skipped = io::copy(&mut (&mut self.inner).take(len), &mut io::sink())?;
+        if skipped < len {
+            self.ended = true;
+        }
+        Ok(())
+    }
+
     /// Skips whatever is left of the current entry's data and padding.
     pub fn skip_entry_rest(&mut self) -> Result<(), LayerError> {
         let (data, padding) = (self.data_left, self.padding);
         self.data_left = 0;
         self.padding = 0;
         self.skip_exact(data, "entry data")?;
-        self.skip_exact(padding, "padding")
+        self.skip_padding(padding)
     }
 
     /// A reader over the current entry's remaining stored data.
@@ -171,32 +203,26 @@ impl<'l, R: Read> TarStream<'l, R> {
     }
 
     /// Advances to the next entry, skipping the rest of the current one. `Ok(None)` at
-    /// the end-of-archive block or at a clean EOF between entries (a tar lacking the
-    /// end-of-archive blocks is valid).
+    /// the end of the archive as Go's reader finds it (see the module doc): the
+    /// end-of-archive blocks, or a clean EOF between entries or inside the padding.
     pub fn next_entry(&mut self) -> Result<Option<RawEntry>, LayerError> {
         self.skip_entry_rest()?;
-        if self.ended {
-            return Ok(None);
-        }
         let mut pending = Pending::default();
         let mut first_header: Option<u64> = None;
         loop {
+            // A stream ending after an extension header ends the archive, the
+            // extension applying to nothing (as in Go's reader).
+            if self.ended {
+                return Ok(None);
+            }
             let header_offset = self.position();
             let mut block = [0u8; 512];
             if !self.read_block(&mut block, "header")? {
-                if first_header.is_some() {
-                    return Err(LayerError::Truncated {
-                        offset: header_offset,
-                        what: "header after an extension header",
-                    });
-                }
                 self.ended = true;
                 return Ok(None);
             }
             if block.iter().all(|&b| b == 0) {
-                // End of archive. Whatever follows (the second zero block, padding to
-                // the record size) is still hashed by `finish`.
-                self.ended = true;
+                self.end_of_archive()?;
                 return Ok(None);
             }
             let first = *first_header.get_or_insert(header_offset);
@@ -254,6 +280,23 @@ impl<'l, R: Read> TarStream<'l, R> {
                 .real_entry(&header, typeflag, header_size, first, pending)
                 .map(Some);
         }
+    }
+
+    /// After a zero block: the end, unless the next block is not zero (Go: "invalid
+    /// tar header") or is cut short. Whatever follows two zero blocks (padding to the
+    /// record size, or junk that umoci ignores too) is still hashed by `finish`.
+    fn end_of_archive(&mut self) -> Result<(), LayerError> {
+        self.ended = true;
+        let offset = self.position();
+        let mut block = [0u8; 512];
+        if self.read_block(&mut block, "end-of-archive block")? && block.iter().any(|&b| b != 0) {
+            return Err(LayerError::BadHeader {
+                offset,
+                why: "a zero block followed by one that is not (not an end-of-archive marker)"
+                    .to_string(),
+            });
+        }
+        Ok(())
     }
 
     fn real_entry(

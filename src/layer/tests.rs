@@ -311,6 +311,28 @@ const MERGE_CASES: &[MergeCase] = &[
         0,
     ),
     (
+        // Regression (issue 14): `umoci repack` writes these when a directory became
+        // a file; each printed a warning on import of a good image.
+        "whiteouts below a file that replaced a directory are silent no-ops",
+        &[
+            "d a\nf a/x\nd a/s\nf a/s/y\nf keep",
+            "f a data=now\nw a/.wh.x\nw a/.wh.s",
+            "w keep/.wh.x\nw keep/deeper/.wh.y",
+        ],
+        "/ d 755
+         a f 644 size=3
+         keep f 644 size=0",
+        0,
+    ),
+    (
+        "a whiteout through a symlink loop is still a warning",
+        &["l a -> b\nl b -> a", "w a/.wh.x"],
+        "/ d 755
+         a l 777 -> b
+         b l 777 -> a",
+        1,
+    ),
+    (
         "invalid whiteouts are skipped",
         &[
             "f x\nd d",
@@ -577,6 +599,98 @@ fn missing_end_of_archive_blocks_is_valid() {
     let layer = index_layer(cut, &mut DiscardSink).unwrap();
     assert_eq!(layer.entries.len(), 2);
     assert_eq!(layer.diff_id, crate::DiffId(Digest::of(cut)));
+}
+
+/// How a stream may end, read as Go's archive/tar reads it (`tests/go_tar.rs` checks
+/// the same endings against `umoci unpack`). Regression (issue 14): umoci 0.4.7
+/// `insert` ends a layer right after the last file's data, with no padding and no
+/// end-of-archive blocks, and import refused it ("truncated at byte 577: padding").
+#[test]
+fn tar_endings_as_go_reads_them() {
+    // a: header 0, data 512..517; b: header 1024, data 1536..1546, padding to 2048;
+    // end-of-archive blocks 2048..3072.
+    let full = tar("f a data=hello\nf b data=0123456789");
+    assert_eq!(full.len(), 3072);
+    // c's PAX header at 1024, its records from 1536, padding to 2048, c at 2048.
+    let pax = tar("f a data=hello\nf c pax.mtime=5");
+    let records_end = 1536 + pax[1536..2048].iter().position(|&b| b == 0).unwrap();
+    let not_zero = [&full[..2560], &full[..512]].concat();
+    let junk = [&full[..], b"junk"].concat();
+    #[derive(Debug, PartialEq)]
+    enum Want {
+        Entries(usize),
+        Truncated,
+        BadHeader,
+    }
+    use Want::*;
+    let cases: &[(&str, &[u8], Want)] = &[
+        ("empty stream", &[], Entries(0)),
+        (
+            "no padding, no end blocks (umoci insert)",
+            &full[..1546],
+            Entries(2),
+        ),
+        ("part of the padding", &full[..1600], Entries(2)),
+        ("padding, no end blocks", &full[..2048], Entries(2)),
+        ("one end block", &full[..2560], Entries(2)),
+        ("two end blocks", &full[..], Entries(2)),
+        ("junk after two end blocks", &junk, Entries(2)),
+        ("cut inside the second end block", &full[..2660], Truncated),
+        ("an end block, then a header", &not_zero, BadHeader),
+        ("cut inside a header", &full[..1124], Truncated),
+        ("cut inside data", &full[..1541], Truncated),
+        (
+            "cut right after an extension header",
+            &pax[..2048],
+            Entries(1),
+        ),
+        (
+            "cut in an extension header's padding",
+            &pax[..records_end],
+            Entries(1),
+        ),
+        (
+            "cut inside an extension header's data",
+            &pax[..1540],
+            Truncated,
+        ),
+        ("cut inside an extension header", &pax[..1100], Truncated),
+        (
+            "cut inside the header after an extension",
+            &pax[..2100],
+            Truncated,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, bytes, want) in cases {
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = CacheDir::new(cache_dir.path()).unwrap();
+        for (sink, result) in [
+            ("discard", index_layer(*bytes, &mut DiscardSink)),
+            ("cache", unpack_layer(*bytes, &cache)),
+        ] {
+            let got = match &result {
+                Ok(layer) => {
+                    assert_eq!(layer.diff_id, crate::DiffId(Digest::of(bytes)), "{name}");
+                    assert_eq!(layer.uncompressed_size, bytes.len() as u64, "{name}");
+                    Entries(layer.entries.len())
+                }
+                Err(LayerError::Truncated { .. }) => Truncated,
+                Err(LayerError::BadHeader { .. }) => BadHeader,
+                Err(other) => panic!("{name} ({sink}): {other}"),
+            };
+            if got != *want {
+                failures.push(format!("{name} ({sink}): want {want:?}, got {result:?}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The last file's content is all there without its padding.
+    let cut = &full[..1546];
+    let layer = index_layer(cut, &mut DiscardSink).unwrap();
+    let mut content = Vec::new();
+    extract_entry(cut, &layer.entries[1], &mut content).unwrap();
+    assert_eq!(content, b"0123456789");
 }
 
 #[test]
