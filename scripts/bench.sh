@@ -67,9 +67,23 @@ MP=$RUN/mnt                        # imagefs mount
 RMP=$RUN/mnt-ratarmount            # ratarmount mount
 RESULTS=$RUN/results.tsv
 TOOLS=$REPO/scripts/bench-tools
-BT=$TOOLS/target/release/bench-tools
+# Where cargo puts a package's binaries: asked of cargo, since CARGO_TARGET_DIR (or a
+# .cargo/config.toml) may move target/ anywhere. `--no-deps` reads only the manifest.
+target_dir() {
+    cargo metadata --format-version 1 --no-deps --manifest-path "$1" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
+}
+if command -v cargo >/dev/null; then
+    REPO_TARGET=$(target_dir "$REPO/Cargo.toml") || die "cargo metadata failed for $REPO"
+    TOOLS_TARGET=$(target_dir "$TOOLS/Cargo.toml") || die "cargo metadata failed for $TOOLS"
+else
+    # --no-build with binaries built elsewhere: cargo's default places.
+    REPO_TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+    TOOLS_TARGET=${CARGO_TARGET_DIR:-$TOOLS/target}
+fi
+BT=$TOOLS_TARGET/release/bench-tools
 # IMAGEFS_BENCH_BIN: another imagefs binary (e.g. bench-tools/fake-mount.sh to test this script)
-IMAGEFS=${IMAGEFS_BENCH_BIN:-$REPO/target/release/imagefs}
+IMAGEFS=${IMAGEFS_BENCH_BIN:-$REPO_TARGET/release/imagefs}
 T_MOUNT=120                        # timeout (s) of any single command on a mount
 
 # ------------------------------------------------------------------ cleanup
