@@ -56,9 +56,30 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     Ok(())
 }
 
+/// How the tour names the binary: `imagefs` when the one on PATH is this one, else
+/// the running binary's path (after `cargo run` there is no `imagefs` on PATH).
+fn binary_name() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "imagefs".to_string();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            dir.join("imagefs")
+                .canonicalize()
+                .is_ok_and(|found| Some(found) == exe.canonicalize().ok())
+        })
+    });
+    if on_path {
+        "imagefs".to_string()
+    } else {
+        exe.display().to_string()
+    }
+}
+
 fn print_tour(store: &Path, mnt: &Path, images: usize, blobs: u64) {
     let m = mnt.display();
     let s = store.display();
+    let imagefs = binary_name();
     let lib = format!("{m}/docker.io/library");
     println!("imagefs demo: {images} sample images ({blobs} new blobs) in {s}, mounted at {m}");
     println!();
@@ -75,7 +96,10 @@ fn print_tour(store: &Path, mnt: &Path, images: usize, blobs: u64) {
     println!("  mkdir -p {m}/prod/sample-app");
     println!("  ln -s {lib}/sample-app/tags/1.1 {m}/prod/sample-app/tags/1.1   # promote: no data copied");
     println!("  rm {lib}/sample-app/tags/1.1                                   # untag; shared blobs stay");
-    println!("  imagefs --store {s} df");
+    println!("  {imagefs} --store {s} df");
     println!();
-    println!("When done: imagefs unmount {m}");
+    println!("When done: {imagefs} unmount {m}");
+    if imagefs != "imagefs" {
+        println!("(imagefs is not on PATH: `cargo install --path .` puts it in ~/.cargo/bin)");
+    }
 }
