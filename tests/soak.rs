@@ -357,6 +357,43 @@ fn kernel_caches() -> Option<MutexGuard<'static, ()>> {
     Some(turn)
 }
 
+/// Why a walk may hold more lookups than paths (issue 14, part 5): the kernel looks
+/// a cached name up again once its entry TTL (0.5 s in the root) lapses, and counts
+/// that lookup on the same inode; one FORGET gives both back.
+#[test]
+fn a_name_looked_up_again_holds_two_lookups_until_forgotten() {
+    let Some(_caches) = kernel_caches() else {
+        return;
+    };
+    let t = TestDir::new("relookup");
+    let store = t.store();
+    let (layout, _) = t.demo_layout("layout");
+    imagefs(&store, &["import", layout.to_str().unwrap()]).assert_ok();
+    let mnt = Mount::start(&store, &t.join("mnt"), &[]);
+    assert_eq!(forget_all(mnt.path())["lookups"], 1, "only the root's");
+    let registry = mnt.join("docker.io");
+    let stat = |path: &Path| {
+        let path = path.to_path_buf();
+        util::with_timeout(10, move || {
+            std::fs::symlink_metadata(path).map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        })
+        .expect("lstat")
+    };
+    let ino = stat(&registry);
+    assert_eq!(daemon_stats(mnt.path())["lookups"], 2, "root + docker.io");
+    // Within the TTL the kernel answers from its cache.
+    assert_eq!(stat(&registry), ino);
+    assert_eq!(daemon_stats(mnt.path())["lookups"], 2);
+    thread::sleep(std::time::Duration::from_millis(700));
+    assert_eq!(stat(&registry), ino, "the same number");
+    assert_eq!(
+        daemon_stats(mnt.path())["lookups"],
+        3,
+        "one path, two lookups held by the kernel"
+    );
+    assert_eq!(forget_all(mnt.path())["lookups"], 1, "both given back");
+}
+
 #[test]
 fn memory_levels_off_when_the_kernel_forgets_inodes() {
     let Some(_caches) = kernel_caches() else {
@@ -447,10 +484,24 @@ fn memory_levels_off_when_the_kernel_forgets_inodes() {
         );
         last_walk = walk;
         let walked = daemon_stats(mnt.path());
-        // Every dentry the walk made holds one lookup (the root's own counts too),
-        // unless the kernel reclaimed some meanwhile (memory pressure).
+        // Every path the walk met holds at least one lookup (the root's own counts
+        // too), unless the kernel reclaimed some meanwhile (memory pressure): the
+        // lower bound. There is no upper bound of one per path (issue 14: 3946
+        // lookups for 3945 paths once under load). The kernel adds one to an inode's
+        // count each time it looks a cached name up again: when a name's entry TTL
+        // (0.5 s in the volatile directories: the root, repositories, tags/) has
+        // lapsed before find's next step on it (`fuse_dentry_revalidate`:
+        // `fi->nlookup++`), and when READDIRPLUS lists a name already cached
+        // (`fuse_direntplus_link`). `stat P; sleep 0.7; stat P` on a tag shows it:
+        // one path, two lookups, both given back by one FORGET
+        // (`a_name_looked_up_again_holds_two_lookups_until_forgotten`). So the count
+        // is paths + such re-lookups - reclaimed ones, and find meets a path at most
+        // three times (listing, lstat, and for a directory its open): at most two
+        // re-lookups per path. The check that the daemon counts nothing the kernel
+        // does not hold is exact, below: once the kernel forgets everything, only
+        // the root's lookup is left.
         assert!(
-            walked["lookups"] <= paths && walked["lookups"] * 10 >= paths * 9,
+            walked["lookups"] * 10 >= paths * 9 && walked["lookups"] <= 3 * paths,
             "round {round}: {paths} paths, {walked:?}"
         );
         assert!(walked["numbered"] > numbered, "numbers only grow");
