@@ -153,7 +153,7 @@ fn umoci_insert_and_repack_layers_import_silently_and_equal_unpack() {
     let inserted = layers_of(&layout, "v1");
     assert_eq!(inserted.len(), 2);
     assert!(
-        inserted[0].len() % 512 != 0,
+        !inserted[0].len().is_multiple_of(512),
         "umoci insert wrote a padded layer ({} bytes): this umoci does not reproduce \
          issue 14",
         inserted[0].len()
