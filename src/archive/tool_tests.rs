@@ -9,22 +9,7 @@ use std::process::Command;
 use super::test_util::*;
 use super::*;
 use crate::image::{parse_config, parse_manifest, parse_top, Parsed};
-
-/// True when skopeo can run; panics under CI when it can't.
-fn have_skopeo() -> bool {
-    let found = Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "skopeo is required under CI=true (apt-get install -y skopeo)"
-        );
-        eprintln!("note: skopeo not installed, skipping a real-tool test");
-    }
-    found
-}
+use crate::sample::tools::have_tool;
 
 /// Runs skopeo with an insecure (accept-anything) policy, so no policy.json is needed.
 fn skopeo(args: &[&str]) -> String {
@@ -55,7 +40,7 @@ fn export(name: &str, tag: &str, image: &TestImage) -> ExportImage {
 
 #[test]
 fn skopeo_accepts_our_exports() {
-    if !have_skopeo() {
+    if !have_tool("skopeo") {
         return;
     }
     let temp = tempfile::tempdir().unwrap();
@@ -121,7 +106,7 @@ fn skopeo_accepts_our_exports() {
 
 #[test]
 fn we_read_what_skopeo_writes() {
-    if !have_skopeo() {
+    if !have_tool("skopeo") {
         return;
     }
     let temp = tempfile::tempdir().unwrap();

@@ -1,0 +1,22 @@
+//! For tests that run a real tool (skopeo, umoci, oci-image-tool): whether it is
+//! installed, and what to do when it is not. Test-only; shared by `sample` and
+//! `archive` tests.
+
+use std::process::Command;
+
+/// True when `tool` is on PATH. With `CI=true` a missing tool fails the test (a
+/// skipped check must not pass in CI); elsewhere the test is skipped with a note.
+pub(crate) fn have_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is required when CI=true (apt-get install -y {tool})"
+        );
+        eprintln!("note: {tool} is not installed; skipping a real-tool test");
+    }
+    found
+}
