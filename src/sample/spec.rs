@@ -2,10 +2,11 @@
 //! parsed into a [`LayerSpec`] (see the syntax in the [`crate::sample`] doc).
 //!
 //! Owns: tokenizing, path normalisation and the entry model. Must not touch: tar
-//! bytes (that is [`super::tar_writer`]) or compression and digests ([`super::blob`]).
+//! bytes ([`LayerSpec::to_tar`] and [`LayerSpec::build`] live in
+//! [`super::tar_writer`], above this module) or compression and digests.
 
 use super::content::{random_bytes, text_bytes};
-use super::{tar_writer, BuiltLayer, Compression, Result, SampleError, SAMPLE_MTIME};
+use super::{Result, SampleError, SAMPLE_MTIME};
 
 /// How names longer than the ustar header fields are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -407,16 +408,5 @@ impl LayerSpec {
             names,
         });
         Ok(())
-    }
-
-    /// The uncompressed tar stream of this layer.
-    pub fn to_tar(&self) -> Result<Vec<u8>> {
-        tar_writer::layer_tar(self)
-    }
-
-    /// Builds the layer blob with the given compression.
-    pub fn build(&self, compression: Compression) -> Result<BuiltLayer> {
-        let tar = self.to_tar()?;
-        BuiltLayer::from_tar(tar, compression)
     }
 }

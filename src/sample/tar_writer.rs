@@ -1,4 +1,5 @@
-//! The tar writer: a [`LayerSpec`]'s entries as an uncompressed tar stream, with
+//! The tar writer: a [`LayerSpec`]'s entries as an uncompressed tar stream
+//! ([`LayerSpec::to_tar`], and [`LayerSpec::build`] for the compressed blob), with
 //! ustar, GNU long-name or PAX headers as each entry asks, and PAX xattrs.
 //!
 //! Owns: header bytes. Must not touch: parsing (that is [`super::spec`]) or
@@ -8,20 +9,28 @@
 use std::io;
 
 use super::spec::{split_parent, Entry, EntryKind, NameFormat};
-use super::{LayerSpec, Result};
+use super::{BuiltLayer, Compression, LayerSpec, Result};
 
-/// The uncompressed tar stream of `spec`.
-pub(super) fn layer_tar(spec: &LayerSpec) -> Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for entry in &spec.entries {
-        append_entry(&mut builder, entry)?;
+impl LayerSpec {
+    /// The uncompressed tar stream of this layer.
+    pub fn to_tar(&self) -> Result<Vec<u8>> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for entry in &self.entries {
+            append_entry(&mut builder, entry)?;
+        }
+        let mut tar = builder.into_inner()?;
+        if !self.end_of_archive {
+            // tar::Builder always finishes with two zero blocks; drop them.
+            tar.truncate(tar.len() - 1024);
+        }
+        Ok(tar)
     }
-    let mut tar = builder.into_inner()?;
-    if !spec.end_of_archive {
-        // tar::Builder always finishes with two zero blocks; drop them.
-        tar.truncate(tar.len() - 1024);
+
+    /// Builds the layer blob with the given compression.
+    pub fn build(&self, compression: Compression) -> Result<BuiltLayer> {
+        let tar = self.to_tar()?;
+        BuiltLayer::from_tar(tar, compression)
     }
-    Ok(tar)
 }
 
 /// A PAX extended-header record: `"<len> <key>=<value>\n"`, len counting itself.

@@ -9,18 +9,12 @@ use std::process::Command;
 use serde_json::json;
 
 use super::demo::{app_layer_spec, app_patch_layer_spec};
-use super::tools::have_tool;
+use super::tools::{self, have_tool};
 use super::*;
 use crate::digest::{DiffId, Digest};
 
 fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    tools::run(Command::new(program).args(args))
 }
 
 fn decompress(layer: &BuiltLayer) -> Vec<u8> {

@@ -1,5 +1,5 @@
 //! For tests that run a real tool (skopeo, umoci, oci-image-tool): whether it is
-//! installed, and what to do when it is not. Test-only; shared by `sample` and
+//! installed (and what to do when it is not), and running it. Test-only; shared by `sample` and
 //! `archive` tests.
 
 use std::process::Command;
@@ -19,4 +19,19 @@ pub(crate) fn have_tool(tool: &str) -> bool {
         eprintln!("note: {tool} is not installed; skipping a real-tool test");
     }
     found
+}
+
+/// Runs a tool to completion and returns its stdout. A tool that cannot start or
+/// exits non-zero fails the test, with what it printed.
+pub(crate) fn run(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("{command:?} did not run: {error}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
