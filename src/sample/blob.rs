@@ -36,7 +36,8 @@ pub enum ManifestFormat {
 /// A blob: bytes with a media type and the digest it is stored under.
 ///
 /// `digest` equals the sha256 of `data` except in images made by
-/// [`BuiltImage::corrupt`] with [`Corruption::WrongDigest`].
+/// [`BuiltImage::corrupt`](super::BuiltImage::corrupt) with
+/// [`Corruption::WrongDigest`](super::Corruption::WrongDigest).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Blob {
     /// Media type used in descriptors pointing at this blob.

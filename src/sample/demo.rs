@@ -105,28 +105,16 @@ pub fn demo_images() -> Result<Vec<DemoImage>> {
         .manifest(sample_alpine("aarch64", ("linux", "arm64", Some("v8")))?)
         .attestations(true)
         .build()?;
-    let library = "docker.io/library";
+    let library = |name: &str, built: Built| DemoImage {
+        name: format!("docker.io/library/{name}"),
+        built,
+    };
     Ok(vec![
-        DemoImage {
-            name: format!("{library}/sample-alpine:3.19"),
-            built: alpine.into(),
-        },
-        DemoImage {
-            name: format!("{library}/sample-app:1.0"),
-            built: app_1_0.into(),
-        },
-        DemoImage {
-            name: format!("{library}/sample-app:1.1"),
-            built: app_1_1.into(),
-        },
-        DemoImage {
-            name: format!("{library}/sample-app:1.1-sbom"),
-            built: sbom.into(),
-        },
-        DemoImage {
-            name: format!("{library}/sample-multi:latest"),
-            built: multi.into(),
-        },
+        library("sample-alpine:3.19", alpine.into()),
+        library("sample-app:1.0", app_1_0.into()),
+        library("sample-app:1.1", app_1_1.into()),
+        library("sample-app:1.1-sbom", sbom.into()),
+        library("sample-multi:latest", multi.into()),
     ])
 }
 

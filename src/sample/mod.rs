@@ -8,7 +8,7 @@
 //! order written, fixed compression levels), so images built separately share
 //! layers exactly as real images built from one base do.
 //!
-//! It depends on [`crate::digest`], and on [`crate::archive`] for the one
+//! It depends on [`crate::digest`], and on `crate::archive` for the one
 //! docker-archive writer (the one `imagefs export` uses). It must not touch the
 //! store or the layer indexer, and builds every manifest, config and index itself,
 //! so that tests built on it check the image parser instead of agreeing with it.

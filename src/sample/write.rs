@@ -1,5 +1,5 @@
 //! The writers: built images as an OCI layout directory, an OCI archive, a classic
-//! `docker save` archive (through [`crate::archive::write_docker_archive`], the one
+//! `docker save` archive (through `archive::write_docker_archive`, the one
 //! docker-archive writer, which `imagefs export` uses too) and the Docker 25+ form.
 //!
 //! Owns: the file layout of what it writes. Must not touch: the bytes of images (the
@@ -116,7 +116,7 @@ pub fn write_oci_archive(file: &Path, entries: &[(Option<&str>, &Built)]) -> Res
 }
 
 /// Options of the classic `docker save` writer. There are none yet: the one writer
-/// ([`crate::archive::write_docker_archive`]) names layer directories by diff_id, so
+/// (`archive::write_docker_archive`) names layer directories by diff_id, so
 /// a layer several images share is written once and docker's `../<id>/layer.tar`
 /// symlinks never arise (the reader's handling of those is tested with hand-built
 /// archives in `archive::test_util`). Kept so that callers say which defaults they take.
@@ -194,7 +194,7 @@ impl BlobReader for BlobMap<'_> {
     }
 }
 
-/// Writes the classic `docker save` archive with [`crate::archive::write_docker_archive`],
+/// Writes the classic `docker save` archive with `archive::write_docker_archive`,
 /// the writer `imagefs export` uses: `manifest.json` (one entry per image, all its
 /// names as RepoTags), `repositories`, `<config hex>.json` and per layer
 /// `<diff_id hex>/layer.tar`, uncompressed.
@@ -233,7 +233,7 @@ pub fn write_docker_archive(
 /// annotated with `io.containerd.image.name` and the tag as
 /// `org.opencontainers.image.ref.name`) plus a `manifest.json` whose `Config` and
 /// `Layers` point into `blobs/sha256/`. Docker itself stores uncompressed layers
-/// there; build with [`Compression::None`] to match it exactly.
+/// there; build with [`Compression::None`](super::Compression::None) to match it exactly.
 pub fn write_docker_archive_oci(
     file: &Path,
     entries: &[(Option<&str>, &BuiltImage)],
