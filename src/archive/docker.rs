@@ -15,45 +15,15 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::container::Container;
+use super::docker_manifest::read_docker_manifest;
 use super::ArchiveError;
 use crate::digest::{Digest, Hasher};
 use crate::image::media_types::{OCI_CONFIG, OCI_MANIFEST};
 use crate::image::{Descriptor, LayerCompression, MAX_JSON_SIZE};
 use crate::image::{ImageSource, SourceImage};
-
-/// One entry of a docker-archive's `manifest.json`.
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct DockerEntry {
-    /// Path of the config file in the archive.
-    #[serde(rename = "Config")]
-    pub(crate) config: String,
-    /// Names, e.g. `alpine:3.19`.
-    #[serde(rename = "RepoTags", default, deserialize_with = "null_as_empty")]
-    pub(crate) repo_tags: Vec<String>,
-    /// Paths of the layer files, base first.
-    #[serde(rename = "Layers", default, deserialize_with = "null_as_empty")]
-    pub(crate) layers: Vec<String>,
-}
-
-fn null_as_empty<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<String>, D::Error> {
-    Ok(Option::<Vec<String>>::deserialize(deserializer)?.unwrap_or_default())
-}
-
-/// Reads and parses `manifest.json`.
-pub(crate) fn read_docker_manifest(
-    container: &Container,
-) -> Result<Vec<DockerEntry>, ArchiveError> {
-    let bytes = container.read_small("manifest.json", MAX_JSON_SIZE)?;
-    serde_json::from_slice(&bytes).map_err(|error| ArchiveError::Invalid {
-        location: container.location("manifest.json"),
-        problem: format!("malformed docker-archive manifest: {error}"),
-    })
-}
 
 /// The manifest we synthesize; field order is the serialization order.
 #[derive(Serialize)]

@@ -10,6 +10,7 @@
 
 mod container;
 mod docker;
+mod docker_manifest;
 mod oci;
 mod source;
 mod write;

@@ -7,7 +7,7 @@ use std::io::Read;
 use serde_json::Value;
 
 use super::container::Container;
-use super::docker::{read_docker_manifest, DockerEntry};
+use super::docker_manifest::read_docker_manifest;
 use super::ArchiveError;
 use crate::digest::Digest;
 use crate::image::{
@@ -97,7 +97,9 @@ impl OciLayoutSource {
             let tags: Vec<String> = entries
                 .iter()
                 .filter(|entry| {
-                    config_digest_of(entry).is_some_and(|digest| configs.contains(&digest))
+                    entry
+                        .config_digest()
+                        .is_some_and(|digest| configs.contains(&digest))
                 })
                 .flat_map(|entry| entry.repo_tags.clone())
                 .collect();
@@ -147,13 +149,6 @@ impl OciLayoutSource {
         }
         Ok(configs)
     }
-}
-
-/// The config digest a `manifest.json` entry names by its path (`blobs/sha256/<hex>`
-/// or `<hex>.json`).
-fn config_digest_of(entry: &DockerEntry) -> Option<Digest> {
-    let file = entry.config.rsplit('/').next()?;
-    Digest::from_hex(file.strip_suffix(".json").unwrap_or(file)).ok()
 }
 
 /// The layout path of a blob.

@@ -1,5 +1,7 @@
-//! Test fixtures built in code: a small image (one gzip layer), laid out as an OCI
-//! layout, an OCI archive and docker-archives, plus an in-memory [`BlobReader`].
+//! Test fixtures built in code: a small image (one gzip layer, built with
+//! [`crate::sample`]), laid out by hand as an OCI layout, an OCI archive and
+//! docker-archives (so the readers meet forms our writers do not make), plus an
+//! in-memory [`BlobReader`].
 
 use std::collections::HashMap;
 use std::fs;
@@ -8,22 +10,9 @@ use std::path::Path;
 
 use super::BlobReader;
 use crate::digest::Digest;
-use crate::image::media_types::{OCI_CONFIG, OCI_LAYER_TAR_GZIP, OCI_MANIFEST};
+use crate::image::media_types::OCI_MANIFEST;
 use crate::image::Descriptor;
-
-/// An uncompressed tar with the given regular files, deterministic headers.
-pub(crate) fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, contents) in files {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(contents.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(1_700_000_000);
-        header.set_entry_type(tar::EntryType::Regular);
-        builder.append_data(&mut header, name, *contents).unwrap();
-    }
-    builder.into_inner().unwrap()
-}
+use crate::sample::{Compression, ImageBuilder, LayerSpec};
 
 /// gzip with fixed settings.
 pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -47,34 +36,26 @@ pub(crate) struct TestImage {
 }
 
 impl TestImage {
-    /// An image whose single file `hello.txt` holds `greeting`.
+    /// An image (built with [`crate::sample`]) whose one gzip layer holds
+    /// `hello.txt` with `greeting` and `etc/os-release`.
     pub(crate) fn new(greeting: &str) -> Self {
-        let layer_tar = layer_tar(&[
-            ("hello.txt", greeting.as_bytes()),
-            ("etc/os-release", b"ID=test\n"),
-        ]);
-        let layer = gzip(&layer_tar);
-        let config = format!(
-            r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":["{}"]}},"history":[{{"created_by":"test"}}]}}"#,
-            Digest::of(&layer_tar)
-        )
-        .into_bytes();
-        let manifest = format!(
-            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{}","size":{}}},"layers":[{{"mediaType":"{OCI_LAYER_TAR_GZIP}","digest":"{}","size":{}}}]}}"#,
-            Digest::of(&config),
-            config.len(),
-            Digest::of(&layer),
-            layer.len()
-        )
-        .into_bytes();
-        let descriptor =
-            Descriptor::new(OCI_MANIFEST, Digest::of(&manifest), manifest.len() as u64);
+        // A greeting is a few plain words: no quotes or backslashes to escape.
+        let spec = LayerSpec::parse(&format!(
+            "file /hello.txt 0644 \"{greeting}\"\nfile /etc/os-release 0644 \"ID=test\\n\""
+        ))
+        .unwrap();
+        let built = ImageBuilder::new()
+            .layer(&spec, Compression::Gzip)
+            .cmd(&["/bin/sh"])
+            .build()
+            .unwrap();
+        let layer = &built.layers[0];
         TestImage {
-            layer_tar,
-            layer,
-            config,
-            manifest,
-            descriptor,
+            layer_tar: layer.tar.clone(),
+            layer: layer.blob.data.clone(),
+            config: built.config.data.clone(),
+            descriptor: Descriptor::new(OCI_MANIFEST, built.digest(), built.manifest.size()),
+            manifest: built.manifest.data,
         }
     }
 
@@ -118,6 +99,7 @@ pub(crate) fn tar_directory(dir: &Path, out: &Path) {
 }
 
 /// One member of a hand-built tar.
+#[derive(Clone, Copy)]
 pub(crate) enum TarMember<'a> {
     /// A regular file.
     File(&'a str, &'a [u8]),

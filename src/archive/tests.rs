@@ -190,11 +190,7 @@ fn follows_hard_links_and_refuses_bad_links() {
     let write = |name: &str, members: &[TarMember<'_>]| {
         let path = temp.path().join(name);
         let mut all = vec![TarMember::File(&config_name, &image.config)];
-        all.extend(members.iter().map(|member| match member {
-            TarMember::File(name, bytes) => TarMember::File(name, bytes),
-            TarMember::Symlink(name, target) => TarMember::Symlink(name, target),
-            TarMember::HardLink(name, target) => TarMember::HardLink(name, target),
-        }));
+        all.extend_from_slice(members);
         fs::write(&path, build_tar(&all)).unwrap();
         path
     };
@@ -241,14 +237,7 @@ fn follows_hard_links_and_refuses_bad_links() {
         ),
     ];
     for (name, members, expected) in table {
-        let mut all: Vec<TarMember<'_>> = members
-            .iter()
-            .map(|member| match member {
-                TarMember::File(name, bytes) => TarMember::File(name, bytes),
-                TarMember::Symlink(name, target) => TarMember::Symlink(name, target),
-                TarMember::HardLink(name, target) => TarMember::HardLink(name, target),
-            })
-            .collect();
+        let mut all: Vec<TarMember<'_>> = members.to_vec();
         all.push(TarMember::File("manifest.json", manifest.as_bytes()));
         let path = write(name, &all);
         let error = open_error(&path);

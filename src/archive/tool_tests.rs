@@ -1,6 +1,6 @@
-//! Checks against real tools: skopeo must accept what we write, and we must read
-//! what skopeo writes. Without skopeo these tests skip with a note, except under
-//! `CI=true`, where a missing skopeo is a failure.
+//! Checks against real tools: skopeo, umoci and oci-image-tool must accept what we
+//! write, and we must read what skopeo writes. Without a tool these tests skip with
+//! a note, except under `CI=true`, where a missing tool is a failure.
 
 use std::fs;
 use std::path::Path;
@@ -9,36 +9,11 @@ use std::process::Command;
 use super::test_util::*;
 use super::*;
 use crate::image::{parse_config, parse_manifest, parse_top, Parsed};
-
-/// True when skopeo can run; panics under CI when it can't.
-fn have_skopeo() -> bool {
-    let found = Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "skopeo is required under CI=true (apt-get install -y skopeo)"
-        );
-        eprintln!("note: skopeo not installed, skipping a real-tool test");
-    }
-    found
-}
+use crate::sample::tools::{have_tool, run};
 
 /// Runs skopeo with an insecure (accept-anything) policy, so no policy.json is needed.
 fn skopeo(args: &[&str]) -> String {
-    let output = Command::new("skopeo")
-        .arg("--insecure-policy")
-        .args(args)
-        .output()
-        .expect("skopeo ran a moment ago");
-    assert!(
-        output.status.success(),
-        "skopeo {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    run(Command::new("skopeo").arg("--insecure-policy").args(args))
 }
 
 fn path_text(path: &Path) -> String {
@@ -55,7 +30,7 @@ fn export(name: &str, tag: &str, image: &TestImage) -> ExportImage {
 
 #[test]
 fn skopeo_accepts_our_exports() {
-    if !have_skopeo() {
+    if !have_tool("skopeo") {
         return;
     }
     let temp = tempfile::tempdir().unwrap();
@@ -121,7 +96,7 @@ fn skopeo_accepts_our_exports() {
 
 #[test]
 fn we_read_what_skopeo_writes() {
-    if !have_skopeo() {
+    if !have_tool("skopeo") {
         return;
     }
     let temp = tempfile::tempdir().unwrap();
@@ -192,12 +167,7 @@ fn we_read_what_skopeo_writes() {
 
 #[test]
 fn oci_image_tool_validates_our_layout() {
-    let found = Command::new("oci-image-tool")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        eprintln!("note: oci-image-tool not installed, skipping");
+    if !have_tool("oci-image-tool") {
         return;
     }
     let temp = tempfile::tempdir().unwrap();
@@ -209,27 +179,14 @@ fn oci_image_tool_validates_our_layout() {
         &MemoryBlobs::of(&[&image]),
     )
     .unwrap();
-    let output = Command::new("oci-image-tool")
+    run(Command::new("oci-image-tool")
         .args(["validate", "--type", "image", "--ref", "name=1"])
-        .arg(&layout)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "oci-image-tool: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .arg(&layout));
 }
 
 #[test]
 fn umoci_reads_our_layout() {
-    let found = Command::new("umoci")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        eprintln!("note: umoci not installed, skipping");
+    if !have_tool("umoci") {
         return;
     }
     let temp = tempfile::tempdir().unwrap();
@@ -244,16 +201,9 @@ fn umoci_reads_our_layout() {
     // `umoci stat` crashes on configs whose history lacks `created`; unpack reads
     // every layer and is the stronger check anyway.
     let bundle = temp.path().join("bundle");
-    let output = Command::new("umoci")
+    run(Command::new("umoci")
         .args(["unpack", "--rootless", "--image"])
         .arg(format!("{}:1", path_text(&layout)))
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "umoci unpack: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .arg(&bundle));
     assert_eq!(fs::read(bundle.join("rootfs/hello.txt")).unwrap(), b"umoci");
 }

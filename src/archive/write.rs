@@ -22,6 +22,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::docker_manifest::DockerEntry;
 use super::ArchiveError;
 use crate::digest::{Digest, HashingReader};
 use crate::image::media_types::{self, OCI_INDEX};
@@ -458,17 +459,6 @@ fn resolve_image_manifest(
     }
 }
 
-/// One `manifest.json` entry.
-#[derive(Serialize)]
-struct DockerManifestEntry {
-    #[serde(rename = "Config")]
-    config: String,
-    #[serde(rename = "RepoTags")]
-    repo_tags: Vec<String>,
-    #[serde(rename = "Layers")]
-    layers: Vec<String>,
-}
-
 /// Writes a docker-archive as `docker save` would (see the module doc for the layout
 /// and choices), to a temp file beside `path` renamed into place. Decompressed layers
 /// are staged in a temp file in the same directory, since tar needs sizes up front.
@@ -478,7 +468,7 @@ pub fn write_docker_archive(
     blobs: &dyn BlobReader,
 ) -> Result<(), ArchiveError> {
     let mut target = TarTarget::create(path)?;
-    let mut entries: Vec<(Digest, DockerManifestEntry)> = Vec::new();
+    let mut entries: Vec<(Digest, DockerEntry)> = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut written: HashSet<String> = HashSet::new();
     let stage_dir = match path.parent() {
@@ -542,7 +532,7 @@ pub fn write_docker_archive(
             Some((_, entry)) => entry.repo_tags.extend(repo_tags),
             None => entries.push((
                 manifest_descriptor.digest,
-                DockerManifestEntry {
+                DockerEntry {
                     config: config_name,
                     repo_tags,
                     layers: layer_names,
@@ -550,8 +540,7 @@ pub fn write_docker_archive(
             )),
         }
     }
-    let manifest_entries: Vec<&DockerManifestEntry> =
-        entries.iter().map(|(_, entry)| entry).collect();
+    let manifest_entries: Vec<&DockerEntry> = entries.iter().map(|(_, entry)| entry).collect();
     let manifest_json =
         serde_json::to_vec(&manifest_entries).expect("plain structs always serialize");
     target.file("manifest.json", &manifest_json)?;
