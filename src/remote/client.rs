@@ -1227,7 +1227,16 @@ impl Client {
     /// Sends one request with authentication, redirects and retries. The answer may
     /// have any status; transport failures are errors naming the object.
     fn execute(&self, mut request: Request<'_>) -> Result<http::Response<ureq::Body>, RemoteError> {
-        let base = self.base()?;
+        // A failed ping or token fetch is reported as this request's failure.
+        let rescope = |e: RemoteError| {
+            let problem = if e.object.is_empty() {
+                e.problem
+            } else {
+                format!("{}: {}", e.object, e.problem)
+            };
+            RemoteError::new(e.kind, &request.scope, &request.object, problem)
+        };
+        let base = self.base().map_err(rescope)?;
         let url = if request.target.starts_with('/') {
             format!("{base}{}", request.target)
         } else {
@@ -1241,7 +1250,7 @@ impl Client {
         let replayable = !matches!(request.body, Body::Reader(..));
         let mut tries = 0u32;
         let mut reauthenticated = false;
-        let mut authorization = self.authorization(&request.access)?;
+        let mut authorization = self.authorization(&request.access).map_err(rescope)?;
         let scope = request.scope.clone();
         let object = request.object.clone();
         let fail = |kind, problem: String| RemoteError::new(kind, &scope, &object, problem);
@@ -1269,11 +1278,14 @@ impl Client {
                     let status = response.status();
                     if status == StatusCode::UNAUTHORIZED && !reauthenticated && replayable {
                         reauthenticated = true;
-                        if let Some(new_auth) = self.reauthenticate(
-                            response.headers(),
-                            &request.access,
-                            authorization.as_deref(),
-                        )? {
+                        if let Some(new_auth) = self
+                            .reauthenticate(
+                                response.headers(),
+                                &request.access,
+                                authorization.as_deref(),
+                            )
+                            .map_err(rescope)?
+                        {
                             authorization = Some(new_auth);
                             tries -= 1;
                             continue;

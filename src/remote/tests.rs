@@ -164,6 +164,20 @@ fn push_read_back_head_range_mount_tags() {
         .unwrap_err();
     assert_eq!(wrong.kind, ErrorKind::Size, "{wrong}");
 
+    // One client serves several threads at once (pull --jobs).
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    read_all(client.get_blob("team/app", &layer_digest, None).unwrap()).unwrap()
+                })
+            })
+            .collect();
+        for worker in workers {
+            assert_eq!(worker.join().unwrap(), image.layer);
+        }
+    });
+
     // Cross-repository mount: a blob the source repo has mounts; one it lacks does not.
     assert_eq!(
         client
@@ -208,6 +222,32 @@ fn push_read_back_head_range_mount_tags() {
         )
         .unwrap(),
         big
+    );
+
+    // A Docker schema 2 manifest keeps its media type.
+    let docker = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_types::DOCKER_MANIFEST,
+        "config": {"mediaType": media_types::DOCKER_CONFIG, "digest": Digest::of(&image.config).to_string(), "size": image.config.len()},
+        "layers": [{"mediaType": media_types::DOCKER_LAYER_TAR_GZIP, "digest": layer_digest.to_string(), "size": image.layer.len()}],
+    }))
+    .unwrap();
+    client
+        .put_manifest("docker/app", "1", media_types::DOCKER_MANIFEST, &docker)
+        .unwrap_err();
+    client
+        .mount_blob("docker/app", &layer_digest, "team/app")
+        .unwrap();
+    client
+        .mount_blob("docker/app", &Digest::of(&image.config), "team/app")
+        .unwrap();
+    client
+        .put_manifest("docker/app", "1", media_types::DOCKER_MANIFEST, &docker)
+        .unwrap();
+    let fetched = client.get_manifest("docker/app", "1").unwrap();
+    assert_eq!(
+        (fetched.media_type.as_str(), fetched.bytes),
+        (media_types::DOCKER_MANIFEST, docker)
     );
 
     // Tags, page by page (?n=2), including an empty repository's null list.
@@ -305,6 +345,28 @@ fn basic_auth_good_and_bad_password() {
     image.push(&good, "team/app", "1");
     assert_eq!(
         good.get_manifest("team/app", "1").unwrap().bytes,
+        image.manifest
+    );
+
+    // The same credentials from an auth.json given as the authfile.
+    let authfile = registry.dir.path().join("auth.json");
+    let encoded = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        "alice:wonderland",
+    );
+    let auths = serde_json::json!({"auths": {registry.host(): {"auth": encoded}}});
+    std::fs::write(&authfile, auths.to_string()).unwrap();
+    let from_file = Client::new(
+        &registry.host(),
+        &Options {
+            authfile: Some(authfile),
+            no_credential_files: false,
+            ..options()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        from_file.get_manifest("team/app", "1").unwrap().bytes,
         image.manifest
     );
 
