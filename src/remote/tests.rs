@@ -681,6 +681,17 @@ fn faults_lying_bodies() {
     );
     assert!(err.contains("digest"), "{err}");
 
+    // A range answered with the whole blob (200): refused, so the caller can fall back.
+    f.proxy.add("/blobs/", Fault::IgnoreRange, 1);
+    let err = fails_within(Duration::from_secs(10), || {
+        client
+            .get_blob_range("team/app", &layer, 0, 9)
+            .map_err(|e| e.to_string())
+    });
+    assert_eq!(err, format!("{host}/team/app: blob {layer} bytes 0-9: the registry ignored the Range header (200, whole blob)"));
+    let range = read_all(client.get_blob_range("team/app", &layer, 0, 9).unwrap()).unwrap();
+    assert_eq!(range, f.image.layer[..10]);
+
     // An endless manifest: cut at 4 MiB.
     f.proxy.add("/manifests/", Fault::Endless, 1);
     let err = fails_within(Duration::from_secs(20), || {

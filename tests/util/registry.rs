@@ -764,6 +764,8 @@ pub enum Fault {
     Endless,
     /// Send the head (`Content-Length: 1048576`) and then nothing (for 60 s at most).
     Stall,
+    /// Forward without the `Range` header: a 200 with the whole blob.
+    IgnoreRange,
 }
 
 /// One rule: requests whose target contains `path_contains` (and whose method is
@@ -967,6 +969,13 @@ fn serve_proxy(
         Some(Fault::Delay(delay)) => {
             sleep_unless(stop, delay);
             if let Some(answer) = forward(&request, upstream) {
+                let _ = stream.write_all(&answer);
+            }
+        }
+        Some(Fault::IgnoreRange) => {
+            let mut whole = request.clone();
+            whole.headers.retain(|(name, _)| name != "range");
+            if let Some(answer) = forward(&whole, upstream) {
                 let _ = stream.write_all(&answer);
             }
         }
