@@ -42,6 +42,7 @@ pub mod fs;
 pub mod image;
 pub mod layer;
 pub mod reference;
+mod remote;
 pub mod sample;
 pub mod store;
 mod sys;

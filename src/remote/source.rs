@@ -1,0 +1,165 @@
+//! A registry repository as an [`ImageSource`]: the import pipeline pulls from it
+//! as it imports from a layout, and verifies everything the same way.
+
+use std::collections::HashMap;
+use std::io::{Cursor, Read};
+use std::sync::{Arc, Mutex};
+
+use super::client::{Client, FetchedManifest, Options};
+use super::error::RemoteError;
+use crate::digest::Digest;
+use crate::image::{self, Descriptor, ImageSource, Parsed, SourceImage};
+use crate::reference::{Reference, Target};
+
+/// One reference in a registry (`localhost:5000/team/app:1` or `...@sha256:...`),
+/// resolved at open to its top manifest or index.
+pub struct RegistrySource {
+    client: Arc<Client>,
+    repository: String,
+    reference: Reference,
+    images: Vec<SourceImage>,
+    top: FetchedManifest,
+    /// Sizes from every descriptor of every manifest served so far, so that a blob
+    /// body longer or shorter than its descriptor fails while it streams.
+    sizes: Mutex<HashMap<Digest, u64>>,
+    /// Which repository each blob opened so far came from (push mounts from there).
+    origins: Mutex<HashMap<Digest, String>>,
+}
+
+impl std::fmt::Debug for RegistrySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrySource")
+            .field("reference", &self.reference.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistrySource {
+    /// Connects to the reference's registry and resolves the tag or digest.
+    pub fn open(reference: &Reference, options: &Options) -> Result<RegistrySource, RemoteError> {
+        let client = Arc::new(Client::new(&reference.registry, options)?);
+        Self::with_client(client, reference)
+    }
+
+    /// [`Self::open`] over an existing client of the same registry (shared
+    /// connections and tokens).
+    pub fn with_client(
+        client: Arc<Client>,
+        reference: &Reference,
+    ) -> Result<RegistrySource, RemoteError> {
+        let wanted = match &reference.target {
+            Target::Tag(tag) => tag.clone(),
+            Target::Digest(digest) => digest.to_string(),
+        };
+        let top = client.get_manifest(&reference.repository, &wanted)?;
+        let mut descriptor =
+            Descriptor::new(top.media_type.clone(), top.digest, top.bytes.len() as u64);
+        if let Target::Tag(tag) = &reference.target {
+            descriptor
+                .annotations
+                .insert(image::ANNOTATION_REF_NAME.to_string(), tag.clone());
+        }
+        let source = RegistrySource {
+            repository: reference.repository.clone(),
+            reference: reference.clone(),
+            images: vec![SourceImage {
+                name: Some(reference.to_string()),
+                descriptor,
+            }],
+            sizes: Mutex::new(HashMap::new()),
+            origins: Mutex::new(HashMap::new()),
+            client,
+            top,
+        };
+        source.learn_sizes(&source.top.bytes, Some(&source.top.media_type));
+        Ok(source)
+    }
+
+    /// The client, to share with other sources or a push of the same registry.
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// The reference this source was opened from.
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+
+    /// The top manifest or index as served (bytes, media type, digest).
+    pub fn top(&self) -> &FetchedManifest {
+        &self.top
+    }
+
+    /// `(blob, repository)` for every blob opened so far: where the store should
+    /// record each blob came from, so that a push can mount it from there.
+    pub fn blob_origins(&self) -> Vec<(Digest, String)> {
+        let mut origins: Vec<_> = lock(&self.origins)
+            .iter()
+            .map(|(d, r)| (*d, r.clone()))
+            .collect();
+        origins.sort();
+        origins
+    }
+
+    /// Tells the source a blob's size (from a descriptor the caller parsed).
+    pub fn expect_size(&self, digest: &Digest, size: u64) {
+        lock(&self.sizes).insert(*digest, size);
+    }
+
+    fn learn_sizes(&self, bytes: &[u8], media_type: Option<&str>) {
+        // A manifest that does not parse is the import pipeline's to report.
+        let Ok(parsed) = image::parse_top(bytes, media_type) else {
+            return;
+        };
+        let mut sizes = lock(&self.sizes);
+        match parsed {
+            Parsed::Manifest(manifest) => {
+                sizes.insert(manifest.config.digest, manifest.config.size);
+                for layer in &manifest.layers {
+                    sizes.insert(layer.digest, layer.size);
+                }
+            }
+            Parsed::Index(index) => {
+                for child in &index.manifests {
+                    sizes.insert(child.digest, child.size);
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ImageSource for RegistrySource {
+    type Error = RemoteError;
+
+    fn images(&self) -> &[SourceImage] {
+        &self.images
+    }
+
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>, RemoteError> {
+        let size = lock(&self.sizes).get(digest).copied();
+        let reader = self.client.get_blob(&self.repository, digest, size)?;
+        lock(&self.origins).insert(*digest, self.repository.clone());
+        Ok(Box::new(reader))
+    }
+
+    fn open_manifest(&self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>, RemoteError> {
+        if *digest == self.top.digest {
+            return Ok(Box::new(Cursor::new(self.top.bytes.clone())));
+        }
+        let fetched = self
+            .client
+            .get_manifest(&self.repository, &digest.to_string())?;
+        self.learn_sizes(&fetched.bytes, Some(&fetched.media_type));
+        Ok(Box::new(Cursor::new(fetched.bytes)))
+    }
+
+    fn describe(&self) -> String {
+        self.reference.to_string()
+    }
+}
