@@ -10,7 +10,7 @@
 //!   ([`Store::repositories`], [`Store::tags`]), [`Store::df`], [`Store::fsck`],
 //!   [`Store::gc`]. Every method takes `&self`; share it between threads.
 //! - The vocabulary: [`Reference`] and [`Target`], [`Digest`] and [`DiffId`] (and the
-//!   [`digest`], [`reference`] and [`image`] modules: parsing only, no I/O).
+//!   [`digest`], [`reference`](mod@reference) and [`image`] modules: parsing only, no I/O).
 //! - The mount: [`spawn_mount`] or [`mount_foreground`] with [`MountOptions`],
 //!   giving a [`MountHandle`]; [`unmount`].
 //! - Progress: implement [`Progress`] and put it in [`ImportOptions::progress`].

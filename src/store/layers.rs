@@ -209,7 +209,8 @@ impl Store {
     }
 
     /// What the merged rootfs of an image with layer blobs `layers` (base first)
-    /// leaves out, for each layer that has something (see [`layer::skipped_entries`]).
+    /// leaves out, for each layer that has something (by the layer module's rules
+    /// for skipped entries).
     /// Reads the layers' indexes, rebuilding any the cache lost.
     pub fn skipped_entries(&self, layers: &[Digest]) -> Result<Vec<LayerWarnings>> {
         let indexes = layers
