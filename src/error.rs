@@ -183,9 +183,9 @@ fn cas_kind(error: &CasError) -> ErrorKind {
         CasError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
             ErrorKind::NotFound
         }
-        CasError::Io { source, .. } | CasError::Source { source, .. } => {
-            ErrorKind::io_or(source, ErrorKind::Other)
-        }
+        CasError::Io { source, .. }
+        | CasError::Source { source, .. }
+        | CasError::Write { source, .. } => ErrorKind::io_or(source, ErrorKind::Other),
         CasError::DigestMismatch { .. } | CasError::SizeMismatch { .. } => ErrorKind::InvalidData,
         CasError::Damaged { .. } => ErrorKind::Other,
     }
