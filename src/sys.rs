@@ -1,4 +1,5 @@
-//! Small wrappers over system calls that several modules need.
+//! Small wrappers over system calls (and the one poison-ignoring `lock`) that several
+//! modules need. Owns no state; must not know the store, the mount or the CLI.
 
 use std::fs::File;
 use std::io;
@@ -27,4 +28,11 @@ pub(crate) fn filesystem_space(file: &File) -> io::Result<(u64, u64)> {
 /// staged data: 1 GiB, or 5% on filesystems under 20 GiB.
 pub(crate) fn keep_free(total: u64) -> u64 {
     (1u64 << 30).min(total / 20)
+}
+
+/// Locks `mutex`, ignoring poison: every mutex in imagefs guards a cache or a table
+/// whose state stays valid when a holder panics (SQLite rolls back an open
+/// transaction when it is dropped), so the next caller carries on.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -3,10 +3,12 @@
 
 mod util;
 
-use imagefs::sample::{self, Built, Compression, Corruption, ImageBuilder, LayerSpec, Part};
+use imagefs::testing::sample::{
+    self, Built, Compression, Corruption, ImageBuilder, LayerSpec, Part,
+};
 use util::{require_tool, Cmd, TestDir};
 
-fn small_image(seed: &str) -> imagefs::sample::BuiltImage {
+fn small_image(seed: &str) -> imagefs::testing::sample::BuiltImage {
     let base = LayerSpec::parse(
         "dir /etc 0755\nfile /etc/os-release 0644 \"NAME=Test\\n\"\nfile /bin/tool 0755 @random:4096",
     )

@@ -26,7 +26,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use imagefs::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
+use imagefs::testing::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
 use util::{with_timeout, TestDir};
 
 /// Default number of random operations (each op is one or more reads).

@@ -4,7 +4,7 @@
 
 mod util;
 
-use imagefs::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
+use imagefs::testing::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
 use util::TestDir;
 
 fn layout(t: &TestDir, dir: &str, names: &[&str]) -> std::path::PathBuf {

@@ -4,7 +4,7 @@
 //! or an entry skipped with a warning (visible in the layer index or merged tree);
 //! and checks that `fsck` is clean and nothing outside the store changed.
 //!
-//! Library-level checks use `imagefs::layer` directly (warnings are recorded there);
+//! Library-level checks use `imagefs::testing::layer` directly (warnings are recorded there);
 //! import-level checks run the built binary. The mount is not exercised here.
 
 mod util;
@@ -14,8 +14,10 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use imagefs::layer::{self, CacheDir, DiscardSink, LayerIndex, MergedTree};
-use imagefs::sample::{self, Built, BuiltImage, BuiltLayer, Compression, ImageBuilder, LayerSpec};
+use imagefs::testing::layer::{self, CacheDir, DiscardSink, LayerIndex, MergedTree};
+use imagefs::testing::sample::{
+    self, Built, BuiltImage, BuiltLayer, Compression, ImageBuilder, LayerSpec,
+};
 use imagefs::{DiffId, Digest};
 use util::TestDir;
 
@@ -1295,6 +1297,48 @@ fn archive_decompression_stops_before_the_disk_fills() {
     assert_eq!(list_dir(&store.join("tmp")), Vec::<PathBuf>::new());
     let avail = free_bytes(&small);
     assert!(avail > 60 << 20, "only {avail} bytes free after the import");
+    util::Cmd::new("umount")
+        .arg(&small)
+        .timeout_secs(10)
+        .assert_ok();
+}
+
+/// Regression (issue 10): a full disk during an import came out as a generic error.
+/// With the store on a 4 MiB tmpfs, importing an 8 MiB layer stops with "no space
+/// left on device" in the one error line, and leaves no temp file behind.
+#[test]
+fn a_full_disk_during_import_says_no_space_left_on_device() {
+    if !util::require_root() {
+        return;
+    }
+    let t = TestDir::new("import-disk-full");
+    let image = image_of_tar(
+        spec_tar("file /big 0644 @random:8388608:full"),
+        Compression::Gzip,
+    );
+    let layout = write_layout(&t, image);
+    let small = t.mkdir("small");
+    // TestDir unmounts whatever is left below it on drop, should an assert fail.
+    util::Cmd::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "imagefs-test"])
+        .arg(&small)
+        .timeout_secs(10)
+        .assert_ok();
+    let store = small.join("store");
+    let out = util::Cmd::imagefs()
+        .arg("--store")
+        .arg(&store)
+        .arg("import")
+        .arg(&layout)
+        .arg("test/full:1")
+        .timeout_secs(60)
+        .assert_err_line("imagefs: import");
+    assert!(
+        out.stderr.contains("no space left on device"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(list_dir(&store.join("tmp")), Vec::<PathBuf>::new());
     util::Cmd::new("umount")
         .arg(&small)
         .timeout_secs(10)

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use imagefs::digest::Digest;
-use imagefs::fs::{self as imfs, MountHandle, MountOptions};
-use imagefs::store::cas::Expected;
-use imagefs::store::meta::{self, NewBlob};
-use imagefs::store::{BlobKind, Edge, EdgeKind, PlatformRow, Store};
-use imagefs::Reference;
+use imagefs::testing::cas::Expected;
+use imagefs::testing::meta::{self, NewBlob};
+use imagefs::testing::StoreInternals;
+use imagefs::{self as imfs, MountHandle, MountOptions};
+use imagefs::{BlobKind, Edge, EdgeKind, PlatformRow, Reference, Store};
 
 // ---- harness ----
 
@@ -255,7 +255,7 @@ fn platform(os: &str, arch: &str, variant: Option<&str>) -> Option<PlatformRow> 
 /// 0444 and owned by root, like the rest of the mount, so the attribute walk holds
 /// inside `rootfs/` and `files/` too.
 fn tar_layer(spec: &str) -> Vec<u8> {
-    imagefs::sample::LayerSpec::parse(spec)
+    imagefs::testing::sample::LayerSpec::parse(spec)
         .expect("valid layer description")
         .to_tar()
         .expect("tar builds")

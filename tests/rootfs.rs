@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use imagefs::sample::{self, Built, BuiltLayer, Compression, ImageBuilder, LayerSpec};
+use imagefs::testing::sample::{self, Built, BuiltLayer, Compression, ImageBuilder, LayerSpec};
 use util::{with_timeout, Cmd, Mount, TestDir};
 
 /// Writes an OCI layout holding `images` (name, layer descriptions, base first).

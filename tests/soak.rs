@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
-use imagefs::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
+use imagefs::testing::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
 use util::{Cmd, Mount, TestDir};
 
 fn rounds() -> usize {

@@ -13,9 +13,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use imagefs::archive::{self, ArchiveError, ImageSource};
+use imagefs::testing::archive::{self, ArchiveError, ImageSource};
 use imagefs::image::{self, Parsed};
-use imagefs::sample::{self, Compression, ImageBuilder, LayerSpec};
+use imagefs::testing::sample::{self, Compression, ImageBuilder, LayerSpec};
 use imagefs::Digest;
 use libfuzzer_sys::fuzz_target;
 

@@ -6,7 +6,7 @@
 
 use std::io::Read;
 
-use imagefs::layer::{self, DiscardSink, LayerIndex};
+use imagefs::testing::layer::{self, DiscardSink, LayerIndex};
 use libfuzzer_sys::fuzz_target;
 
 /// Caps what a tiny compressed input may expand to, so a bomb costs time, not memory.

@@ -28,9 +28,7 @@ use crate::digest::Digest;
 use crate::image::ImageError;
 
 pub use crate::image::{ImageSource, SourceImage};
-pub use source::{
-    open_source, open_source_with_limits, select_images, split_source_arg, DecompressLimits,
-};
+pub use source::{open_source, open_source_with_limits, select_images, DecompressLimits};
 pub use write::{
     write_docker_archive, write_oci_archive, write_oci_layout, BlobReader, ExportImage,
 };

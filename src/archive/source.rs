@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::container::{Container, TarIndex};
 use super::{docker, oci, ArchiveError, LimitReason};
@@ -303,27 +303,6 @@ pub(super) fn decompress_checked(
     Ok(out)
 }
 
-/// Splits an import argument `PATH[:NAME]`. If `arg` exists as a path it is all
-/// path; otherwise the longest prefix ending before a `:` that exists is the path and
-/// the rest the name (`./layout:app:1` -> `./layout`, `app:1`). If no prefix exists,
-/// the whole string is returned as the path (opening it then reports it missing).
-pub fn split_source_arg(arg: &str) -> (PathBuf, Option<String>) {
-    if Path::new(arg).exists() {
-        return (PathBuf::from(arg), None);
-    }
-    for (colon, _) in arg.match_indices(':').collect::<Vec<_>>().into_iter().rev() {
-        let prefix = &arg[..colon];
-        if !prefix.is_empty() && Path::new(prefix).exists() {
-            let name = &arg[colon + 1..];
-            return (
-                PathBuf::from(prefix),
-                (!name.is_empty()).then(|| name.to_string()),
-            );
-        }
-    }
-    (PathBuf::from(arg), None)
-}
-
 /// Every name an image answers to: its name, and the ref.name and containerd name
 /// annotations of its descriptor.
 fn names_of(image: &SourceImage) -> Vec<&str> {
@@ -459,35 +438,5 @@ mod tests {
             select_images(&images, Some("dup")),
             Err(ArchiveError::AmbiguousName { count: 2, .. })
         ));
-    }
-
-    #[test]
-    fn splits_source_args() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = dir.path().join("layout");
-        std::fs::create_dir(&layout).unwrap();
-        let colon_dir = dir.path().join("we:ird");
-        std::fs::create_dir(&colon_dir).unwrap();
-        let base = layout.display().to_string();
-        let weird = colon_dir.display().to_string();
-        let table = [
-            (base.clone(), (base.clone(), None)),
-            (format!("{base}:app:1"), (base.clone(), Some("app:1"))),
-            (format!("{base}:latest"), (base.clone(), Some("latest"))),
-            (format!("{base}:"), (base.clone(), None)),
-            (weird.clone(), (weird.clone(), None)),
-            (format!("{weird}:x"), (weird.clone(), Some("x"))),
-            (
-                "/no/such:thing".to_string(),
-                ("/no/such:thing".to_string(), None),
-            ),
-        ];
-        for (arg, (path, name)) in table {
-            assert_eq!(
-                split_source_arg(&arg),
-                (PathBuf::from(path), name.map(String::from)),
-                "{arg}"
-            );
-        }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use imagefs::store::{ImportOptions, Progress, Store};
+use imagefs::{ImportOptions, Store};
 
 use super::mount::{run_mount, MountArgs};
 use super::{CliError, Context};
@@ -24,17 +24,18 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     let mountpoint = dir.join("mnt");
     let layout = dir.join("sample-images");
     // A previous demo may still be mounted: start clean.
-    if imagefs::fs::is_mounted(&mountpoint).unwrap_or(false) {
-        imagefs::fs::unmount(&mountpoint).context(&what)?;
+    if imagefs::is_mounted(&mountpoint).unwrap_or(false) {
+        imagefs::unmount(&mountpoint).context(&what)?;
     }
     std::fs::create_dir_all(&mountpoint).context(&what)?;
-    let images = imagefs::sample::write_demo_layout(&layout).context(&what)?;
+    let images = imagefs::write_demo_layout(&layout).context(&what)?;
     let store = Store::open(&store_root).context(&what)?;
     let report = store
         .import(
-            layout.to_str().unwrap_or_default(),
+            &layout,
+            None,
             &ImportOptions {
-                progress: Progress::Bar,
+                progress: super::progress::import_progress(),
                 ..ImportOptions::default()
             },
         )
@@ -47,7 +48,7 @@ pub fn run(args: &Args) -> Result<(), CliError> {
             foreground: false,
             allow_other: false,
             read_only: false,
-            threads: imagefs::fs::DEFAULT_THREADS,
+            threads: imagefs::DEFAULT_THREADS,
             cache_size: None,
         },
     )

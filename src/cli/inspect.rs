@@ -1,8 +1,7 @@
 //! `imagefs inspect REF`.
 
 use imagefs::image::{self, Parsed};
-use imagefs::store::{BlobKind, EdgeKind, EntryWarning};
-use imagefs::Store;
+use imagefs::{BlobKind, EdgeKind, EntryWarning, Store};
 
 use super::{human, parse_reference, print_json, printable, CliError, Context};
 

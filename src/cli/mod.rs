@@ -10,14 +10,16 @@ mod import;
 mod inspect;
 mod ls;
 mod mount;
+mod progress;
 mod tag;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use imagefs::store::{self, Store};
-use imagefs::Reference;
+use std::any::Any;
+
+use imagefs::{ErrorKind, Reference, Store, StoreError};
 
 /// A failed command: `<what>: <why>`, printed once by `main` after `imagefs: `.
 #[derive(Debug)]
@@ -27,11 +29,36 @@ pub struct CliError {
 }
 
 impl CliError {
-    /// Wraps any displayable error with what was being done.
-    pub fn new(what: impl Into<String>, why: impl std::fmt::Display) -> Self {
-        CliError {
-            message: format!("{}: {why}", what.into()),
-        }
+    /// Wraps any displayable error with what was being done. Library errors are
+    /// worded by their kind: a full disk always says "no space left on device", and
+    /// an import that needs a choice says how to make it on the command line.
+    pub fn new(what: impl Into<String>, why: impl std::fmt::Display + 'static) -> Self {
+        let what = what.into();
+        let error: &dyn Any = &why;
+        let store_error = error.downcast_ref::<StoreError>().or_else(|| {
+            match error.downcast_ref::<imagefs::Error>() {
+                Some(imagefs::Error::Store(inner)) => Some(inner),
+                _ => None,
+            }
+        });
+        let kind = match (store_error, error.downcast_ref::<imagefs::Error>()) {
+            (Some(inner), _) => Some(inner.kind()),
+            (None, Some(other)) => Some(other.kind()),
+            (None, None) => None,
+        };
+        let hint = match store_error {
+            Some(StoreError::AmbiguousSource { .. }) => "; with imagefs import SOURCE:NAME",
+            Some(StoreError::UnnamedImage { .. }) => {
+                ": imagefs import SOURCE REGISTRY/REPOSITORY:TAG"
+            }
+            _ => "",
+        };
+        let message = if kind == Some(ErrorKind::NoSpace) {
+            format!("{what}: no space left on device: {why}{hint}")
+        } else {
+            format!("{what}: {why}{hint}")
+        };
+        CliError { message }
     }
 
     /// A message that already says what and why.
@@ -46,7 +73,7 @@ pub trait Context<T> {
     fn context(self, what: impl Into<String>) -> Result<T, CliError>;
 }
 
-impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
+impl<T, E: std::fmt::Display + 'static> Context<T> for Result<T, E> {
     fn context(self, what: impl Into<String>) -> Result<T, CliError> {
         self.map_err(|e| CliError::new(what, e))
     }
@@ -97,7 +124,7 @@ pub enum Command {
 
 impl Cli {
     fn store_root(&self) -> PathBuf {
-        self.store.clone().unwrap_or_else(store::default_root)
+        self.store.clone().unwrap_or_else(imagefs::default_root)
     }
 
     fn open_store(&self) -> Result<Store, CliError> {
@@ -160,7 +187,7 @@ pub fn printable(text: &str) -> String {
 /// Prints what an image's `rootfs/` leaves out to stderr, one line per entry the
 /// report kept, then how many more there are: `imagefs: warning: <what>: <path>:
 /// <reason>`, `what` naming the image and the layer.
-pub fn print_layer_warnings(image: &str, layers: &[store::LayerWarnings]) {
+pub fn print_layer_warnings(image: &str, layers: &[imagefs::LayerWarnings]) {
     for layer in layers {
         let what = format!(
             "{image}: layer {} (sha256:{})",
@@ -193,5 +220,5 @@ pub fn default_cache_size() -> u64 {
     std::env::var("IMAGEFS_CACHE_SIZE")
         .ok()
         .and_then(|v| parse_size(&v).ok())
-        .unwrap_or(store::DEFAULT_CACHE_SIZE)
+        .unwrap_or(imagefs::DEFAULT_CACHE_SIZE)
 }

@@ -1,5 +1,5 @@
 //! `imagefs mount` and `imagefs unmount`: argument parsing and the daemon dance.
-//! No filesystem logic here; that lives in `imagefs::fs`.
+//! No filesystem logic here; that lives in the library (`imagefs::spawn_mount`, ...).
 //!
 //! Without `--foreground`, `mount` re-executes this binary as
 //! `imagefs --store ROOT mount MP --foreground ...` in a new session (setsid), with
@@ -16,8 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imagefs::fs::{self, MountOptions, DEFAULT_THREADS};
-use imagefs::store::Store;
+use imagefs::{self as fs, MountOptions, Store, DEFAULT_THREADS};
 
 /// Environment variable naming the daemon's startup log, set for the child.
 const DAEMON_LOG_ENV: &str = "IMAGEFS_DAEMON_LOG";

@@ -5,7 +5,8 @@
 //! decision of its own (EROFS, EINVAL, ...) or a store error. Anything unexpected is
 //! EIO with a log line, never a silent ENOENT.
 
-use crate::store::{CasError, StoreError};
+use crate::error::ErrorKind;
+use crate::store::StoreError;
 
 /// Why a view operation failed. Each variant names one errno.
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +52,10 @@ impl VfsError {
             VfsError::NotDir => libc::ENOTDIR,
             VfsError::NoXattr => libc::ENODATA,
             VfsError::Store(error) => store_errno(error),
-            VfsError::Io(error) => match error.raw_os_error() {
-                Some(code) if code == libc::ENOENT => libc::ENOENT,
+            VfsError::Io(error) => match (error.raw_os_error(), ErrorKind::of_io(error)) {
+                (Some(code), _) if code == libc::ENOENT => libc::ENOENT,
+                (_, Some(ErrorKind::NoSpace)) => libc::ENOSPC,
+                (_, Some(ErrorKind::PermissionDenied)) => libc::EACCES,
                 _ => {
                     log::error!("blob I/O: {error}");
                     libc::EIO
@@ -62,29 +65,27 @@ impl VfsError {
     }
 }
 
-/// Maps a store error to errno: NotFound ENOENT, AlreadyExists EEXIST, Busy EBUSY,
-/// NotEmpty ENOTEMPTY, Invalid and Reference EINVAL, NoSpace ENOSPC; anything else is EIO and logged,
-/// because it means the store itself is in trouble.
+/// Maps a store error to errno by its [`ErrorKind`]: NotFound ENOENT, AlreadyExists
+/// EEXIST, Busy EBUSY, NotEmpty ENOTEMPTY, InvalidInput EINVAL, NoSpace ENOSPC,
+/// PermissionDenied EACCES; anything else (bad stored data included) is EIO and
+/// logged, because it means the store itself is in trouble.
 pub fn store_errno(error: &StoreError) -> i32 {
-    match error {
-        StoreError::NotFound(_) => libc::ENOENT,
-        StoreError::AlreadyExists(_) => libc::EEXIST,
-        StoreError::Busy(_) => libc::EBUSY,
-        StoreError::NotEmpty(_) => libc::ENOTEMPTY,
-        StoreError::Invalid(_) | StoreError::Reference(_) => libc::EINVAL,
-        StoreError::NoSpace(why) => {
-            log::error!("{why}");
+    match error.kind() {
+        ErrorKind::NotFound => libc::ENOENT,
+        ErrorKind::AlreadyExists => libc::EEXIST,
+        ErrorKind::Busy => libc::EBUSY,
+        ErrorKind::NotEmpty => libc::ENOTEMPTY,
+        ErrorKind::InvalidInput => libc::EINVAL,
+        ErrorKind::NoSpace => {
+            log::error!("{error}");
             libc::ENOSPC
         }
-        // A blob deleted between lookup and open (its last tag went meanwhile): the
-        // file is gone, nothing is broken.
-        StoreError::Cas(CasError::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            libc::ENOENT
+        ErrorKind::PermissionDenied => {
+            log::error!("{error}");
+            libc::EACCES
         }
-        other => {
-            log::error!("store: {other}");
+        _ => {
+            log::error!("store: {error}");
             libc::EIO
         }
     }
@@ -94,6 +95,7 @@ pub fn store_errno(error: &StoreError) -> i32 {
 mod tests {
     use super::*;
     use crate::reference::ReferenceError;
+    use crate::store::CasError;
 
     #[test]
     fn store_errors_map_to_distinct_errno() {
@@ -115,7 +117,20 @@ mod tests {
                 StoreError::Reference(ReferenceError::BadTag("-".into())),
                 libc::EINVAL,
             ),
-            (StoreError::Import("x".into()), libc::EIO),
+            (
+                StoreError::Cas(CasError::Io {
+                    path: "tmp/blob".into(),
+                    source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+                }),
+                libc::ENOSPC,
+            ),
+            (
+                StoreError::BadImage {
+                    what: "x".into(),
+                    problem: "y".into(),
+                },
+                libc::EIO,
+            ),
         ];
         for (error, errno) in cases {
             assert_eq!(store_errno(&error), errno, "{error:?}");

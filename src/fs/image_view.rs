@@ -15,7 +15,7 @@
 
 use std::fs::File;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use lru::LruCache;
@@ -194,10 +194,7 @@ pub(crate) struct TreeCacheStats {
     pub(crate) unpacked_indexes: usize,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update is a single insert or assignment: a panic cannot leave a half state.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sys::lock;
 
 fn capacity(n: usize) -> NonZeroUsize {
     NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
@@ -330,7 +327,7 @@ impl ImageViews {
         let started = Instant::now();
         let index = self.store.unpack_layer(layer)?;
         let cache = CacheDir::new(self.store.layer_cache_dir(layer))
-            .map_err(|e| StoreError::Layer(format!("layer {layer}: {e}")))?;
+            .map_err(|e| StoreError::layer(layer, e))?;
         let unpacked = Arc::new(Unpacked { index, cache });
         lock(&self.unpacked).put(*layer, unpacked.clone());
         if !was_unpacked {

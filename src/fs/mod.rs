@@ -45,8 +45,6 @@ use std::time::Duration;
 
 use fuser::{Config, MountOption, Session, SessionACL};
 
-pub use errno::store_errno;
-
 use crate::store::{Store, DEFAULT_CACHE_SIZE};
 
 /// Default number of threads serving requests.

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
@@ -811,10 +811,7 @@ pub(crate) struct Vfs {
     sweeping: AtomicBool,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The tables stay consistent across a panic (each update is one insert).
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sys::lock;
 
 fn now_ns() -> i64 {
     crate::store::meta::now_ns()

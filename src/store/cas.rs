@@ -33,6 +33,16 @@ pub enum CasError {
         /// The I/O error.
         source: io::Error,
     },
+    /// Writing a blob's temp file failed (a full disk shows here).
+    #[error("{what}: writing {path}: {source}")]
+    Write {
+        /// The blob being written.
+        what: String,
+        /// The temp file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
     /// The bytes do not hash to the expected digest.
     #[error("{what}: digest mismatch: expected {expected}, content hashes to {actual}")]
     DigestMismatch {
@@ -61,6 +71,30 @@ pub enum CasError {
         /// What its bytes hash to now.
         actual: Digest,
     },
+}
+
+/// A write error naming the blob and its temp file. tempfile wraps the OS error
+/// with the path; the path is said once, so unwrap it.
+fn write_error(what: &str, path: &Path, source: io::Error) -> CasError {
+    CasError::Write {
+        what: what.to_string(),
+        path: path.to_path_buf(),
+        source: os_error(source),
+    }
+}
+
+/// The OS error inside a wrapper that only added a path (tempfile's keeps the kind
+/// but hides the code), else `error` itself.
+fn os_error(error: io::Error) -> io::Error {
+    if error.raw_os_error().is_some() {
+        return error;
+    }
+    match error.kind() {
+        io::ErrorKind::StorageFull => io::Error::from_raw_os_error(libc::ENOSPC),
+        io::ErrorKind::QuotaExceeded => io::Error::from_raw_os_error(libc::EDQUOT),
+        io::ErrorKind::PermissionDenied => io::Error::from_raw_os_error(libc::EACCES),
+        _ => error,
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CasError + '_ {
@@ -307,10 +341,8 @@ impl BlobWriter {
                 });
             }
         }
-        let path = self.temp.get_ref().path().to_path_buf();
-        self.temp
-            .write_all(data)
-            .map_err(|source| CasError::Io { path, source })
+        let result = self.temp.write_all(data);
+        result.map_err(|source| write_error(&self.what, self.temp.get_ref().path(), source))
     }
 
     /// Bytes written so far.
@@ -325,7 +357,7 @@ impl BlobWriter {
 
     /// Verifies digest and size, then makes the blob durable and visible. Returns the
     /// digest, size and whether a new file was created.
-    pub fn finish(self) -> Result<(Digest, u64, bool), CasError> {
+    pub fn finish(mut self) -> Result<(Digest, u64, bool), CasError> {
         let (digest, size) = self.hasher.finish();
         if let Some(exp) = self.expected {
             if size != exp.size {
@@ -346,6 +378,9 @@ impl BlobWriter {
         let final_path = self.blobs_dir.join(digest.hex());
         if final_path.exists() {
             return Ok((digest, size, false));
+        }
+        if let Err(source) = self.temp.flush() {
+            return Err(write_error(&self.what, self.temp.get_ref().path(), source));
         }
         let temp = self.temp.into_inner().map_err(|e| CasError::Io {
             path: final_path.clone(),

@@ -1,6 +1,7 @@
 //! Import: reads images from an [`ImageSource`], verifies every blob against its
 //! descriptor and every layer against the config's `diff_ids`, writes what is new,
-//! and records everything in one metadata transaction.
+//! and records everything in one metadata transaction. Progress goes to the
+//! [`Progress`] of the options; the import never looks at a terminal.
 //!
 //! Safety against concurrent deletion: every digest is leased (a committed row)
 //! before the import looks at or writes its file; the leases go away in the commit
@@ -11,8 +12,10 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
 
-use crate::archive::{self, ArchiveError, DecompressLimits, ImageSource, SourceImage};
+use crate::archive::{self, DecompressLimits, ImageSource, SourceImage};
 use crate::digest::{DiffId, Digest};
 use crate::image::{self, Descriptor, LayerCompression, Parsed};
 use crate::layer::LayerIndex;
@@ -21,19 +24,20 @@ use crate::store::cas::Expected;
 use crate::store::layers::{layer_warnings, LayerWarnings};
 use crate::store::meta::{self, BlobKind, Edge, EdgeKind, NewBlob, Owner, PlatformRow};
 use crate::store::pipeline;
+use crate::store::progress::{NoProgress, Progress, ProgressReader};
 use crate::store::{Store, StoreError, MAX_JSON_BLOB};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// How to import.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ImportOptions {
     /// Registry for names that carry none (default `local`).
     pub registry: String,
     /// Store the one selected image under this reference instead of its own name.
     pub reference: Option<Reference>,
-    /// Progress reporting.
-    pub progress: Progress,
+    /// Where progress goes (default: nowhere).
+    pub progress: Arc<dyn Progress>,
     /// Bounds on decompressing a `.tar.gz` or `.tar.zst` source archive.
     pub decompress_limits: DecompressLimits,
 }
@@ -43,19 +47,20 @@ impl Default for ImportOptions {
         ImportOptions {
             registry: "local".into(),
             reference: None,
-            progress: Progress::None,
+            progress: Arc::new(NoProgress),
             decompress_limits: DecompressLimits::default(),
         }
     }
 }
 
-/// Where progress goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    /// Silent.
-    None,
-    /// A progress bar on stderr (when it is a terminal).
-    Bar,
+impl std::fmt::Debug for ImportOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportOptions")
+            .field("registry", &self.registry)
+            .field("reference", &self.reference)
+            .field("decompress_limits", &self.decompress_limits)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What an import did.
@@ -143,9 +148,10 @@ struct Planned {
     descriptor: Descriptor,
 }
 
-struct Importer<'a> {
+struct Importer<'a, S: ?Sized> {
     store: &'a Store,
-    source: &'a dyn ImageSource<Error = ArchiveError>,
+    source: &'a S,
+    progress: &'a dyn Progress,
     leases: Leases<'a>,
     /// Blobs to record, in discovery order; keyed to avoid duplicates.
     new_blobs: Vec<NewBlob>,
@@ -153,7 +159,6 @@ struct Importer<'a> {
     /// Blob files this import created (deleted again if it fails).
     created: Vec<Digest>,
     report: ImportReport,
-    bar: Option<indicatif::ProgressBar>,
     /// The reference of the image being visited, for its warnings.
     destination: String,
     /// Indexes of the layers built by this import and not yet checked for skipped
@@ -162,54 +167,50 @@ struct Importer<'a> {
 }
 
 impl Store {
-    /// Imports `source` (a path, optionally `PATH:NAME`) as SPEC section 4 says.
-    pub fn import(&self, source: &str, options: &ImportOptions) -> Result<ImportReport> {
-        let (path, name) = archive::split_source_arg(source);
-        let opened = archive::open_source_with_limits(
-            &path,
-            Some(self.cas.tmp_dir()),
-            &options.decompress_limits,
-        )
-        .map_err(|e| StoreError::Import(e.to_string()))?;
-        self.import_from(opened.as_ref(), name.as_deref(), options)
-    }
-
-    /// Imports the images of an opened source; `name` selects one by its name there.
-    pub fn import_from(
+    /// Imports the images of the OCI layout, OCI archive or docker-archive at `path`
+    /// (SPEC section 4); `name` selects one image by the name it carries there.
+    pub fn import(
         &self,
-        source: &dyn ImageSource<Error = ArchiveError>,
+        path: &Path,
         name: Option<&str>,
         options: &ImportOptions,
     ) -> Result<ImportReport> {
+        let opened = archive::open_source_with_limits(
+            path,
+            Some(self.cas.tmp_dir()),
+            &options.decompress_limits,
+        )?;
+        self.import_from(opened.as_ref(), name, options)
+    }
+
+    /// Imports the images of an opened source (any [`ImageSource`]: an archive, a
+    /// registry); `name` selects one by its name there. Everything the source hands
+    /// out is verified.
+    pub fn import_from<S>(
+        &self,
+        source: &S,
+        name: Option<&str>,
+        options: &ImportOptions,
+    ) -> Result<ImportReport>
+    where
+        S: ImageSource + ?Sized,
+        StoreError: From<S::Error>,
+    {
         let plan = plan(source, name, options)?;
         let mut importer = Importer {
             store: self,
             source,
+            progress: options.progress.as_ref(),
             leases: Leases::new(self),
             new_blobs: Vec::new(),
             seen: HashSet::new(),
             created: Vec::new(),
             report: ImportReport::default(),
-            bar: None,
             destination: String::new(),
             fresh_indexes: HashMap::new(),
         };
-        if options.progress == Progress::Bar && std::io::IsTerminal::is_terminal(&std::io::stderr())
-        {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} {msg}: {bytes} of layers read ({bytes_per_sec})",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar.set_message("importing");
-            importer.bar = Some(bar);
-        }
         let result = importer.run(&plan);
-        if let Some(bar) = &importer.bar {
-            bar.finish_and_clear();
-        }
+        options.progress.finished();
         match result {
             Ok(()) => Ok(importer.report),
             Err(e) => {
@@ -224,18 +225,20 @@ impl Store {
 }
 
 /// Decides which images go where.
-fn plan(
-    source: &dyn ImageSource<Error = ArchiveError>,
+fn plan<S: ImageSource + ?Sized>(
+    source: &S,
     name: Option<&str>,
     options: &ImportOptions,
 ) -> Result<Vec<Planned>> {
-    let selected = archive::select_images(source.images(), name)
-        .map_err(|e| StoreError::Import(format!("{}: {e}", source.describe())))?;
+    let selected =
+        archive::select_images(source.images(), name).map_err(|error| StoreError::SelectImage {
+            source_name: source.describe(),
+            source: error,
+        })?;
     if selected.is_empty() {
-        return Err(StoreError::Import(format!(
-            "{}: holds no image",
-            source.describe()
-        )));
+        return Err(StoreError::NoImage {
+            source_name: source.describe(),
+        });
     }
     let images: Vec<&SourceImage> = selected.iter().collect();
     if let Some(reference) = &options.reference {
@@ -247,12 +250,11 @@ fn plan(
         let distinct: HashSet<Digest> = images.iter().map(|i| i.descriptor.digest).collect();
         if distinct.len() > 1 {
             let names: Vec<String> = images.iter().filter_map(|i| i.name.clone()).collect();
-            return Err(StoreError::Import(format!(
-                "{}: holds {} images; pick one with SOURCE:NAME (names: {})",
-                source.describe(),
-                distinct.len(),
-                names.join(", ")
-            )));
+            return Err(StoreError::AmbiguousSource {
+                source_name: source.describe(),
+                count: distinct.len(),
+                names,
+            });
         }
         return Ok(vec![Planned {
             destination: reference.clone(),
@@ -262,21 +264,23 @@ fn plan(
     let mut planned = Vec::new();
     for image in images {
         let parsed = match &image.name {
-            Some(text) => Reference::parse_docker_style(text, &options.registry).map_err(|e| {
-                StoreError::Import(format!("{}: image name {text:?}: {e}", source.describe()))
-            })?,
+            Some(text) => {
+                Reference::parse_docker_style(text, &options.registry).map_err(|reason| {
+                    StoreError::BadImageName {
+                        source_name: source.describe(),
+                        name: text.clone(),
+                        reason,
+                    }
+                })?
+            }
             None => None,
         };
         let Some(destination) = parsed else {
-            return Err(StoreError::Import(format!(
-                "{}: image {} has {}; give a reference: imagefs import SOURCE REGISTRY/REPOSITORY:TAG",
-                source.describe(),
-                image.descriptor.digest,
-                match &image.name {
-                    Some(tag) => format!("only the tag {tag:?} as its name"),
-                    None => "no name".into(),
-                }
-            )));
+            return Err(StoreError::UnnamedImage {
+                source_name: source.describe(),
+                manifest: image.descriptor.digest,
+                name: image.name.clone(),
+            });
         };
         planned.push(Planned {
             destination,
@@ -316,7 +320,11 @@ fn edge(kind: EdgeKind, position: usize, descriptor: &Descriptor) -> Edge {
     }
 }
 
-impl Importer<'_> {
+impl<S> Importer<'_, S>
+where
+    S: ImageSource + ?Sized,
+    StoreError: From<S::Error>,
+{
     fn run(&mut self, plan: &[Planned]) -> Result<()> {
         for planned in plan {
             self.destination = planned.destination.to_string();
@@ -357,48 +365,69 @@ impl Importer<'_> {
 
     /// Leases the digest and returns the blob bytes, from the store when present
     /// (verified when first written) or else from the source, verified and written.
-    fn fetch_json(&mut self, descriptor: &Descriptor) -> Result<Vec<u8>> {
+    /// `kind` says whether it is a manifest (or index) or a config.
+    fn fetch_json(&mut self, descriptor: &Descriptor, kind: BlobKind) -> Result<Vec<u8>> {
         self.leases.take(&descriptor.digest)?;
         if descriptor.size > MAX_JSON_BLOB {
-            return Err(StoreError::Import(format!(
-                "{}: {} bytes is too large for a {} (limit {MAX_JSON_BLOB})",
-                self.describe(descriptor),
-                descriptor.size,
-                descriptor.media_type
-            )));
+            return Err(StoreError::BadImage {
+                what: self.describe(descriptor),
+                problem: format!(
+                    "{} bytes is too large for a {} (limit {MAX_JSON_BLOB})",
+                    descriptor.size, descriptor.media_type
+                ),
+            });
         }
         if self.store.cas.contains(&descriptor.digest) {
             let bytes = self.store.read_blob(&descriptor.digest)?;
             if bytes.len() as u64 == descriptor.size {
-                self.report.blobs_present += 1;
+                self.skipped(descriptor, kind);
                 return Ok(bytes);
             }
             // A descriptor with the right digest but wrong size: refuse below.
         }
         let mut bytes = Vec::new();
         let what = self.describe(descriptor);
-        let reader = self
-            .source
-            .open_blob(&descriptor.digest)
-            .map_err(|e| StoreError::Import(e.to_string()))?;
-        reader
+        self.progress
+            .blob_started(&descriptor.digest, kind, descriptor.size);
+        let reader = match kind {
+            BlobKind::Manifest | BlobKind::Index => {
+                self.source.open_manifest(&descriptor.digest)?
+            }
+            _ => self.source.open_blob(&descriptor.digest)?,
+        };
+        self.counted(reader, descriptor)
             .take(descriptor.size + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| StoreError::Import(format!("{what}: {e}")))?;
-        let (_, _, created) = self
-            .store
-            .cas
-            .write_bytes(
-                &bytes,
-                Some(Expected {
-                    digest: descriptor.digest,
-                    size: descriptor.size,
-                }),
-                &what,
-            )
-            .map_err(|e| StoreError::Import(e.to_string()))?;
+            .map_err(|source| StoreError::SourceRead {
+                what: what.clone(),
+                source,
+            })?;
+        let (_, _, created) = self.store.cas.write_bytes(
+            &bytes,
+            Some(Expected {
+                digest: descriptor.digest,
+                size: descriptor.size,
+            }),
+            &what,
+        )?;
         self.note_written(&descriptor.digest, descriptor.size, created);
         Ok(bytes)
+    }
+
+    /// `reader` reporting its bytes as progress of the blob `descriptor` names.
+    fn counted<R: Read>(&self, reader: R, descriptor: &Descriptor) -> ProgressReader<'_, R> {
+        ProgressReader {
+            inner: reader,
+            progress: self.progress,
+            digest: descriptor.digest,
+        }
+    }
+
+    /// A blob found stored already.
+    fn skipped(&mut self, descriptor: &Descriptor, kind: BlobKind) {
+        self.report.blobs_present += 1;
+        self.progress
+            .blob_skipped(&descriptor.digest, kind, descriptor.size);
     }
 
     fn note_written(&mut self, digest: &Digest, size: u64, created: bool) {
@@ -409,6 +438,7 @@ impl Importer<'_> {
         } else {
             self.report.blobs_present += 1;
         }
+        self.progress.blob_done(digest);
     }
 
     fn visit_top(&mut self, descriptor: &Descriptor) -> Result<()> {
@@ -417,17 +447,22 @@ impl Importer<'_> {
 
     fn visit_manifest(&mut self, descriptor: &Descriptor, depth: usize) -> Result<()> {
         if depth > 8 {
-            return Err(StoreError::Import(format!(
-                "{}: indexes nested too deeply",
-                self.describe(descriptor)
-            )));
+            return Err(StoreError::BadImage {
+                what: self.describe(descriptor),
+                problem: "indexes nested too deeply".into(),
+            });
         }
         if !self.seen.insert(descriptor.digest) {
             return Ok(());
         }
-        let bytes = self.fetch_json(descriptor)?;
-        let parsed = image::parse_top(&bytes, Some(&descriptor.media_type))
-            .map_err(|e| StoreError::Import(format!("{}: {e}", self.describe(descriptor))))?;
+        // Index or manifest is only known once parsed; both come from `/manifests/`.
+        let bytes = self.fetch_json(descriptor, BlobKind::Manifest)?;
+        let parsed = image::parse_top(&bytes, Some(&descriptor.media_type)).map_err(|source| {
+            StoreError::Image {
+                what: self.describe(descriptor),
+                source,
+            }
+        })?;
         match parsed {
             Parsed::Index(index) => {
                 let mut edges = Vec::new();
@@ -453,16 +488,19 @@ impl Importer<'_> {
                     self.fetch_json_or_blob(&manifest.config, manifest.is_image())?;
                 let diff_ids = if manifest.is_image() {
                     let config = image::parse_config(config_bytes.as_deref().unwrap_or_default())
-                        .map_err(|e| {
-                        StoreError::Import(format!("{}: {e}", self.describe(&manifest.config)))
+                        .map_err(|source| StoreError::Image {
+                        what: self.describe(&manifest.config),
+                        source,
                     })?;
                     if config.diff_ids.len() != manifest.layers.len() {
-                        return Err(StoreError::Import(format!(
-                            "{}: manifest lists {} layers but its config has {} diff_ids",
-                            self.describe(descriptor),
-                            manifest.layers.len(),
-                            config.diff_ids.len()
-                        )));
+                        return Err(StoreError::BadImage {
+                            what: self.describe(descriptor),
+                            problem: format!(
+                                "manifest lists {} layers but its config has {} diff_ids",
+                                manifest.layers.len(),
+                                config.diff_ids.len()
+                            ),
+                        });
                     }
                     Some(config.diff_ids)
                 } else {
@@ -506,7 +544,7 @@ impl Importer<'_> {
         is_image: bool,
     ) -> Result<Option<Vec<u8>>> {
         if is_image {
-            let bytes = self.fetch_json(config)?;
+            let bytes = self.fetch_json(config, BlobKind::Config)?;
             self.record_leaf(config, BlobKind::Config, None);
             Ok(Some(bytes))
         } else {
@@ -539,25 +577,20 @@ impl Importer<'_> {
         }
         self.leases.take(&descriptor.digest)?;
         if self.store.cas.contains(&descriptor.digest) {
-            self.report.blobs_present += 1;
+            self.skipped(descriptor, kind);
         } else {
             let what = self.describe(descriptor);
-            let mut reader = self
-                .source
-                .open_blob(&descriptor.digest)
-                .map_err(|e| StoreError::Import(e.to_string()))?;
-            let (_, size, created) = self
-                .store
-                .cas
-                .write(
-                    &mut reader,
-                    Some(Expected {
-                        digest: descriptor.digest,
-                        size: descriptor.size,
-                    }),
-                    &what,
-                )
-                .map_err(|e| StoreError::Import(e.to_string()))?;
+            self.progress
+                .blob_started(&descriptor.digest, kind, descriptor.size);
+            let reader = self.source.open_blob(&descriptor.digest)?;
+            let (_, size, created) = self.store.cas.write(
+                &mut self.counted(reader, descriptor),
+                Some(Expected {
+                    digest: descriptor.digest,
+                    size: descriptor.size,
+                }),
+                &what,
+            )?;
             self.note_written(&descriptor.digest, size, created);
         }
         self.record_leaf(descriptor, kind, None);
@@ -620,10 +653,10 @@ impl Importer<'_> {
         let what = format!("{} (layer {position})", self.describe(descriptor));
         let compression =
             LayerCompression::from_media_type(&descriptor.media_type).ok_or_else(|| {
-                StoreError::Import(format!(
-                    "{what}: unsupported layer media type {:?}",
-                    descriptor.media_type
-                ))
+                StoreError::BadImage {
+                    what: what.clone(),
+                    problem: format!("unsupported layer media type {:?}", descriptor.media_type),
+                }
             })?;
         let known_diff_id = match self.store.blob(&descriptor.digest)? {
             Some(info) if self.store.cas.contains(&descriptor.digest) => info.diff_id.map(DiffId),
@@ -631,47 +664,37 @@ impl Importer<'_> {
         };
         let diff_id = match known_diff_id {
             Some(diff_id) => {
-                self.report.blobs_present += 1;
+                self.skipped(descriptor, BlobKind::Layer);
                 diff_id
             }
             None if self.store.cas.contains(&descriptor.digest) => {
                 // Stored but its diff_id is unknown here (a concurrent delete took the
                 // row; our lease keeps the file): compute it from the stored copy.
-                self.report.blobs_present += 1;
+                self.skipped(descriptor, BlobKind::Layer);
                 let mut file = self.store.cas.open_blob(&descriptor.digest)?;
-                let index = pipeline::write_and_index(&mut file, None, compression, &|_| {})
-                    .map_err(|e| StoreError::Import(format!("{what}: {e}")))?;
+                let index = pipeline::write_and_index(&mut file, None, compression, &what)?;
                 self.store.save_layer_index(&descriptor.digest, &index)?;
                 self.keep_index(descriptor, index)
             }
             None => {
-                let mut reader = self
-                    .source
-                    .open_blob(&descriptor.digest)
-                    .map_err(|e| StoreError::Import(e.to_string()))?;
-                let mut writer = self
-                    .store
-                    .cas
-                    .writer(
-                        Some(Expected {
-                            digest: descriptor.digest,
-                            size: descriptor.size,
-                        }),
-                        &what,
-                    )
-                    .map_err(|e| StoreError::Import(e.to_string()))?;
-                let bar = self.bar.clone();
-                let index =
-                    pipeline::write_and_index(&mut reader, Some(&mut writer), compression, &|n| {
-                        if let Some(bar) = &bar {
-                            bar.inc(n);
-                        }
-                    })
-                    .map_err(|e| StoreError::Import(format!("{what}: {e}")))?;
+                self.progress
+                    .blob_started(&descriptor.digest, BlobKind::Layer, descriptor.size);
+                let reader = self.source.open_blob(&descriptor.digest)?;
+                let mut writer = self.store.cas.writer(
+                    Some(Expected {
+                        digest: descriptor.digest,
+                        size: descriptor.size,
+                    }),
+                    &what,
+                )?;
+                let index = pipeline::write_and_index(
+                    &mut self.counted(reader, descriptor),
+                    Some(&mut writer),
+                    compression,
+                    &what,
+                )?;
                 let size = writer.len();
-                let (_, _, created) = writer
-                    .finish()
-                    .map_err(|e| StoreError::Import(e.to_string()))?;
+                let (_, _, created) = writer.finish()?;
                 self.note_written(&descriptor.digest, size, created);
                 // The index came free with the verification pass: keep it so the
                 // first look inside the image reads no layer.
@@ -680,9 +703,11 @@ impl Importer<'_> {
             }
         };
         if diff_id != expected {
-            return Err(StoreError::Import(format!(
-                "{what}: uncompressed content hashes to {diff_id}, but the config's diff_ids say {expected}"
-            )));
+            return Err(StoreError::DiffIdMismatch {
+                what,
+                actual: diff_id,
+                expected,
+            });
         }
         self.record_leaf(descriptor, BlobKind::Layer, Some(diff_id));
         Ok(())

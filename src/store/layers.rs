@@ -32,8 +32,15 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 const UNPACKED: &str = "unpacked.idx";
 const LOCK: &str = "lock";
 
-fn layer_error(layer: &Digest, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Layer(format!("layer {layer}: {e}"))
+fn layer_error(layer: &Digest, e: impl Into<layer::LayerError>) -> StoreError {
+    StoreError::layer(layer, e.into())
+}
+
+fn layer_problem(layer: &Digest, problem: impl Into<String>) -> StoreError {
+    StoreError::LayerCache {
+        layer: *layer,
+        problem: problem.into(),
+    }
 }
 
 /// An exclusive `flock` held until dropped.
@@ -151,7 +158,7 @@ impl Store {
     fn check_diff_id(&self, layer: &Digest, index: &LayerIndex) -> Result<()> {
         let recorded = self.blob(layer)?.and_then(|info| info.diff_id);
         match recorded {
-            Some(diff_id) if diff_id != index.diff_id.0 => Err(layer_error(
+            Some(diff_id) if diff_id != index.diff_id.0 => Err(layer_problem(
                 layer,
                 format!(
                     "blob is corrupt: its content unpacks to {}, but {} was verified at import (run imagefs fsck)",
@@ -173,7 +180,7 @@ impl Store {
 
     /// The layer's entry index: the unpacked one when the layer is unpacked, else the
     /// stream index, rebuilt from the blob when missing or corrupt.
-    pub fn layer_index(&self, layer: &Digest) -> Result<LayerIndex> {
+    pub(crate) fn layer_index(&self, layer: &Digest) -> Result<LayerIndex> {
         let cache = self.layer_cache(layer)?;
         if let Ok(index) = LayerIndex::read_from(&cache.root().join(UNPACKED)) {
             return Ok(index);
@@ -202,7 +209,8 @@ impl Store {
     }
 
     /// What the merged rootfs of an image with layer blobs `layers` (base first)
-    /// leaves out, for each layer that has something (see [`layer::skipped_entries`]).
+    /// leaves out, for each layer that has something (by the layer module's rules
+    /// for skipped entries).
     /// Reads the layers' indexes, rebuilding any the cache lost.
     pub fn skipped_entries(&self, layers: &[Digest]) -> Result<Vec<LayerWarnings>> {
         let indexes = layers
@@ -215,7 +223,7 @@ impl Store {
 
     /// Unpacks every regular file of the layer into its cache directory (once; other
     /// processes wait and reuse the result) and returns the unpacked index.
-    pub fn unpack_layer(&self, layer: &Digest) -> Result<LayerIndex> {
+    pub(crate) fn unpack_layer(&self, layer: &Digest) -> Result<LayerIndex> {
         let cache = self.layer_cache(layer)?;
         let unpacked = cache.root().join(UNPACKED);
         if let Ok(index) = LayerIndex::read_from(&unpacked) {
@@ -302,7 +310,7 @@ impl Store {
     /// `cache` is the layer's cache directory (`CacheDir::new(layer_cache_dir(..))`),
     /// kept by callers that open many files. A missing, wrong-sized or damaged
     /// content file is an error: unpack the layer again.
-    pub fn open_layer_content(
+    pub(crate) fn open_layer_content(
         &self,
         layer: &Digest,
         cache: &CacheDir,
@@ -310,12 +318,12 @@ impl Store {
         entry: usize,
     ) -> Result<File> {
         self.open_cached(layer, cache, index, entry, true)?
-            .ok_or_else(|| layer_error(layer, "content not checked"))
+            .ok_or_else(|| layer_problem(layer, "content not checked"))
     }
 
     /// [`Store::open_layer_content`] when it needs no hashing now; `Ok(None)` when
     /// the content file has not been checked by this process yet.
-    pub fn open_layer_content_if_verified(
+    pub(crate) fn open_layer_content_if_verified(
         &self,
         layer: &Digest,
         cache: &CacheDir,
@@ -336,16 +344,16 @@ impl Store {
         let entry = index
             .entries
             .get(entry)
-            .ok_or_else(|| layer_error(layer, format!("no entry {entry}")))?;
+            .ok_or_else(|| layer_problem(layer, format!("no entry {entry}")))?;
         let (file, path) =
             match layer::open_content(cache, entry).map_err(|e| layer_error(layer, e))? {
                 layer::Content::Cached { file, path } => (file, path),
                 layer::Content::InStream { .. } => {
-                    return Err(layer_error(layer, "layer is not unpacked"))
+                    return Err(layer_problem(layer, "layer is not unpacked"))
                 }
             };
         let layer::ContentRef::Cached(id) = entry.content else {
-            return Err(layer_error(layer, "cached content without an id"));
+            return Err(layer_problem(layer, "cached content without an id"));
         };
         let verified = self.cas().verified_files();
         if !may_hash {
@@ -360,7 +368,7 @@ impl Store {
         });
         match checked {
             Ok(None) => Ok(Some(file)),
-            Ok(Some(actual)) => Err(layer_error(
+            Ok(Some(actual)) => Err(layer_problem(
                 layer,
                 format!(
                     "cached content {} is damaged: its bytes hash to {actual}",
@@ -372,7 +380,7 @@ impl Store {
     }
 
     /// Every layer with a cache directory, with its size and last use.
-    pub fn cached_layers(&self) -> Result<Vec<CachedLayer>> {
+    pub(crate) fn cached_layers(&self) -> Result<Vec<CachedLayer>> {
         let dir = self.cache_dir().join("layers");
         let Ok(entries) = fs::read_dir(&dir) else {
             return Ok(Vec::new());
@@ -397,7 +405,7 @@ impl Store {
     /// Evicts unpacked contents, least recently used first, until the cache holds at
     /// most `cap` bytes. Indexes stay (they are small and make the next look cheap).
     /// Returns the bytes freed. Open files keep reading: eviction only unlinks.
-    pub fn trim_cache(&self, cap: u64) -> Result<u64> {
+    pub(crate) fn trim_cache(&self, cap: u64) -> Result<u64> {
         let mut layers = self.cached_layers()?;
         let mut total: u64 = layers.iter().map(|l| l.bytes).sum();
         if total <= cap {
@@ -469,14 +477,14 @@ impl Store {
     }
 
     /// True when the layer's contents are unpacked (its `unpacked.idx` exists).
-    pub fn cached_layer_is_unpacked(&self, layer: &Digest) -> Result<bool> {
+    pub(crate) fn cached_layer_is_unpacked(&self, layer: &Digest) -> Result<bool> {
         Ok(self.layer_cache_dir(layer).join(UNPACKED).exists())
     }
 
     /// Drops the unpacked contents of one layer (its index stays), so the next
     /// [`Store::unpack_layer`] starts from nothing: eviction, and recovery from a
     /// damaged content file. Open files keep reading. Returns the bytes freed.
-    pub fn evict_unpacked(&self, layer: &Digest) -> Result<u64> {
+    pub(crate) fn evict_unpacked(&self, layer: &Digest) -> Result<u64> {
         let dir = self.layer_cache_dir(layer);
         if !dir.exists() {
             return Ok(0);

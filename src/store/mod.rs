@@ -20,11 +20,12 @@
 //!    no row and no live lease names it. A crash between the steps leaves only
 //!    unreferenced files, which `fsck --repair` and `gc` remove.
 
-pub mod cas;
+pub(crate) mod cas;
 mod import;
 mod layers;
-pub mod meta;
+pub(crate) mod meta;
 mod pipeline;
+mod progress;
 mod verify;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -35,11 +36,15 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use cas::{Cas, CasError};
-pub use import::{ImageWarnings, ImportOptions, ImportReport, Progress};
-pub use layers::{CachedLayer, EntryWarning, LayerWarnings, WARNINGS_KEPT};
+pub use import::{ImageWarnings, ImportOptions, ImportReport};
+pub use layers::{EntryWarning, LayerWarnings, WARNINGS_KEPT};
 pub use meta::{BlobInfo, BlobKind, Edge, EdgeKind, MetaError, PlatformRow, RepoRow, TagRow};
+pub use progress::{NoProgress, Progress};
 
-use crate::digest::Digest;
+use crate::archive::ArchiveError;
+use crate::digest::{DiffId, Digest};
+use crate::image::ImageError;
+use crate::layer::LayerError;
 use crate::reference::{self, Reference, ReferenceError, Target};
 
 /// Largest manifest, index or config blob read into memory.
@@ -63,9 +68,6 @@ pub enum StoreError {
     /// A request that makes no sense.
     #[error("{0}")]
     Invalid(String),
-    /// An import failed verification or parsing.
-    #[error("{0}")]
-    Import(String),
     /// A name or reference is malformed.
     #[error(transparent)]
     Reference(#[from] ReferenceError),
@@ -75,9 +77,116 @@ pub enum StoreError {
     /// Blob file failure.
     #[error(transparent)]
     Cas(#[from] CasError),
+    /// An image source could not be opened or read (it says which file or member).
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// Reading a blob's bytes from an image source failed.
+    #[error("{what}: {source}")]
+    SourceRead {
+        /// Which blob of which source.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Image JSON (index, manifest, config) that was refused.
+    #[error("{what}: {source}")]
+    Image {
+        /// Which blob of which source.
+        what: String,
+        /// Why it was refused.
+        source: ImageError,
+    },
     /// A layer's tar stream or its cache could not be read.
-    #[error("{0}")]
-    Layer(String),
+    #[error("{what}: {source}")]
+    Layer {
+        /// Which layer (and of which source, during an import).
+        what: String,
+        /// The error.
+        source: LayerError,
+    },
+    /// An image that breaks a rule of the format or of the store (nesting too deep,
+    /// a JSON blob too large, an unsupported layer type, counts that disagree).
+    #[error("{what}: {problem}")]
+    BadImage {
+        /// Which blob of which source.
+        what: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A layer whose uncompressed content is not what the image config says.
+    #[error(
+        "{what}: uncompressed content hashes to {actual}, but the config's diff_ids say {expected}"
+    )]
+    DiffIdMismatch {
+        /// Which layer of which source.
+        what: String,
+        /// The digest of the uncompressed stream.
+        actual: DiffId,
+        /// The config's diff_id for it.
+        expected: DiffId,
+    },
+    /// The image asked for by name is not in the source, or is not one image.
+    #[error("{source_name}: {source}")]
+    SelectImage {
+        /// The source.
+        source_name: String,
+        /// Why no one image answers to the name.
+        source: ArchiveError,
+    },
+    /// An import source without images.
+    #[error("{source_name}: holds no image")]
+    NoImage {
+        /// The source.
+        source_name: String,
+    },
+    /// An import into one reference from a source of several different images,
+    /// without a name to pick one.
+    #[error("{source_name}: holds {count} images; pick one by its name (names: {})", names.join(", "))]
+    AmbiguousSource {
+        /// The source.
+        source_name: String,
+        /// How many different images it holds.
+        count: usize,
+        /// The names they carry.
+        names: Vec<String>,
+    },
+    /// An image whose name in the source is missing or only a tag, imported
+    /// without a reference to store it under.
+    #[error("{source_name}: image {manifest} has {}; give a reference to store it under", match name { Some(tag) => format!("only the tag {tag:?} as its name"), None => "no name".into() })]
+    UnnamedImage {
+        /// The source.
+        source_name: String,
+        /// The image's top manifest or index.
+        manifest: Digest,
+        /// The name it carries, when only a tag.
+        name: Option<String>,
+    },
+    /// An image name in the source that is not a valid reference.
+    #[error("{source_name}: image name {name:?}: {reason}")]
+    BadImageName {
+        /// The source.
+        source_name: String,
+        /// The name as the source gives it.
+        name: String,
+        /// Why it is not a reference.
+        reason: ReferenceError,
+    },
+    /// A layer's derived data in `cache/` is unusable or does not match the blob.
+    #[error("layer {layer}: {problem}")]
+    LayerCache {
+        /// The layer blob.
+        layer: Digest,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A thread of the import pipeline panicked (a bug).
+    #[error("{what}: the {stage} panicked")]
+    Panicked {
+        /// Which blob was being processed.
+        what: String,
+        /// Which stage.
+        stage: &'static str,
+    },
     /// Writing would leave (or leaves) the store's filesystem without free space.
     #[error("{0}")]
     NoSpace(String),
@@ -89,6 +198,16 @@ pub enum StoreError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+impl StoreError {
+    /// A layer error about stored layer `layer`.
+    pub(crate) fn layer(layer: &Digest, source: LayerError) -> Self {
+        StoreError::Layer {
+            what: format!("layer {layer}"),
+            source,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -243,7 +362,7 @@ impl Store {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves the connection usable: SQLite rolls
         // back the open transaction when it is dropped.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sys::lock(&self.conn)
     }
 
     /// The store directory.
@@ -251,8 +370,9 @@ impl Store {
         &self.root
     }
 
-    /// The blob files.
-    pub fn cas(&self) -> &Cas {
+    /// The blob files (inside the crate only: writing blobs outside an import's
+    /// leases would race with deletion).
+    pub(crate) fn cas(&self) -> &Cas {
         &self.cas
     }
 
@@ -262,7 +382,7 @@ impl Store {
     }
 
     /// Where derived data of one layer blob lives; deleted with the blob.
-    pub fn layer_cache_dir(&self, layer: &Digest) -> PathBuf {
+    pub(crate) fn layer_cache_dir(&self, layer: &Digest) -> PathBuf {
         self.root.join("cache").join("layers").join(layer.hex())
     }
 
@@ -277,7 +397,7 @@ impl Store {
     }
 
     /// A token that changes whenever any process commits a change to the metadata.
-    pub fn change_token(&self) -> Result<u64> {
+    pub(crate) fn change_token(&self) -> Result<u64> {
         let version = meta::data_version(&self.conn())? as u64;
         Ok(version.wrapping_add(self.local_changes.load(Ordering::Relaxed) << 32))
     }
@@ -925,7 +1045,7 @@ impl Store {
 }
 
 /// Export formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
     /// An OCI image layout directory.
     Oci,
@@ -973,7 +1093,7 @@ impl Store {
                 crate::archive::write_docker_archive(path, &images, self)
             }
         };
-        result.map_err(|e| StoreError::Invalid(e.to_string()))
+        Ok(result?)
     }
 }
 

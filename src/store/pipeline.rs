@@ -18,8 +18,9 @@ use std::io::{self, Read};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use crate::image::LayerCompression;
-use crate::layer::{self, DiscardSink, LayerIndex};
+use crate::layer::{self, DiscardSink, LayerError, LayerIndex};
 use crate::store::cas::BlobWriter;
+use crate::store::StoreError;
 
 const CHUNK: usize = 1 << 20;
 const DEPTH: usize = 4;
@@ -60,11 +61,13 @@ impl Read for ChannelReader {
 }
 
 /// Reads `reader` in chunks and sends them; returns false when the receiver is gone.
+/// A read error becomes a [`StoreError`] by `read_error`.
 fn pump(
     reader: &mut dyn Read,
     tx: &SyncSender<Vec<u8>>,
-    mut each: impl FnMut(&[u8]) -> Result<(), String>,
-) -> Result<bool, String> {
+    read_error: impl Fn(io::Error) -> StoreError,
+    mut each: impl FnMut(&[u8]) -> Result<(), StoreError>,
+) -> Result<bool, StoreError> {
     loop {
         let mut chunk = vec![0u8; CHUNK];
         let mut filled = 0;
@@ -73,7 +76,7 @@ fn pump(
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(read_error(e)),
             }
         }
         if filled == 0 {
@@ -90,51 +93,63 @@ fn pump(
 /// Streams a layer blob from `source`, writing it through `writer` (when given)
 /// while decompressing and indexing it on two other threads. Reads `source` to
 /// its end (bytes after the compressed stream included). Returns the index,
-/// whose `diff_id` is the digest of the uncompressed stream.
+/// whose `diff_id` is the digest of the uncompressed stream. `what` names the
+/// layer in errors.
 pub(crate) fn write_and_index(
     source: &mut dyn Read,
     mut writer: Option<&mut BlobWriter>,
     compression: LayerCompression,
-    progress: &dyn Fn(u64),
-) -> Result<LayerIndex, String> {
+    what: &str,
+) -> Result<LayerIndex, StoreError> {
+    let layer_error = |source: LayerError| StoreError::Layer {
+        what: what.to_string(),
+        source,
+    };
     let (compressed_tx, compressed_rx) = sync_channel::<Vec<u8>>(DEPTH);
     let (plain_tx, plain_rx) = sync_channel::<Vec<u8>>(DEPTH);
     std::thread::scope(|scope| {
-        let decompress = scope.spawn(move || -> Result<(), String> {
+        let decompress = scope.spawn(move || -> Result<(), StoreError> {
             let mut input = ChannelReader::new(compressed_rx);
             {
                 let mut stream =
-                    layer::open_layer_stream(&mut input, compression).map_err(|e| e.to_string())?;
-                if !pump(&mut *stream, &plain_tx, |_| Ok(()))? {
+                    layer::open_layer_stream(&mut input, compression).map_err(layer_error)?;
+                // A read error here is the decoder's: the data is not what it claims.
+                let decoding = |e: io::Error| layer_error(LayerError::Io(e));
+                if !pump(&mut *stream, &plain_tx, decoding, |_| Ok(()))? {
                     return Ok(()); // the indexer stopped; its error is the one to report
                 }
             }
             drop(plain_tx);
             // Bytes after the compressed stream: keep the writer flowing to the end.
-            io::copy(&mut input, &mut io::sink()).map_err(|e| e.to_string())?;
+            io::copy(&mut input, &mut io::sink()).map_err(|e| layer_error(LayerError::Io(e)))?;
             Ok(())
         });
         let index = scope.spawn(move || {
             let mut input = ChannelReader::new(plain_rx);
-            let result =
-                layer::index_layer(&mut input, &mut DiscardSink).map_err(|e| e.to_string());
             // On error, drain nothing: dropping the receiver stops the decompressor.
-            result
+            layer::index_layer(&mut input, &mut DiscardSink).map_err(layer_error)
         });
-        let fed = pump(source, &compressed_tx, |chunk| {
+        let reading = |source: io::Error| StoreError::SourceRead {
+            what: what.to_string(),
+            source,
+        };
+        let fed = pump(source, &compressed_tx, reading, |chunk| {
             if let Some(writer) = writer.as_deref_mut() {
-                writer.write_checked(chunk).map_err(|e| e.to_string())?;
+                writer.write_checked(chunk)?;
             }
-            progress(chunk.len() as u64);
             Ok(())
         });
         drop(compressed_tx);
+        let panicked = |stage| StoreError::Panicked {
+            what: what.to_string(),
+            stage,
+        };
         let decompressed = decompress
             .join()
-            .unwrap_or_else(|_| Err("the decompressor panicked".into()));
+            .unwrap_or_else(|_| Err(panicked("decompressor")));
         let indexed = index
             .join()
-            .unwrap_or_else(|_| Err("the layer indexer panicked".into()));
+            .unwrap_or_else(|_| Err(panicked("layer indexer")));
         // Report the most specific error: source/writer, then decoder, then tar.
         fed?;
         decompressed?;
@@ -166,12 +181,12 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&tar).unwrap();
         let mut blob = gz.finish().unwrap();
-        let index = write_and_index(&mut &blob[..], None, LayerCompression::Gzip, &|_| {}).unwrap();
+        let index = write_and_index(&mut &blob[..], None, LayerCompression::Gzip, "test").unwrap();
         assert_eq!(index.diff_id.0, crate::Digest::of(&tar));
         assert_eq!(index.entries.len(), 2);
         // Garbage after the gzip stream is part of the blob; the decoder refuses it.
         blob.extend_from_slice(b"trailing");
-        assert!(write_and_index(&mut &blob[..], None, LayerCompression::Gzip, &|_| {}).is_err());
+        assert!(write_and_index(&mut &blob[..], None, LayerCompression::Gzip, "test").is_err());
     }
 
     #[test]
@@ -179,11 +194,11 @@ mod tests {
         let tar = tar_of(&[("a", &vec![1u8; 5 * CHUNK])]);
         let truncated = &tar[..tar.len() / 2];
         assert!(
-            write_and_index(&mut &truncated[..], None, LayerCompression::None, &|_| {}).is_err()
+            write_and_index(&mut &truncated[..], None, LayerCompression::None, "test").is_err()
         );
         let garbage = vec![0x1fu8; 4 * CHUNK];
-        assert!(write_and_index(&mut &garbage[..], None, LayerCompression::Gzip, &|_| {}).is_err());
+        assert!(write_and_index(&mut &garbage[..], None, LayerCompression::Gzip, "test").is_err());
         let not_tar = vec![b'x'; 4 * CHUNK];
-        assert!(write_and_index(&mut &not_tar[..], None, LayerCompression::None, &|_| {}).is_err());
+        assert!(write_and_index(&mut &not_tar[..], None, LayerCompression::None, "test").is_err());
     }
 }

@@ -297,7 +297,7 @@ fn unpacked_contents_are_trusted_by_the_process_that_wrote_them() {
     let layout = f._dir.path().join("layout");
     sample::write_oci_layout(&layout, &[(Some("t:1"), &Built::from(image))]).unwrap();
     f.store
-        .import(layout.to_str().unwrap(), &ImportOptions::default())
+        .import(&layout, None, &ImportOptions::default())
         .unwrap();
     let top = f
         .store

@@ -11,7 +11,7 @@
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
@@ -62,9 +62,7 @@ impl Default for VerifiedFiles {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sys::lock;
 
 impl VerifiedFiles {
     /// Checks that the open `file` hashes to `expected` (sha256). `Ok(None)` when it

@@ -23,7 +23,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use imagefs::sample::{self, Built, Compression, DemoImage, ImageBuilder, LayerSpec};
+use imagefs::testing::sample::{self, Built, Compression, DemoImage, ImageBuilder, LayerSpec};
 
 /// How long a command may run before it is killed (override per command).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);

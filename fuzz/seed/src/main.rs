@@ -5,8 +5,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use imagefs::layer::{self, DiscardSink};
-use imagefs::sample::{
+use imagefs::testing::layer::{self, DiscardSink};
+use imagefs::testing::sample::{
     self, Built, Compression, ImageBuilder, IndexBuilder, LayerSpec, ManifestFormat, Platform,
 };
 
