@@ -22,6 +22,11 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use crate::digest::{DiffId, Digest};
 
+mod why;
+pub use why::{
+    all_tags, ancestry, counted_graph, leases_on, CountedGraph, LeaseRow, TagAt, UpEdge,
+};
+
 /// Errors from the metadata database.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
