@@ -346,8 +346,7 @@ impl std::fmt::Display for Chain {
 
 /// `sha256:` and the first 12 hex digits, as Docker shows image IDs.
 pub fn short_digest(digest: &Digest) -> String {
-    let text = digest.to_string();
-    text.chars().take("sha256:".len() + 12).collect()
+    format!("sha256:{}", digest.short(12))
 }
 
 fn kind_name(kind: BlobKind) -> &'static str {
