@@ -93,3 +93,6 @@ pub use store::{
     MetaError, NoProgress, PlatformRow, Progress, RegistryInfo, RepoRow, Store, StoreError, TagRow,
     DEFAULT_CACHE_SIZE, MAX_JSON_BLOB, WARNINGS_KEPT,
 };
+pub use store::{
+    short_digest, Chain, FreedBlob, FreedBlobs, LeaseHolder, Step, TagBytes, Via, WhyReport,
+};

@@ -16,7 +16,18 @@ pub struct Args {
 pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
     let report = store.df().context("df")?;
     if args.json {
-        return print_json(&report);
+        #[derive(serde::Serialize)]
+        struct WithTags<'a> {
+            #[serde(flatten)]
+            report: &'a imagefs::DfReport,
+            /// Per tag, what removing it alone would free.
+            tags: Vec<imagefs::TagBytes>,
+        }
+        let tags = store.tag_exclusive_bytes().context("df")?;
+        return print_json(&WithTags {
+            report: &report,
+            tags,
+        });
     }
     println!(
         "stored   {:>10}  in {} blobs (each stored once)",

@@ -12,6 +12,7 @@ mod ls;
 mod mount;
 mod progress;
 mod tag;
+mod why;
 
 use std::path::PathBuf;
 
@@ -120,6 +121,8 @@ pub enum Command {
     Unmount(mount::UnmountArgs),
     /// Make a store of sample images, mount it and show a short tour
     Demo(demo::Args),
+    /// Show every chain of references that keeps a manifest or blob alive
+    Why(why::Args),
 }
 
 impl Cli {
@@ -154,6 +157,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Df(args) => df::run(&store, args),
         Command::Fsck(args) => fsck::run_fsck(&store, args),
         Command::Gc(args) => fsck::run_gc(&store, args),
+        Command::Why(args) => why::run(&store, args),
         Command::Mount(_) | Command::Unmount(_) | Command::Demo(_) => Ok(()),
     }
 }

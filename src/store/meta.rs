@@ -13,6 +13,8 @@
 //!   is about to reference. A leased blob file is never deleted, even at refcount 0.
 //!   A lease whose process is gone (pid + start time) is dead and ignored.
 //!
+//! Version 2 adds covering indexes for walking references upward (`why`).
+//!
 //! All writes run in `BEGIN IMMEDIATE` transactions, so concurrent processes
 //! serialize on SQLite's write lock (WAL mode keeps readers unblocked).
 
@@ -21,6 +23,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::digest::{DiffId, Digest};
+
+mod why;
+pub use why::{
+    all_tags, ancestry, counted_graph, leases_on, CountedGraph, LeaseRow, TagAt, UpEdge,
+};
 
 /// Errors from the metadata database.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +45,7 @@ pub enum MetaError {
 
 type Result<T, E = MetaError> = std::result::Result<T, E>;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -92,6 +99,15 @@ const MIGRATIONS: &[&str] = &[
         created_ns INTEGER NOT NULL
      );
      CREATE INDEX leases_by_digest ON leases(digest);",
+    // 1 -> 2: covering indexes for walking references upward (`why`): a blob's
+    // counted parents, the edges that can sit above a manifest (index children,
+    // subjects), and the tags on a manifest, each read from its index alone.
+    "CREATE INDEX refs_up ON refs(child, counted, parent, kind, position, platform);
+     DROP INDEX refs_by_child;
+     CREATE INDEX refs_upper ON refs(kind, child, parent, position, platform)
+        WHERE kind IN ('manifest', 'subject') AND counted;
+     CREATE INDEX tags_on_manifest ON tags(manifest, repository_id, name);
+     DROP INDEX tags_by_manifest;",
 ];
 
 /// What a blob is to the store.

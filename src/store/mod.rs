@@ -27,6 +27,7 @@ pub(crate) mod meta;
 mod pipeline;
 mod progress;
 mod verify;
+mod why;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -40,6 +41,9 @@ pub use import::{ImageWarnings, ImportOptions, ImportReport};
 pub use layers::{EntryWarning, LayerWarnings, WARNINGS_KEPT};
 pub use meta::{BlobInfo, BlobKind, Edge, EdgeKind, MetaError, PlatformRow, RepoRow, TagRow};
 pub use progress::{NoProgress, Progress};
+pub use why::{
+    short_digest, Chain, FreedBlob, FreedBlobs, LeaseHolder, Step, TagBytes, Via, WhyReport,
+};
 
 use crate::archive::ArchiveError;
 use crate::digest::{DiffId, Digest};
