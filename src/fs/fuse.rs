@@ -10,7 +10,7 @@
 //! lookup, mkdir and symlink, READDIRPLUS entries but `.` and `..`) carries one
 //! reference the view counted before the reply went out; FORGET and BATCH_FORGET
 //! give them back; the view keeps the numbers of things that still exist and drops
-//! those of things gone (see `vfs::InodeTable`).
+//! those of things gone (see `inodes::InodeTable`).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -21,7 +21,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -33,8 +33,10 @@ use fuser::{
 
 use lru::LruCache;
 
+use super::attr::{Attr, DirEntry, FileContent, Ino, NodeType, Volatility, ROOT_INO};
 use super::errno::VfsError;
-use super::vfs::{Attr, DirEntry, FileContent, Ino, NodeType, Vfs, Volatility, ROOT_INO};
+use super::lock;
+use super::vfs::Vfs;
 
 /// How long the kernel may trust what changes with tags and repositories. Short, so
 /// changes made by other processes show within the 1 s the SPEC promises.
@@ -83,10 +85,6 @@ pub(crate) struct ImageFs {
     passthrough_report: Arc<AtomicU64>,
     /// Keeps the cache trimming thread alive while the filesystem lives.
     _trimmer: Option<super::Trimmer>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Threads for opens that hash or unpack (see [`SlowOpens`]).

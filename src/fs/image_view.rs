@@ -15,7 +15,7 @@
 
 use std::fs::File;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use lru::LruCache;
@@ -23,6 +23,8 @@ use lru::LruCache;
 use crate::digest::Digest;
 use crate::layer::{self, CacheDir, LayerIndex, MergedTree, NodeId, NodeKind, Tree};
 use crate::store::{Store, StoreError};
+
+use super::lock;
 
 /// Merged rootfs trees kept in memory (a tree costs about 150 bytes per path).
 const ROOTFS_TREES: usize = 16;
@@ -192,11 +194,6 @@ pub(crate) struct TreeCacheStats {
     pub(crate) layer_bytes: u64,
     /// Unpacked layer indexes cached.
     pub(crate) unpacked_indexes: usize,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update is a single insert or assignment: a panic cannot leave a half state.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn capacity(n: usize) -> NonZeroUsize {

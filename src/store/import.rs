@@ -19,7 +19,7 @@ use crate::layer::LayerIndex;
 use crate::reference::Reference;
 use crate::store::cas::Expected;
 use crate::store::layers::{layer_warnings, LayerWarnings};
-use crate::store::meta::{self, BlobKind, Edge, EdgeKind, NewBlob, Owner, PlatformRow};
+use crate::store::meta::{self, BlobKind, Edge, EdgeKind, NewBlob, Owner};
 use crate::store::pipeline;
 use crate::store::{Store, StoreError, MAX_JSON_BLOB};
 
@@ -286,15 +286,6 @@ fn plan(
     Ok(planned)
 }
 
-fn platform_row(platform: &image::Platform) -> PlatformRow {
-    PlatformRow {
-        os: platform.os.clone(),
-        architecture: platform.architecture.clone(),
-        variant: platform.variant.clone(),
-        os_version: platform.os_version.clone(),
-    }
-}
-
 fn annotations_json(descriptor: &Descriptor) -> Option<String> {
     if descriptor.annotations.is_empty() {
         None
@@ -310,7 +301,7 @@ fn edge(kind: EdgeKind, position: usize, descriptor: &Descriptor) -> Edge {
         child: descriptor.digest,
         media_type: descriptor.media_type.clone(),
         size: descriptor.size,
-        platform: descriptor.platform.as_ref().map(platform_row),
+        platform: descriptor.platform.clone(),
         annotations: annotations_json(descriptor),
         counted: true,
     }

@@ -26,6 +26,7 @@ mod layers;
 pub mod meta;
 mod pipeline;
 mod verify;
+mod view;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ pub use cas::{Cas, CasError};
 pub use import::{ImageWarnings, ImportOptions, ImportReport, Progress};
 pub use layers::{CachedLayer, EntryWarning, LayerWarnings, WARNINGS_KEPT};
 pub use meta::{BlobInfo, BlobKind, Edge, EdgeKind, MetaError, PlatformRow, RepoRow, TagRow};
+pub use view::{ConfigView, LayerView, ManifestKind, ManifestView, PlatformView};
 
 use crate::digest::Digest;
 use crate::reference::{self, Reference, ReferenceError, Target};
