@@ -250,3 +250,97 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::Reference;
+    use crate::sample::{
+        self, ArtifactBuilder, Built, Compression, ImageBuilder, IndexBuilder, LayerSpec,
+    };
+    use crate::store::ImportOptions;
+
+    #[test]
+    fn one_view_of_images_indexes_and_artifacts() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("store")).expect("store");
+        let layer = LayerSpec::parse(r#"file /a 0644 "a""#).expect("spec");
+        let image = |arch: &str| {
+            ImageBuilder::new()
+                .config("linux", arch, None)
+                .layer(&layer, Compression::Gzip)
+                .layer(&layer, Compression::None)
+                .build()
+                .expect("image")
+        };
+        let index = IndexBuilder::new()
+            .manifest(image("amd64"))
+            .manifest(image("arm64"))
+            .attestations(true)
+            .build()
+            .expect("index");
+        let app = image("amd64");
+        let artifact = ArtifactBuilder::new()
+            .artifact_type("application/example")
+            .blob("application/octet-stream", b"payload")
+            .subject(app.descriptor())
+            .build()
+            .expect("artifact");
+        let layout = dir.path().join("layout");
+        let entries = [
+            (Some("multi:1"), Built::Index(index)),
+            (Some("app:1"), Built::from(app)),
+            (Some("sig:1"), Built::from(artifact)),
+        ];
+        let refs: Vec<(Option<&str>, &Built)> = entries.iter().map(|(n, b)| (*n, b)).collect();
+        sample::write_oci_layout(&layout, &refs).expect("layout");
+        store
+            .import(layout.to_str().expect("utf-8"), &ImportOptions::default())
+            .expect("import");
+        let view_of = |name: &str| {
+            let digest = store
+                .resolve(&Reference::parse(name).expect("reference"))
+                .expect("resolve");
+            store.manifest_view(&digest).expect("view").expect("stored")
+        };
+
+        let app = view_of("local/app:1");
+        assert_eq!(app.kind, ManifestKind::Image);
+        assert_eq!(app.layers.len(), 2);
+        assert_eq!(
+            app.layers.iter().map(|l| l.position).collect::<Vec<_>>(),
+            [0, 1]
+        );
+        assert_eq!(app.stored_layers().count(), 2);
+        assert!(app.config_blob().is_some() && app.platforms.is_empty());
+        let config = store.image_config(&app).expect("config").expect("image");
+        assert_eq!(config.architecture, "amd64");
+
+        let multi = view_of("local/multi:1");
+        assert_eq!(multi.kind, ManifestKind::Index);
+        let names: Vec<&str> = multi.platforms.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names[..2], ["linux-amd64", "linux-arm64"]);
+        assert_eq!(names.len(), 4);
+        assert!(names[2].starts_with("unknown-unknown-") && names[2] != names[3]);
+        assert_eq!(
+            multi.platform("linux-arm64").map(|p| p.digest),
+            Some(multi.platforms[1].digest)
+        );
+        assert!(multi.config.is_none() && multi.layers.is_empty());
+        assert!(store.image_config(&multi).expect("no config").is_none());
+
+        let sig = view_of("local/sig:1");
+        assert_eq!(sig.kind, ManifestKind::Artifact);
+        assert_eq!(sig.artifact_type.as_deref(), Some("application/example"));
+        assert_eq!(sig.subject, Some(app.info.digest));
+
+        assert!(store
+            .manifest_view(&app.layers[0].digest)
+            .expect("a layer")
+            .is_none());
+        assert!(store
+            .manifest_view(&Digest::of(b"nothing"))
+            .expect("nothing")
+            .is_none());
+    }
+}
