@@ -96,3 +96,4 @@ pub use store::{
 pub use store::{
     short_digest, Chain, FreedBlob, FreedBlobs, LeaseHolder, Step, TagBytes, Via, WhyReport,
 };
+pub use store::{ConfigView, LayerView, ManifestKind, ManifestView, PlatformView};

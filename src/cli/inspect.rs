@@ -1,7 +1,6 @@
 //! `imagefs inspect REF`.
 
-use imagefs::image::{self, Parsed};
-use imagefs::{BlobKind, EdgeKind, EntryWarning, Store};
+use imagefs::{BlobKind, EntryWarning, ManifestView, Store};
 
 use super::{human, parse_reference, print_json, printable, CliError, Context};
 
@@ -82,113 +81,31 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
     let what = format!("inspect {}", args.reference);
     let reference = parse_reference(&args.reference)?;
     let digest = store.resolve(&reference).context(&what)?;
-    let info = store
-        .blob(&digest)
+    let view = store
+        .manifest_view(&digest)
         .context(&what)?
         .ok_or_else(|| CliError::new(&what, "manifest is not stored"))?;
-    let bytes = store.read_blob(&digest).context(&what)?;
-    let parsed = image::parse_top(&bytes, Some(&info.media_type)).context(&what)?;
-    let mut out = Inspected {
+    let out = Inspected {
         reference: reference.to_string(),
         digest: digest.to_string(),
-        media_type: info.media_type.clone(),
-        size: info.size,
+        media_type: view.info.media_type.clone(),
+        size: view.info.size,
         total_size: store.image_size(&digest).context(&what)?,
-        platforms: Vec::new(),
-        config: None,
-        layers: Vec::new(),
-        artifact_type: None,
-        subject: None,
+        platforms: view
+            .platforms
+            .iter()
+            .map(|child| PlatformEntry {
+                name: child.name.clone(),
+                digest: child.digest.to_string(),
+                media_type: child.media_type.clone(),
+                size: child.size,
+            })
+            .collect(),
+        config: config_info(store, &view, &what)?,
+        layers: layer_infos(store, &view, &what),
+        artifact_type: view.artifact_type.clone(),
+        subject: view.subject.map(|s| s.to_string()),
     };
-    let edges = store.edges(&digest).context(&what)?;
-    match parsed {
-        Parsed::Index(index) => {
-            let children: Vec<_> = index
-                .manifests
-                .iter()
-                .map(|d| (d.digest, d.platform.clone()))
-                .collect();
-            let names = image::unique_platform_names(&children);
-            for (child, name) in index.manifests.iter().zip(names) {
-                out.platforms.push(PlatformEntry {
-                    name,
-                    digest: child.digest.to_string(),
-                    media_type: child.media_type.clone(),
-                    size: child.size,
-                });
-            }
-            out.artifact_type = index.artifact_type;
-            out.subject = index.subject.map(|s| s.digest.to_string());
-        }
-        Parsed::Manifest(manifest) => {
-            let mut config = ConfigInfo {
-                digest: manifest.config.digest.to_string(),
-                media_type: manifest.config.media_type.clone(),
-                os: None,
-                architecture: None,
-                variant: None,
-                created: None,
-                env: Vec::new(),
-                entrypoint: Vec::new(),
-                cmd: Vec::new(),
-                working_dir: None,
-                user: None,
-                exposed_ports: Vec::new(),
-                labels: Default::default(),
-            };
-            if manifest.is_image() {
-                let config_bytes = store.read_blob(&manifest.config.digest).context(&what)?;
-                let parsed = image::parse_config(&config_bytes).context(&what)?;
-                config.os = Some(parsed.os);
-                config.architecture = Some(parsed.architecture);
-                config.variant = parsed.variant;
-                config.created = parsed.created;
-                config.env = parsed.summary.env;
-                config.entrypoint = parsed.summary.entrypoint;
-                config.cmd = parsed.summary.cmd;
-                config.working_dir = parsed.summary.working_dir;
-                config.user = parsed.summary.user;
-                config.exposed_ports = parsed.summary.exposed_ports;
-                config.labels = parsed.summary.labels;
-            }
-            out.config = Some(config);
-            for edge in edges.iter().filter(|e| e.kind == EdgeKind::Layer) {
-                let layer = store.blob(&edge.child).context(&what)?;
-                out.layers.push(LayerInfo {
-                    digest: edge.child.to_string(),
-                    media_type: edge.media_type.clone(),
-                    size: edge.size,
-                    diff_id: layer
-                        .filter(|l| l.kind == BlobKind::Layer)
-                        .and_then(|l| l.diff_id)
-                        .map(|d| d.to_string()),
-                    warnings_total: 0,
-                    warnings: Vec::new(),
-                });
-            }
-            if manifest.is_image() {
-                let layers: Vec<_> = manifest.layers.iter().map(|l| l.digest).collect();
-                // What the rootfs leaves out is extra information: the image is
-                // shown even when a layer index cannot be read.
-                match store.skipped_entries(&layers) {
-                    Ok(skipped) => {
-                        for layer in skipped {
-                            if let Some(info) = out.layers.get_mut(layer.position) {
-                                info.warnings_total = layer.total;
-                                info.warnings = layer.warnings;
-                            }
-                        }
-                    }
-                    Err(e) => eprintln!(
-                        "imagefs: warning: {what}: cannot check for skipped entries: {}",
-                        printable(&e.to_string())
-                    ),
-                }
-            }
-            out.artifact_type = manifest.artifact_type;
-            out.subject = manifest.subject.map(|s| s.digest.to_string());
-        }
-    }
     if args.json {
         return print_json(&out);
     }
@@ -270,4 +187,85 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// The config of a manifest, parsed when it is an image's.
+fn config_info(
+    store: &Store,
+    view: &ManifestView,
+    what: &str,
+) -> Result<Option<ConfigInfo>, CliError> {
+    let Some(config) = &view.config else {
+        return Ok(None);
+    };
+    let mut info = ConfigInfo {
+        digest: config.digest.to_string(),
+        media_type: config.media_type.clone(),
+        os: None,
+        architecture: None,
+        variant: None,
+        created: None,
+        env: Vec::new(),
+        entrypoint: Vec::new(),
+        cmd: Vec::new(),
+        working_dir: None,
+        user: None,
+        exposed_ports: Vec::new(),
+        labels: Default::default(),
+    };
+    if let Some(parsed) = store.image_config(view).context(what)? {
+        info.os = Some(parsed.os);
+        info.architecture = Some(parsed.architecture);
+        info.variant = parsed.variant;
+        info.created = parsed.created;
+        info.env = parsed.summary.env;
+        info.entrypoint = parsed.summary.entrypoint;
+        info.cmd = parsed.summary.cmd;
+        info.working_dir = parsed.summary.working_dir;
+        info.user = parsed.summary.user;
+        info.exposed_ports = parsed.summary.exposed_ports;
+        info.labels = parsed.summary.labels;
+    }
+    Ok(Some(info))
+}
+
+/// The layers of a manifest, with the entries an image's rootfs leaves out.
+fn layer_infos(store: &Store, view: &ManifestView, what: &str) -> Vec<LayerInfo> {
+    let mut layers: Vec<LayerInfo> = view
+        .layers
+        .iter()
+        .map(|layer| LayerInfo {
+            digest: layer.digest.to_string(),
+            media_type: layer.media_type.clone(),
+            size: layer.size,
+            diff_id: layer
+                .blob
+                .as_ref()
+                .filter(|blob| blob.kind == BlobKind::Layer)
+                .and_then(|blob| blob.diff_id)
+                .map(|d| d.to_string()),
+            warnings_total: 0,
+            warnings: Vec::new(),
+        })
+        .collect();
+    if view.is_image() {
+        let digests: Vec<_> = view.layers.iter().map(|layer| layer.digest).collect();
+        // What the rootfs leaves out is extra information: the image is shown even
+        // when a layer index cannot be read.
+        match store.skipped_entries(&digests) {
+            Ok(skipped) => {
+                for layer in skipped {
+                    if let Some(info) = layers.get_mut(layer.position) {
+                        info.warnings_total = layer.total;
+                        info.warnings = layer.warnings;
+                    }
+                }
+            }
+            Err(e) => eprintln!(
+                "imagefs: warning: {what}: cannot check for skipped entries: {}",
+                printable(&e.to_string())
+            ),
+        }
+    }
+    layers
 }

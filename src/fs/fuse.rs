@@ -10,7 +10,7 @@
 //! lookup, mkdir and symlink, READDIRPLUS entries but `.` and `..`) carries one
 //! reference the view counted before the reply went out; FORGET and BATCH_FORGET
 //! give them back; the view keeps the numbers of things that still exist and drops
-//! those of things gone (see `vfs::InodeTable`).
+//! those of things gone (see `inodes::InodeTable`).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -33,8 +33,10 @@ use fuser::{
 
 use lru::LruCache;
 
+use super::attr::{Attr, DirEntry, FileContent, Ino, NodeType, Volatility, ROOT_INO};
 use super::errno::VfsError;
-use super::vfs::{Attr, DirEntry, FileContent, Ino, NodeType, Vfs, Volatility, ROOT_INO};
+use super::lock;
+use super::vfs::Vfs;
 
 /// How long the kernel may trust what changes with tags and repositories. Short, so
 /// changes made by other processes show within the 1 s the SPEC promises.
@@ -84,8 +86,6 @@ pub(crate) struct ImageFs {
     /// Keeps the cache trimming thread alive while the filesystem lives.
     _trimmer: Option<super::Trimmer>,
 }
-
-use crate::sys::lock;
 
 /// Threads for opens that hash or unpack (see [`SlowOpens`]).
 const SLOW_OPEN_THREADS: usize = 4;

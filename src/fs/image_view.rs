@@ -24,6 +24,8 @@ use crate::digest::Digest;
 use crate::layer::{self, CacheDir, LayerIndex, MergedTree, NodeId, NodeKind, Tree};
 use crate::store::{Store, StoreError};
 
+use super::lock;
+
 /// Merged rootfs trees kept in memory (a tree costs about 150 bytes per path).
 const ROOTFS_TREES: usize = 16;
 /// Estimated bytes of merged rootfs trees kept in memory (one bigger tree is kept
@@ -193,8 +195,6 @@ pub(crate) struct TreeCacheStats {
     /// Unpacked layer indexes cached.
     pub(crate) unpacked_indexes: usize,
 }
-
-use crate::sys::lock;
 
 fn capacity(n: usize) -> NonZeroUsize {
     NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)

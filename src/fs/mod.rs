@@ -1,7 +1,13 @@
 //! The FUSE mount (SPEC section 3): the only module that imports `fuser`.
 //!
-//! - [`vfs`]: the tree as a view over the store, knowing nothing of FUSE: paths,
-//!   inode numbers, attributes, listings, and what each write means.
+//! - [`nodes`]: every kind of node of the tree, each described once (name,
+//!   children, attributes, link target, content, accepted writes) behind one trait;
+//!   adding a kind of directory means adding one module there and registering it.
+//! - [`vfs`]: the tree as a view over the store, knowing nothing of FUSE: its
+//!   caches of store reads, kernel references and the sweep; [`read`] and
+//!   [`write`] are its operations, [`links`] resolves link targets.
+//! - [`inodes`]: the inode table (numbers follow the kernel's lookup counts).
+//! - [`attr`]: the plain types answers are made of (attributes, entries).
 //! - [`image_view`]: the image views `rootfs/` and `layers/NNN/files/`: cached trees
 //!   and file contents from the unpack cache.
 //! - [`fuse`]: the thin adapter: handle tables, passthrough, TTLs, replies.
@@ -19,7 +25,7 @@
 //! have a 0.5 s TTL, so changes by other processes show within 1 s. Listings
 //! carry attributes (READDIRPLUS).
 //!
-//! Memory: the daemon follows the kernel's lookup counts and FORGETs (see [`vfs`]);
+//! Memory: the daemon follows the kernel's lookup counts and FORGETs (see [`inodes`]);
 //! an inode the kernel no longer holds keeps its number (stable while mounted, as
 //! SPEC asks) in a small table entry until a sweep finds its thing gone from the
 //! store. Everything big sits in bounded caches, so a mount browsed for days
@@ -30,10 +36,18 @@
 //! after every layer unpack and every [`TRIM_INTERVAL`] from a background thread
 //! (other processes add to the cache too).
 
+mod attr;
 mod errno;
 mod fuse;
 mod image_view;
+mod inodes;
+mod links;
+mod nodes;
+mod read;
 mod vfs;
+#[cfg(test)]
+mod vfs_tests;
+mod write;
 
 use std::ffi::CString;
 use std::io;
@@ -46,6 +60,10 @@ use std::time::Duration;
 use fuser::{Config, MountOption, Session, SessionACL};
 
 use crate::store::{Store, DEFAULT_CACHE_SIZE};
+
+// The mount's tables stay consistent across a panic of another holder (each
+// update is one insert or remove), so a poisoned lock is taken as it is.
+use crate::sys::lock;
 
 /// Default number of threads serving requests.
 pub const DEFAULT_THREADS: usize = 4;

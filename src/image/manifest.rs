@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::media_types::{self, LayerCompression};
+pub use super::platform::Platform;
 use super::{parse_json_capped, ImageError, MAX_JSON_SIZE};
 use crate::digest::Digest;
 
@@ -18,21 +19,6 @@ pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// The largest blob size a descriptor may declare (1 TiB); bigger is taken as garbage.
 pub const MAX_BLOB_SIZE: u64 = 1 << 40;
-
-/// A platform, as in an index entry or a config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Platform {
-    /// Operating system, e.g. `linux`.
-    pub os: String,
-    /// CPU architecture, e.g. `amd64`.
-    pub architecture: String,
-    /// CPU variant, e.g. `v8`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-    /// OS version (Windows images).
-    #[serde(rename = "os.version", skip_serializing_if = "Option::is_none")]
-    pub os_version: Option<String>,
-}
 
 /// A content descriptor: what a manifest or index says about a blob it points to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1,9 +1,33 @@
-//! Names of the `platforms/` entries of an index in the mount (SPEC section 3).
+//! The platform type (of index entries, configs and the store's index edges) and
+//! the names of the `platforms/` entries of an index in the mount (SPEC section 3).
 
 use std::collections::HashMap;
 
-use super::manifest::Platform;
+use serde::{Deserialize, Serialize};
+
 use crate::digest::Digest;
+
+/// A platform, as in an index entry or a config, and as the store records it on an
+/// index edge (there as JSON; rows written before this type was shared spell
+/// `os_version`, which is still read).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    /// Operating system, e.g. `linux`.
+    pub os: String,
+    /// CPU architecture, e.g. `amd64`.
+    pub architecture: String,
+    /// CPU variant, e.g. `v8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// OS version (Windows images).
+    #[serde(
+        rename = "os.version",
+        alias = "os_version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub os_version: Option<String>,
+}
 
 /// `<os>-<arch>[-<variant>]`, with anything but `[A-Za-z0-9._-]` turned into `_` so
 /// the result is always one safe path component.
@@ -93,6 +117,49 @@ mod tests {
             variant: variant.map(Into::into),
             os_version: None,
         }
+    }
+
+    #[test]
+    fn platform_json_reads_both_spellings_of_os_version() {
+        let oci: Platform =
+            serde_json::from_str(r#"{"os":"windows","architecture":"amd64","os.version":"10"}"#)
+                .unwrap();
+        let old: Platform =
+            serde_json::from_str(r#"{"os":"windows","architecture":"amd64","os_version":"10"}"#)
+                .unwrap();
+        assert_eq!(oci, old);
+        assert_eq!(oci.os_version.as_deref(), Some("10"));
+        let text = serde_json::to_string(&oci).unwrap();
+        assert_eq!(serde_json::from_str::<Platform>(&text).unwrap(), oci);
+        let bare: Platform =
+            serde_json::from_str(r#"{"os":"linux","architecture":"arm"}"#).unwrap();
+        assert_eq!(bare, platform("linux", "arm", None));
+    }
+
+    #[test]
+    fn platform_names_are_unique_and_order_independent() {
+        let n = |byte: u8| Digest::of(&[byte]);
+        let children = vec![
+            (n(1), Some(platform("linux", "amd64", None))),
+            (n(2), Some(platform("linux", "arm64", Some("v8")))),
+            (n(3), Some(platform("unknown", "unknown", None))),
+            (n(4), None),
+            (n(5), Some(platform("linux", "a/b", Some("")))),
+        ];
+        let names = unique_platform_names(&children);
+        assert_eq!(names[0], "linux-amd64");
+        assert_eq!(names[1], "linux-arm64-v8");
+        assert_eq!(names[2], format!("unknown-unknown-{}", n(3).short(12)));
+        assert_eq!(names[3], format!("unknown-unknown-{}", n(4).short(12)));
+        assert_eq!(names[4], "linux-a_b");
+        let mut reversed = children.clone();
+        reversed.reverse();
+        let mut again = unique_platform_names(&reversed);
+        again.reverse();
+        assert_eq!(names, again);
+        let twice = vec![(n(1), None), (n(1), None)];
+        let names = unique_platform_names(&twice);
+        assert_ne!(names[0], names[1]);
     }
 
     #[test]

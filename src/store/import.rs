@@ -22,7 +22,7 @@ use crate::layer::LayerIndex;
 use crate::reference::Reference;
 use crate::store::cas::Expected;
 use crate::store::layers::{layer_warnings, LayerWarnings};
-use crate::store::meta::{self, BlobKind, Edge, EdgeKind, NewBlob, Owner, PlatformRow};
+use crate::store::meta::{self, BlobKind, Edge, EdgeKind, NewBlob, Owner};
 use crate::store::pipeline;
 use crate::store::progress::{NoProgress, Progress, ProgressReader};
 use crate::store::{Store, StoreError, MAX_JSON_BLOB};
@@ -290,15 +290,6 @@ fn plan<S: ImageSource + ?Sized>(
     Ok(planned)
 }
 
-fn platform_row(platform: &image::Platform) -> PlatformRow {
-    PlatformRow {
-        os: platform.os.clone(),
-        architecture: platform.architecture.clone(),
-        variant: platform.variant.clone(),
-        os_version: platform.os_version.clone(),
-    }
-}
-
 fn annotations_json(descriptor: &Descriptor) -> Option<String> {
     if descriptor.annotations.is_empty() {
         None
@@ -314,7 +305,7 @@ fn edge(kind: EdgeKind, position: usize, descriptor: &Descriptor) -> Edge {
         child: descriptor.digest,
         media_type: descriptor.media_type.clone(),
         size: descriptor.size,
-        platform: descriptor.platform.as_ref().map(platform_row),
+        platform: descriptor.platform.clone(),
         annotations: annotations_json(descriptor),
         counted: true,
     }

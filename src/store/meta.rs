@@ -201,20 +201,9 @@ pub struct BlobInfo {
     pub created_ns: i64,
 }
 
-/// A platform as recorded on an index edge.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
-pub struct PlatformRow {
-    /// `os`
-    pub os: String,
-    /// `architecture`
-    pub architecture: String,
-    /// `variant`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-    /// `os.version`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub os_version: Option<String>,
-}
+/// A platform as recorded on an index edge: the image's own platform type (one
+/// type; this name stays for callers that know it).
+pub type PlatformRow = crate::image::Platform;
 
 /// An edge from a manifest or index to a child.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -27,6 +27,7 @@ pub(crate) mod meta;
 mod pipeline;
 mod progress;
 mod verify;
+mod view;
 mod why;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -41,6 +42,7 @@ pub use import::{ImageWarnings, ImportOptions, ImportReport};
 pub use layers::{EntryWarning, LayerWarnings, WARNINGS_KEPT};
 pub use meta::{BlobInfo, BlobKind, Edge, EdgeKind, MetaError, PlatformRow, RepoRow, TagRow};
 pub use progress::{NoProgress, Progress};
+pub use view::{ConfigView, LayerView, ManifestKind, ManifestView, PlatformView};
 pub use why::{
     short_digest, Chain, FreedBlob, FreedBlobs, LeaseHolder, Step, TagBytes, Via, WhyReport,
 };

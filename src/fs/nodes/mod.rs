@@ -1,0 +1,276 @@
+//! Every kind of node of the mounted tree (SPEC section 3), each described once.
+//!
+//! Owns: for each kind, in its own module, its name and parent, its children, its
+//! attributes, its link target or file content, what its existence depends on in
+//! the store, and which writes it accepts as a directory. [`Kind`] is the one small
+//! trait they implement; [`Node`] is the registry. The operations in
+//! `super::{read, write, links}` only ever ask a node's [`Kind`]. Must not touch
+//! inode numbers (the node is the key, `super::inodes` numbers it), FUSE or bytes.
+//!
+//! Adding a kind of node: write a module here with a struct holding what names
+//! the node (hashable: it is the inode table's key) and `impl Kind` for it; add one
+//! line to the `kinds!` list below; and return it from the `child`/`children` of
+//! the directory it appears in.
+
+mod layers;
+mod manifest;
+mod manifests;
+mod namespace;
+mod platforms;
+mod root;
+mod tags;
+mod tree;
+
+use std::path::Path;
+
+use crate::digest::Digest;
+use crate::layer::Xattr;
+use crate::reference::{Reference, Target};
+
+use super::attr::{Attr, DirEntry, FileContent, Ino, NodeType};
+use super::errno::VfsError;
+use super::vfs::Vfs;
+
+pub(crate) use layers::{LayerBlob, LayerDir, LayersDir};
+pub(crate) use manifest::{ConfigJson, ManifestDir, ManifestJson};
+pub(crate) use manifests::ManifestsDir;
+pub(crate) use namespace::Namespace;
+pub(crate) use platforms::{PlatformLink, PlatformsDir};
+pub(crate) use root::Root;
+pub(crate) use tags::{Tag, TagsDir};
+pub(crate) use tree::{TreeKind, TreeNode};
+
+pub(crate) type Result<T, E = VfsError> = std::result::Result<T, E>;
+
+/// A repository, by registry and repository path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RepoKey {
+    pub(crate) registry: String,
+    pub(crate) repository: String,
+}
+
+impl RepoKey {
+    /// The reference of tag `tag` of this repository.
+    pub(crate) fn reference(&self, tag: &str) -> Reference {
+        Reference {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            target: Target::Tag(tag.to_string()),
+        }
+    }
+
+    /// The repository's own directory.
+    pub(crate) fn namespace(&self) -> Node {
+        Node::Namespace(Namespace {
+            registry: self.registry.clone(),
+            path: self.repository.clone(),
+        })
+    }
+}
+
+/// A manifest as seen from one repository (`<repo>/manifests/sha256:<hex>/`): nodes
+/// are per path, because FUSE forbids directory aliases.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ManifestAt {
+    pub(crate) repo: RepoKey,
+    pub(crate) digest: Digest,
+}
+
+/// What a node's existence depends on in the store (an inode sweep drops the
+/// numbers of nodes whose thing is gone).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lives<'a> {
+    /// Always there (the root).
+    Always,
+    /// A registry (`path` empty) or a repository path prefix in it.
+    Namespace { registry: &'a str, path: &'a str },
+    /// The repository.
+    Repo(&'a RepoKey),
+    /// The tag of the repository.
+    Tag(&'a RepoKey, &'a str),
+    /// The manifest, reachable from the repository.
+    Manifest(&'a ManifestAt),
+}
+
+/// One kind of node. Reads have defaults for what is not a directory, not a link
+/// and not a file; writes inside a directory are refused unless its kind accepts
+/// them (EROFS for what exists, why not otherwise).
+pub(crate) trait Kind {
+    /// The directory holding this node (the root is its own).
+    fn parent(&self) -> Node;
+
+    /// The node's name in its parent (empty for the root).
+    fn name(&self) -> String;
+
+    /// Its attributes (number `ino`); `NotFound` when it no longer exists.
+    fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr>;
+
+    /// What its existence depends on.
+    fn lives(&self) -> Lives<'_>;
+
+    /// True for directories whose listing changes with the store (dropped from the
+    /// kernel's cache when it changes).
+    fn listing_changes(&self) -> bool {
+        false
+    }
+
+    /// The child `name` of this directory (names outside image views are UTF-8).
+    fn child(&self, _vfs: &Vfs, _name: &[u8]) -> Result<Node> {
+        Err(VfsError::NotDir)
+    }
+
+    /// This directory's children, in listing order, with their types.
+    fn children(&self, _vfs: &Vfs) -> Result<Vec<(String, Node, NodeType)>> {
+        Err(VfsError::NotDir)
+    }
+
+    /// The listing of this directory (number `ino`), `.` and `..` first.
+    fn readdir(&self, vfs: &Vfs, ino: Ino) -> Result<Vec<DirEntry>> {
+        let children = self.children(vfs)?;
+        Ok(vfs.listing(ino, &self.parent(), children))
+    }
+
+    /// The text of this node if it is one of the mount's own symlinks (the ones
+    /// link resolution follows).
+    fn own_link(&self, _vfs: &Vfs) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// The target of this symlink, byte for byte.
+    fn readlink(&self, vfs: &Vfs) -> Result<Vec<u8>> {
+        self.own_link(vfs)?
+            .map(String::into_bytes)
+            .ok_or_else(not_a_link)
+    }
+
+    /// Where the bytes of this regular file come from (`None`: not a file).
+    fn content(&self, _vfs: &Vfs) -> Result<Option<FileContent>> {
+        Ok(None)
+    }
+
+    /// The extended attributes a reader may see.
+    fn xattrs(&self, _vfs: &Vfs) -> Result<Vec<Xattr>> {
+        Ok(Vec::new())
+    }
+
+    /// `rm NAME` in this directory.
+    fn unlink(&self, vfs: &Vfs, name: &str) -> Result<()> {
+        Err(refuse_removal(self.child(vfs, name.as_bytes())))
+    }
+
+    /// `rmdir NAME` in this directory.
+    fn rmdir(&self, vfs: &Vfs, name: &str) -> Result<()> {
+        Err(refuse_removal(self.child(vfs, name.as_bytes())))
+    }
+
+    /// `mkdir NAME` in this directory; the new node.
+    fn mkdir(&self, vfs: &Vfs, name: &str) -> Result<Node> {
+        Err(refuse_creation(self.child(vfs, name.as_bytes())))
+    }
+
+    /// `ln -s TARGET NAME` in this directory; the new node.
+    fn symlink(&self, vfs: &Vfs, name: &str, _target: &Path) -> Result<Node> {
+        Err(refuse_creation(self.child(vfs, name.as_bytes())))
+    }
+
+    /// `mv NAME TO/NEW_NAME` out of this directory; the moved node before and after.
+    fn rename(
+        &self,
+        vfs: &Vfs,
+        name: &str,
+        _to: &Node,
+        _new_name: &str,
+        _no_replace: bool,
+    ) -> Result<(Node, Node)> {
+        Err(refuse_removal(self.child(vfs, name.as_bytes())))
+    }
+}
+
+/// Declares [`Node`] with one variant per kind, and the one dispatch to its [`Kind`].
+macro_rules! kinds {
+    ($($(#[$doc:meta])* $variant:ident($kind:ty),)*) => {
+        /// Every node of the tree: which kind it is and what names it. This is the
+        /// inode table's key.
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub(crate) enum Node {
+            $($(#[$doc])* $variant($kind),)*
+        }
+
+        impl Node {
+            /// What this kind of node is and does.
+            pub(crate) fn kind(&self) -> &dyn Kind {
+                match self {
+                    $(Node::$variant(node) => node,)*
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    /// The mount root: registries.
+    Root(Root),
+    /// A registry or a repository path prefix in it, maybe a repository.
+    Namespace(Namespace),
+    /// `<repo>/tags/`
+    Tags(TagsDir),
+    /// `<repo>/tags/<tag>`, a symlink.
+    Tag(Tag),
+    /// `<repo>/manifests/`
+    Manifests(ManifestsDir),
+    /// `<repo>/manifests/sha256:<hex>/`
+    Manifest(ManifestDir),
+    /// `.../manifest.json`
+    ManifestJson(ManifestJson),
+    /// `.../config.json`
+    ConfigJson(ConfigJson),
+    /// `.../layers/`
+    Layers(LayersDir),
+    /// `.../layers/NNN/`
+    Layer(LayerDir),
+    /// `.../layers/NNN/blob`
+    LayerBlob(LayerBlob),
+    /// `.../platforms/`
+    Platforms(PlatformsDir),
+    /// `.../platforms/<name>`, a symlink.
+    Platform(PlatformLink),
+    /// `rootfs/` or `layers/NNN/files/`, or a node below them.
+    Tree(TreeNode),
+}
+
+/// A name outside the image views: always UTF-8, so other bytes name nothing.
+fn utf8(name: &[u8]) -> Result<&str> {
+    std::str::from_utf8(name).map_err(|_| VfsError::NotFound)
+}
+
+fn not_a_link() -> VfsError {
+    VfsError::Invalid("not a symbolic link".into())
+}
+
+/// Refusal to remove or move what the tree does not let go: EROFS when the name
+/// exists (`child` found it), else why it does not.
+pub(crate) fn refuse_removal(child: Result<Node>) -> VfsError {
+    match child {
+        Ok(_) => VfsError::ReadOnly,
+        Err(error) => error,
+    }
+}
+
+/// Refusal to create a name where nothing can be created: EEXIST when it exists,
+/// else EROFS.
+pub(crate) fn refuse_creation(child: Result<Node>) -> VfsError {
+    match child {
+        Ok(_) => VfsError::Exists,
+        Err(VfsError::NotFound) => VfsError::ReadOnly,
+        Err(error) => error,
+    }
+}
+
+/// Joins a repository path prefix and one more component.
+fn join_path(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}/{name}")
+    }
+}

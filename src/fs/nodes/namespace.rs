@@ -1,0 +1,168 @@
+//! A registry (`MOUNT/<registry>/`) or a repository path prefix inside it
+//! (`docker.io/library/`), which may itself be a repository: then it also holds
+//! `tags/` and `manifests/`. `mkdir` makes repositories, `rmdir` removes empty ones.
+
+use crate::reference;
+
+use super::{join_path, utf8, Kind, Lives, ManifestsDir, Node, NodeType, RepoKey, Result, TagsDir};
+use crate::fs::attr::{Attr, Ino, Volatility};
+use crate::fs::errno::VfsError;
+use crate::fs::vfs::Vfs;
+
+/// A registry (`path` empty) or a repository path prefix inside it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Namespace {
+    pub(crate) registry: String,
+    pub(crate) path: String,
+}
+
+impl Namespace {
+    fn repo(&self) -> RepoKey {
+        RepoKey {
+            registry: self.registry.clone(),
+            repository: self.path.clone(),
+        }
+    }
+
+    fn below(&self, name: &str) -> Node {
+        Node::Namespace(Namespace {
+            registry: self.registry.clone(),
+            path: join_path(&self.path, name),
+        })
+    }
+}
+
+impl Kind for Namespace {
+    fn parent(&self) -> Node {
+        if self.path.is_empty() {
+            return Node::Root(super::Root);
+        }
+        let prefix = self.path.rsplit_once('/').map_or("", |(prefix, _)| prefix);
+        Node::Namespace(Namespace {
+            registry: self.registry.clone(),
+            path: prefix.to_string(),
+        })
+    }
+
+    fn name(&self) -> String {
+        if self.path.is_empty() {
+            return self.registry.clone();
+        }
+        let last = self
+            .path
+            .rsplit_once('/')
+            .map_or(self.path.as_str(), |(_, last)| last);
+        last.to_string()
+    }
+
+    fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
+        let created = vfs
+            .registry_created(&self.registry)?
+            .ok_or(VfsError::NotFound)?;
+        let (is_repo, children) = vfs.namespace(&self.registry, &self.path)?;
+        if !self.path.is_empty() && is_repo.is_none() && children.is_empty() {
+            return Err(VfsError::NotFound);
+        }
+        let own = if is_repo.is_some() { 2 } else { 0 };
+        Ok(Attr::dir(
+            ino,
+            2 + own + children.len(),
+            is_repo.unwrap_or(created),
+            Volatility::Volatile,
+        ))
+    }
+
+    fn lives(&self) -> Lives<'_> {
+        Lives::Namespace {
+            registry: &self.registry,
+            path: &self.path,
+        }
+    }
+
+    fn listing_changes(&self) -> bool {
+        true
+    }
+
+    fn child(&self, vfs: &Vfs, name: &[u8]) -> Result<Node> {
+        let name = utf8(name)?;
+        let (is_repo, children) = vfs.namespace(&self.registry, &self.path)?;
+        match name {
+            "tags" if is_repo.is_some() => Ok(Node::Tags(TagsDir(self.repo()))),
+            "manifests" if is_repo.is_some() => Ok(Node::Manifests(ManifestsDir(self.repo()))),
+            _ if children.contains(name) => Ok(self.below(name)),
+            _ => Err(VfsError::NotFound),
+        }
+    }
+
+    fn children(&self, vfs: &Vfs) -> Result<Vec<(String, Node, NodeType)>> {
+        let (is_repo, names) = vfs.namespace(&self.registry, &self.path)?;
+        let dir = NodeType::Directory;
+        let mut children = Vec::with_capacity(names.len() + 2);
+        if is_repo.is_some() {
+            // tags/ before manifests/: `rm -rf` walks in this order, and once the
+            // tags are gone manifests/ is empty.
+            children.push(("tags".into(), Node::Tags(TagsDir(self.repo())), dir));
+            children.push((
+                "manifests".into(),
+                Node::Manifests(ManifestsDir(self.repo())),
+                dir,
+            ));
+        } else if !self.path.is_empty() && names.is_empty() {
+            return Err(VfsError::NotFound);
+        }
+        for name in names {
+            let child = self.below(&name);
+            children.push((name, child, dir));
+        }
+        Ok(children)
+    }
+
+    /// `rmdir` of `tags/` and `manifests/` once they are empty is a no-op (so
+    /// `rm -rf` works); of an empty repository, removes it.
+    fn rmdir(&self, vfs: &Vfs, name: &str) -> Result<()> {
+        let (registry, path) = (&self.registry, &self.path);
+        let (is_repo, _) = vfs.namespace(registry, path)?;
+        let empty = |empty: bool| {
+            if empty {
+                Ok(())
+            } else {
+                Err(VfsError::NotEmpty)
+            }
+        };
+        match name {
+            "tags" if is_repo.is_some() => empty(vfs.store().tags(registry, path)?.is_empty()),
+            "manifests" if is_repo.is_some() => {
+                empty(vfs.store().repository_manifests(registry, path)?.is_empty())
+            }
+            _ => {
+                let child = join_path(path, name);
+                let (child_is_repo, grandchildren) = vfs.namespace(registry, &child)?;
+                if !grandchildren.is_empty() {
+                    return Err(VfsError::NotEmpty);
+                }
+                if child_is_repo.is_none() {
+                    return Err(VfsError::NotFound);
+                }
+                vfs.store().remove_repository(registry, &child, false)?;
+                vfs.mkdirs().removed(registry, &child);
+                vfs.restore_demoted_parent(registry, path)
+            }
+        }
+    }
+
+    fn mkdir(&self, vfs: &Vfs, name: &str) -> Result<Node> {
+        if !reference::is_valid_repository_component(name) {
+            return Err(VfsError::Invalid(format!(
+                "{name:?} is not a valid repository path component"
+            )));
+        }
+        let child = join_path(&self.path, name);
+        if vfs.namespace(&self.registry, &child)?.0.is_some() {
+            return Err(VfsError::Exists);
+        }
+        vfs.store().create_repository(&self.registry, &child)?;
+        vfs.demote_mkdir_parent(&self.registry, &self.path);
+        vfs.mkdirs().made(&self.registry, &child);
+        Ok(self.below(name))
+    }
+}

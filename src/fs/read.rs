@@ -1,0 +1,73 @@
+//! The reading operations of the view: attributes, lookups, listings, link
+//! targets, file contents and extended attributes.
+//!
+//! Owns: turning an inode number into its node and asking the node's kind, and the
+//! lookup counting of entries handed to the kernel. Must not decide what a node
+//! is (that is `super::nodes`) or change anything in the store.
+
+use crate::layer;
+
+use super::attr::{Attr, DirEntry, FileContent, Ino};
+use super::nodes::Result;
+use super::vfs::Vfs;
+
+impl Vfs {
+    /// Attributes of inode `ino`.
+    pub(crate) fn getattr(&self, ino: Ino) -> Result<Attr> {
+        self.node(ino)?.kind().attr(self, ino)
+    }
+
+    /// Looks `name` up in directory `parent`, counting one kernel reference to the
+    /// answer (see [`Vfs::hold`]).
+    pub(crate) fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
+        let node = self.node(parent)?.kind().child(self, name)?;
+        self.hold_attr(&node)
+    }
+
+    /// The attributes of `entry` of a listing of directory `dir`, counting one
+    /// kernel reference to it (READDIRPLUS hands the kernel every entry but `.` and
+    /// `..`). An entry whose number was dropped since the listing was made gets a
+    /// new one (inside image views by looking its name up again: a tree lookup).
+    pub(crate) fn lookup_listed(&self, dir: Ino, entry: &DirEntry) -> Result<Attr> {
+        match self.hold_number(entry.ino) {
+            // A rename may have moved the number to another name meanwhile.
+            Some(node) if entry.node.as_ref().is_none_or(|listed| *listed == node) => node
+                .kind()
+                .attr(self, entry.ino)
+                .inspect_err(|_| self.forget(entry.ino, 1)),
+            Some(_) => {
+                self.forget(entry.ino, 1);
+                self.hold_listed_again(dir, entry)
+            }
+            None => self.hold_listed_again(dir, entry),
+        }
+    }
+
+    fn hold_listed_again(&self, dir: Ino, entry: &DirEntry) -> Result<Attr> {
+        match &entry.node {
+            Some(node) => self.hold_attr(node),
+            None => self.lookup(dir, &entry.name),
+        }
+    }
+
+    /// Lists directory `ino`, with `.` and `..` first.
+    pub(crate) fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>> {
+        self.node(ino)?.kind().readdir(self, ino)
+    }
+
+    /// The target of symlink `ino`, byte for byte as stored.
+    pub(crate) fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        self.node(ino)?.kind().readlink(self)
+    }
+
+    /// Where the bytes of regular file `ino` come from, or `None` when `ino` is no
+    /// regular file.
+    pub(crate) fn content_of(&self, ino: Ino) -> Result<Option<FileContent>> {
+        self.node(ino)?.kind().content(self)
+    }
+
+    /// The extended attributes of `ino` a reader may see.
+    pub(crate) fn xattrs(&self, ino: Ino) -> Result<Vec<layer::Xattr>> {
+        self.node(ino)?.kind().xattrs(self)
+    }
+}
