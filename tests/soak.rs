@@ -391,7 +391,17 @@ fn a_name_looked_up_again_holds_two_lookups_until_forgotten() {
         3,
         "one path, two lookups held by the kernel"
     );
-    assert_eq!(forget_all(mnt.path())["lookups"], 1, "both given back");
+    // The kernel may keep the dentry a moment longer while another test's walk
+    // holds memory: drop the caches again, a bounded number of times.
+    let mut lookups = forget_all(mnt.path())["lookups"];
+    for _ in 0..10 {
+        if lookups == 1 {
+            break;
+        }
+        thread::sleep(std::time::Duration::from_millis(200));
+        lookups = forget_all(mnt.path())["lookups"];
+    }
+    assert_eq!(lookups, 1, "both given back");
 }
 
 #[test]

@@ -883,6 +883,16 @@ impl Filesystem for ImageFs {
             }
             return reply_xattr_bytes(text.as_bytes(), size, reply);
         }
+        match self.vfs.refs_xattr(ino.0, name.as_bytes()) {
+            Ok(Some(text)) => {
+                if size == 0 {
+                    return reply.size(u32::try_from(text.len()).unwrap_or(u32::MAX));
+                }
+                return reply_xattr_bytes(&text, size, reply);
+            }
+            Ok(None) => {}
+            Err(error) => return reply.error(errno(&error)),
+        }
         let result = self.vfs.xattrs(ino.0).and_then(|xattrs| {
             xattrs
                 .into_iter()

@@ -8,6 +8,8 @@
 use crate::layer;
 
 use super::attr::{Attr, DirEntry, FileContent, Ino};
+use super::errno::VfsError;
+use super::nodes::Node;
 use super::nodes::Result;
 use super::vfs::Vfs;
 
@@ -70,4 +72,40 @@ impl Vfs {
     pub(crate) fn xattrs(&self, ino: Ino) -> Result<Vec<layer::Xattr>> {
         self.node(ino)?.kind().xattrs(self)
     }
+
+    /// The value of a hidden extended attribute of the store's own (SPEC section
+    /// 8): `user.imagefs.refs`, every chain of references that keeps the blob a
+    /// node shows, one per line, and `user.imagefs.refcount`, its count. They are
+    /// answered on a manifest directory and on the files that are whole blobs
+    /// (`manifest.json`, `config.json`, `layers/NNN/blob`), and never listed, so
+    /// copies of the tree do not carry them. `None`: not one of those names.
+    pub(crate) fn refs_xattr(&self, ino: Ino, name: &[u8]) -> Result<Option<Vec<u8>>> {
+        if name != REFS_XATTR.as_bytes() && name != REFCOUNT_XATTR.as_bytes() {
+            return Ok(None);
+        }
+        let node = self.node(ino)?;
+        let digest = match &node {
+            Node::Manifest(dir) => dir.0.digest,
+            other => match other.kind().content(self)? {
+                Some(FileContent::Blob(digest)) => digest,
+                _ => return Err(VfsError::NoXattr),
+            },
+        };
+        let report = self.store().why(&digest)?;
+        let mut text = String::new();
+        if name == REFCOUNT_XATTR.as_bytes() {
+            text = format!("{}\n", report.refcount);
+        } else {
+            for chain in &report.chains {
+                text.push_str(&chain.to_string());
+                text.push('\n');
+            }
+        }
+        Ok(Some(text.into_bytes()))
+    }
 }
+
+/// Every chain of references keeping a manifest or blob, one per line.
+pub(crate) const REFS_XATTR: &str = "user.imagefs.refs";
+/// The reference count the store acts on.
+pub(crate) const REFCOUNT_XATTR: &str = "user.imagefs.refcount";

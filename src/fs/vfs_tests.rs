@@ -73,7 +73,7 @@ fn import(store: &Store, layout: &Path) {
         registry: "dev".into(),
         ..ImportOptions::default()
     };
-    store.import(&layout, None, &options).expect("import");
+    store.import(layout, None, &options).expect("import");
 }
 
 impl Fixture {
@@ -453,4 +453,60 @@ fn a_sweep_drops_numbers_of_things_gone_and_keeps_the_rest() {
     assert_eq!(f.vfs.getattr(gone).unwrap_err().errno(), libc::ENOENT);
     assert_eq!(f.vfs.getattr(kept).unwrap().ino, kept);
     assert!(f.vfs.changing_dirs().contains(&ROOT_INO));
+}
+
+#[test]
+fn refs_and_refcount_xattrs_show_what_keeps_a_blob() {
+    let f = fixture(false);
+    let refs = |path: &str| -> String {
+        let value = f
+            .vfs
+            .refs_xattr(f.ino(path), b"user.imagefs.refs")
+            .expect("getxattr")
+            .expect("answered");
+        String::from_utf8(value).expect("utf-8")
+    };
+    let count = |path: &str| -> String {
+        let value = f
+            .vfs
+            .refs_xattr(f.ino(path), b"user.imagefs.refcount")
+            .expect("getxattr")
+            .expect("answered");
+        String::from_utf8(value).expect("utf-8")
+    };
+    let dir = format!("dev/app/manifests/{}", f.app);
+    assert_eq!(
+        refs(&dir),
+        format!("dev/app:1 -> sha256:{} (manifest)\n", f.app.short(12))
+    );
+    assert_eq!(count(&dir), "1\n");
+    assert_eq!(refs(&format!("{dir}/manifest.json")), refs(&dir));
+    let layer = refs(&format!("{dir}/layers/000/blob"));
+    assert!(
+        layer.starts_with("dev/app:1 -> ") && layer.contains(" -> layer 0 "),
+        "{layer}"
+    );
+    assert!(refs(&format!("{dir}/config.json")).contains(" -> config "));
+    // Promotion adds a chain and a count, as the store acts on them.
+    f.store
+        .tag(
+            &Reference::parse("dev/app:1").expect("reference"),
+            &Reference::parse("prod/app:1").expect("reference"),
+            false,
+        )
+        .expect("tag");
+    assert_eq!(count(&dir), "2\n");
+    assert_eq!(refs(&dir).lines().count(), 2);
+    // Other names, and nodes that show no blob, are not answered here.
+    assert_eq!(
+        f.vfs.refs_xattr(f.ino(&dir), b"user.other").expect("ok"),
+        None
+    );
+    assert_eq!(
+        f.vfs
+            .refs_xattr(f.ino("dev/app/tags"), b"user.imagefs.refs")
+            .expect_err("no blob")
+            .errno(),
+        libc::ENODATA
+    );
 }
