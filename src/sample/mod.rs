@@ -55,7 +55,7 @@
 //! archives: `file ../../escape 0644 "x" raw`).
 //!
 //! ```
-//! use imagefs::sample::{Compression, ImageBuilder, LayerSpec};
+//! use imagefs::testing::sample::{Compression, ImageBuilder, LayerSpec};
 //! let base = LayerSpec::parse(r#"
 //!     dir /etc 0755
 //!     file /etc/os-release 0644 "NAME=Sample\nID=sample\n"
