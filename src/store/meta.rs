@@ -1,6 +1,6 @@
 //! The metadata database (`STORE/imagefs.db`): the only module with SQL.
 //!
-//! Schema (version 1):
+//! Schema (version 3; migrations below):
 //! - `registries(id, name)`, `repositories(id, registry_id, name)`: namespaces.
 //! - `blobs(digest, size, media_type, kind, refcount, diff_id, created)`: one row per
 //!   referenced blob. A row exists exactly while its refcount is above zero.
@@ -9,6 +9,8 @@
 //! - `refs(parent, kind, position, child, ...)`: edges from a manifest or index to
 //!   what it names. `counted` edges add one to the child's refcount; a `subject` edge
 //!   to a manifest that is not in the store is recorded but not counted.
+//! - `origins(digest, registry, repository, seen_ns)`: registry repositories a
+//!   stored blob is known to be available from (deleted with the blob's row).
 //! - `leases(id, digest, pid, start_time, created)`: digests an import in progress
 //!   is about to reference. A leased blob file is never deleted, even at refcount 0.
 //!   A lease whose process is gone (pid + start time) is dead and ignored.
@@ -24,7 +26,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use crate::digest::{DiffId, Digest};
 
+mod origins;
 mod why;
+pub use origins::{add_origins, origins, Origin};
 pub use why::{
     all_tags, ancestry, counted_graph, leases_on, CountedGraph, LeaseRow, TagAt, UpEdge,
 };
@@ -45,7 +49,7 @@ pub enum MetaError {
 
 type Result<T, E = MetaError> = std::result::Result<T, E>;
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -108,6 +112,15 @@ const MIGRATIONS: &[&str] = &[
         WHERE kind IN ('manifest', 'subject') AND counted;
      CREATE INDEX tags_on_manifest ON tags(manifest, repository_id, name);
      DROP INDEX tags_by_manifest;",
+    // 2 -> 3: where blobs came from (registry repositories), for cross-repository
+    // mounts on push and for fetching lazy layers.
+    "CREATE TABLE origins(
+        digest TEXT NOT NULL,
+        registry TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        seen_ns INTEGER NOT NULL,
+        PRIMARY KEY(digest, registry, repository)
+     ) WITHOUT ROWID;",
 ];
 
 /// What a blob is to the store.
@@ -670,6 +683,7 @@ pub fn release(tx: &Transaction<'_>, digest: &Digest, doomed: &mut Vec<Digest>) 
         }
         tx.execute("DELETE FROM refs WHERE parent=?1", [&key])?;
         tx.execute("DELETE FROM blobs WHERE digest=?1", [&key])?;
+        origins::forget(tx, &key)?;
         doomed.push(current);
     }
     Ok(())
@@ -812,6 +826,7 @@ pub fn set_refcount(tx: &Transaction<'_>, digest: &Digest, refcount: i64) -> Res
 pub fn delete_blob_row(tx: &Transaction<'_>, digest: &Digest) -> Result<()> {
     tx.execute("DELETE FROM refs WHERE parent=?1", [digest.to_string()])?;
     tx.execute("DELETE FROM blobs WHERE digest=?1", [digest.to_string()])?;
+    origins::forget(tx, &digest.to_string())?;
     Ok(())
 }
 
