@@ -28,6 +28,19 @@ fn export(name: &str, tag: &str, image: &TestImage) -> ExportImage {
     }
 }
 
+/// Writes `dir/layout`: one image whose `hello.txt` holds `content`, tagged `1`.
+fn one_image_layout(dir: &Path, content: &str) -> std::path::PathBuf {
+    let image = TestImage::new(content);
+    let layout = dir.join("layout");
+    write_oci_layout(
+        &layout,
+        &[export("dev/app:1", "1", &image)],
+        &MemoryBlobs::of(&[&image]),
+    )
+    .expect("write a one-image layout");
+    layout
+}
+
 #[test]
 fn skopeo_accepts_our_exports() {
     if !have_tool("skopeo") {
@@ -171,14 +184,7 @@ fn oci_image_tool_validates_our_layout() {
         return;
     }
     let temp = tempfile::tempdir().unwrap();
-    let image = TestImage::new("validate");
-    let layout = temp.path().join("layout");
-    write_oci_layout(
-        &layout,
-        &[export("dev/app:1", "1", &image)],
-        &MemoryBlobs::of(&[&image]),
-    )
-    .unwrap();
+    let layout = one_image_layout(temp.path(), "validate");
     run(Command::new("oci-image-tool")
         .args(["validate", "--type", "image", "--ref", "name=1"])
         .arg(&layout));
@@ -190,14 +196,7 @@ fn umoci_reads_our_layout() {
         return;
     }
     let temp = tempfile::tempdir().unwrap();
-    let image = TestImage::new("umoci");
-    let layout = temp.path().join("layout");
-    write_oci_layout(
-        &layout,
-        &[export("dev/app:1", "1", &image)],
-        &MemoryBlobs::of(&[&image]),
-    )
-    .unwrap();
+    let layout = one_image_layout(temp.path(), "umoci");
     // `umoci stat` crashes on configs whose history lacks `created`; unpack reads
     // every layer and is the stronger check anyway.
     let bundle = temp.path().join("bundle");

@@ -140,7 +140,8 @@ pub enum BlobKind {
 }
 
 impl BlobKind {
-    fn as_str(self) -> &'static str {
+    /// The lowercase name, as stored in SQL, serialized and printed (`layer`).
+    pub fn as_str(self) -> &'static str {
         match self {
             BlobKind::Manifest => "manifest",
             BlobKind::Index => "index",

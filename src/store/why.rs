@@ -328,7 +328,7 @@ impl std::fmt::Display for Chain {
             let short = short_digest(&step.digest);
             match &step.via {
                 Via::Tag => match step.kind {
-                    Some(kind) => write!(f, " -> {short} ({})", kind_name(kind))?,
+                    Some(kind) => write!(f, " -> {short} ({})", kind.as_str())?,
                     None => write!(f, " -> {short}")?,
                 },
                 Via::Manifest { platform, .. } => match platform {
@@ -347,16 +347,6 @@ impl std::fmt::Display for Chain {
 /// `sha256:` and the first 12 hex digits, as Docker shows image IDs.
 pub fn short_digest(digest: &Digest) -> String {
     format!("sha256:{}", digest.short(12))
-}
-
-fn kind_name(kind: BlobKind) -> &'static str {
-    match kind {
-        BlobKind::Manifest => "manifest",
-        BlobKind::Index => "index",
-        BlobKind::Config => "config",
-        BlobKind::Layer => "layer",
-        BlobKind::Blob => "blob",
-    }
 }
 
 #[cfg(test)]
