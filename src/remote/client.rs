@@ -453,13 +453,7 @@ impl Client {
                 ));
             }
         }
-        Ok(BlobReader::new(
-            response.into_body().into_reader(),
-            expected_size.or(length),
-            RemoteError::new(ErrorKind::Transport, self.scope(repository), object, ""),
-            self.bytes_fetched.clone(),
-            &self.options,
-        ))
+        Ok(self.blob_reader(response, expected_size.or(length), repository, object))
     }
 
     /// GETs bytes `start..=end` of a blob (`Range: bytes=start-end`). The answer must
@@ -531,13 +525,25 @@ impl Client {
                 ));
             }
         }
-        Ok(BlobReader::new(
+        Ok(self.blob_reader(response, Some(length), repository, object))
+    }
+
+    /// The body of a blob or range answer as a [`BlobReader`] that must yield
+    /// `expected` bytes (when known), counts them, and names `object` in errors.
+    fn blob_reader(
+        &self,
+        response: http::Response<ureq::Body>,
+        expected: Option<u64>,
+        repository: &str,
+        object: String,
+    ) -> BlobReader {
+        BlobReader::new(
             response.into_body().into_reader(),
-            Some(length),
+            expected,
             RemoteError::new(ErrorKind::Transport, self.scope(repository), object, ""),
             self.bytes_fetched.clone(),
             &self.options,
-        ))
+        )
     }
 
     /// Asks the registry to mount `digest` from repository `from` into

@@ -52,6 +52,16 @@ impl RegistrySource {
             Target::Digest(digest) => digest.to_string(),
         };
         let top = client.get_manifest(&reference.repository, &wanted)?;
+        Self::with_top(client, reference, top)
+    }
+
+    /// A source whose top manifest the caller already has (fetched, or found in
+    /// the store by the digest a HEAD gave): nothing is sent now.
+    pub fn with_top(
+        client: Arc<Client>,
+        reference: &Reference,
+        top: FetchedManifest,
+    ) -> Result<RegistrySource, RemoteError> {
         let mut descriptor =
             Descriptor::new(top.media_type.clone(), top.digest, top.bytes.len() as u64);
         if let Target::Tag(tag) = &reference.target {
