@@ -62,6 +62,9 @@ pub fn run_remote(args: &Args) -> Result<(), CliError> {
             tags,
         });
     }
+    if tags.is_empty() {
+        eprintln!("{registry}/{repository}: no tags");
+    }
     for tag in tags {
         println!("{registry}/{repository}:{tag}");
     }

@@ -186,6 +186,11 @@ pub struct RemoteArgs {
     #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
           default_missing_value = "true", action = clap::ArgAction::Set)]
     pub tls_verify: bool,
+    /// Seconds to wait for a registry's answer, and for more bytes of a body,
+    /// before giving up
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
 }
 
 impl RemoteArgs {
@@ -210,6 +215,8 @@ impl RemoteArgs {
             credentials,
             authfile: self.authfile.clone(),
             tls_verify: self.tls_verify,
+            response_timeout: std::time::Duration::from_secs(self.timeout),
+            idle_timeout: std::time::Duration::from_secs(self.timeout),
             ..imagefs::RemoteOptions::default()
         })
     }

@@ -764,6 +764,9 @@ pub enum Fault {
     Endless,
     /// Send the head (`Content-Length: 1048576`) and then nothing (for 60 s at most).
     Stall,
+    /// Forward the real answer's head and this many body bytes, then send nothing
+    /// more, keeping the connection open (for 60 s at most): a stall mid-body.
+    StallAfter(usize),
     /// Forward without the `Range` header: a 200 with the whole blob.
     IgnoreRange,
 }
@@ -1064,27 +1067,41 @@ fn serve_proxy(
         Some(Fault::Stall) => {
             let head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1048576\r\nConnection: close\r\n\r\n";
             if stream.write_all(head.as_bytes()).is_ok() {
-                // Wait until the client gives up (its read then fails) or 60 s.
-                let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
-                let deadline = Instant::now() + Duration::from_secs(60);
-                let mut buf = [0u8; 1];
-                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                    match stream.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                            ) => {}
-                        Err(_) => break,
-                    }
+                hold_open(&mut stream, stop);
+            }
+        }
+        Some(Fault::StallAfter(keep)) => {
+            if let Some(answer) = forward(&request, upstream) {
+                let end = (body_start(&answer) + keep).min(answer.len());
+                if stream.write_all(&answer[..end]).is_ok() {
+                    let _ = stream.flush();
+                    hold_open(&mut stream, stop);
                 }
             }
         }
     }
     let _ = stream.flush();
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Keeps a connection open without sending, until the client gives up (its end
+/// closes), the proxy stops, or 60 s pass.
+fn hold_open(stream: &mut TcpStream, stop: &AtomicBool) {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut buf = [0u8; 1];
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
 }
 
 fn serve_other(mut stream: TcpStream, state: &Mutex<ProxyState>) {
