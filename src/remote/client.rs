@@ -132,8 +132,6 @@ pub struct TagList {
 /// Which access a request needs; it picks the Bearer token's scope.
 #[derive(Debug, Clone)]
 enum Access<'a> {
-    /// The ping and other registry-wide requests: no scope.
-    None,
     /// `repository:REPO:pull`.
     Pull(&'a str),
     /// `repository:REPO:pull,push`.
@@ -145,7 +143,6 @@ enum Access<'a> {
 impl Access<'_> {
     fn scopes(&self) -> Vec<String> {
         match self {
-            Access::None => Vec::new(),
             Access::Pull(repo) => vec![format!("repository:{repo}:pull")],
             Access::Push(repo) => vec![format!("repository:{repo}:pull,push")],
             Access::Mount(repo, from) => vec![
@@ -161,8 +158,9 @@ enum Body<'a> {
     None,
     /// In memory: can be sent again on a retry.
     Bytes(&'a [u8]),
-    /// A stream of a known length: sent once, never retried after it started.
-    Reader(&'a mut (dyn Read + Send), u64),
+    /// A stream (its length is in the request's `Content-Length`): sent once, never
+    /// retried after it started.
+    Reader(&'a mut (dyn Read + Send)),
 }
 
 /// One request to the registry.
@@ -660,7 +658,7 @@ impl Client {
                 ("Content-Type", "application/octet-stream".to_string()),
                 ("Content-Length", size.to_string()),
             ],
-            body: Body::Reader(&mut exact, size),
+            body: Body::Reader(&mut exact),
             access: Access::Push(&repo),
             scope: scope.clone(),
             object: object.clone(),
@@ -1265,7 +1263,7 @@ impl Client {
             let body = match &mut request.body {
                 Body::None => None,
                 Body::Bytes(bytes) => Some(SendKind::Bytes(bytes)),
-                Body::Reader(reader, len) => Some(SendKind::Reader(&mut **reader, *len)),
+                Body::Reader(reader) => Some(SendKind::Reader(&mut **reader)),
             };
             let auth = authorization
                 .as_deref()
@@ -1437,7 +1435,7 @@ impl Client {
                         .body(bytes)
                         .map_err(|e| Sent::Redirect(format!("bad request URL {url}: {e}")))?,
                 ),
-                Some(SendKind::Reader(reader, _)) => self.agent.run(
+                Some(SendKind::Reader(reader)) => self.agent.run(
                     builder
                         .body(SendBody::from_reader(reader))
                         .map_err(|e| Sent::Redirect(format!("bad request URL {url}: {e}")))?,
@@ -1472,7 +1470,7 @@ impl Client {
 /// A request body handed to one send.
 enum SendKind<'a> {
     Bytes(&'a [u8]),
-    Reader(&'a mut (dyn Read + Send), u64),
+    Reader(&'a mut (dyn Read + Send)),
 }
 
 /// Why a send gave no response.
