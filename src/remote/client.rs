@@ -956,17 +956,24 @@ impl Client {
         }
         let host = &self.endpoint.host;
         let https = format!("https://{host}");
-        let chosen = match self.ping(&https) {
+        let tries = self.options.max_tries;
+        // Where plain HTTP is allowed, a plain server answers the TLS probe with
+        // garbage at once: one try only, so that a loopback registry costs no backoff.
+        let probe_tries = if self.endpoint.allow_http { 1 } else { tries };
+        let chosen = match self.ping(&https, probe_tries) {
             Ok(challenge) => (https, challenge),
             Err(https_error)
                 if self.endpoint.allow_http && https_error.kind != ErrorKind::Timeout =>
             {
                 let http = format!("http://{host}");
-                match self.ping(&http) {
+                match self.ping(&http, tries) {
                     Ok(challenge) => (http, challenge),
                     // A TLS server answers plain HTTP with 400 (an error of the ping):
-                    // the HTTPS error is the real one.
-                    Err(_) => return Err(https_error),
+                    // the HTTPS error is the real one, worth its retries now.
+                    Err(_) => match self.ping(&https, tries) {
+                        Ok(challenge) => (https, challenge),
+                        Err(e) => return Err(e),
+                    },
                 }
             }
             Err(e) => return Err(e),
@@ -981,7 +988,7 @@ impl Client {
 
     /// GET `base/v2/`: any HTTP answer means the scheme works; a 401 brings the
     /// challenge. A TLS server's 400 to plain HTTP is an error here.
-    fn ping(&self, base: &str) -> Result<Option<Challenge>, RemoteError> {
+    fn ping(&self, base: &str, max_tries: u32) -> Result<Option<Challenge>, RemoteError> {
         let url = format!("{base}/v2/");
         let registry = self.endpoint.name.clone();
         let mut tries = 0;
@@ -993,7 +1000,7 @@ impl Client {
             match self.agent.run(request) {
                 Ok(response) => {
                     let status = response.status();
-                    if status.is_server_error() && tries < self.options.max_tries {
+                    if status.is_server_error() && tries < max_tries {
                         std::thread::sleep(self.backoff(tries, None));
                         continue;
                     }
@@ -1027,7 +1034,7 @@ impl Client {
                 }
                 Err(e) => {
                     let (kind, problem, retry) = describe_ureq(&e, &self.options, true);
-                    if retry && tries < self.options.max_tries {
+                    if retry && tries < max_tries {
                         std::thread::sleep(self.backoff(tries, None));
                         continue;
                     }
