@@ -779,6 +779,26 @@ impl Faulty {
         Some(Faulty { t, reg, proxy })
     }
 
+    /// The digest of layer `position` of `sample-app:1.1`.
+    fn layer(&self, position: usize) -> String {
+        let manifest =
+            stored_tags(&self.t, &self.t.store())["docker.io/library/sample-app:1.1"].clone();
+        let manifest: Value = serde_json::from_slice(
+            &fs::read(
+                self.t
+                    .store()
+                    .join("blobs/sha256")
+                    .join(&manifest["sha256:".len()..]),
+            )
+            .expect("the stored manifest"),
+        )
+        .expect("manifest JSON");
+        manifest["layers"][position]["digest"]
+            .as_str()
+            .expect("a layer")
+            .to_string()
+    }
+
     /// Pulls `sample-app:1.1` through the proxy into a fresh store `name`.
     fn pull(&self, name: &str, extra: &[&str]) -> (Output, PathBuf) {
         let store = self.t.join(name);
@@ -844,6 +864,13 @@ fn faults_refused_and_lying_registries_leave_nothing() {
     f.refused("endless", "longer than", limit);
     f.proxy.add("/manifests/", Fault::Endless, 0);
     f.refused("huge-manifest", "4 MiB", limit);
+    // One layer lies while the others arrive on other threads (--jobs 4): what
+    // those wrote is deleted too.
+    let base = f.layer(0);
+    f.proxy.add(&base, Fault::Truncate(5000), 0);
+    f.refused("one-layer", &base, limit);
+    f.proxy.add(&base, Fault::Corrupt, 0);
+    f.refused("one-layer-corrupt", &base, limit);
 }
 
 #[test]
@@ -888,18 +915,7 @@ fn kill_9_mid_blob_leaves_only_what_fsck_repair_removes() {
     };
     let store = f.t.join("killed");
     // The base layer stalls mid-body: the pull sits mid-blob with a temp file open.
-    let manifest = stored_tags(&f.t, &f.t.store())["docker.io/library/sample-app:1.1"].clone();
-    let manifest: Value = serde_json::from_slice(
-        &fs::read(
-            f.t.store()
-                .join("blobs/sha256")
-                .join(&manifest["sha256:".len()..]),
-        )
-        .expect("the stored manifest"),
-    )
-    .expect("manifest JSON");
-    let layer = manifest["layers"][0]["digest"].as_str().expect("a layer");
-    f.proxy.add(layer, Fault::StallAfter(100), 0);
+    f.proxy.add(&f.layer(0), Fault::StallAfter(100), 0);
     let mut child = Command::new(util::imagefs_bin())
         .arg("--store")
         .arg(&store)

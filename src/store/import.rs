@@ -36,10 +36,12 @@ use crate::store::{Store, StoreError, MAX_JSON_BLOB};
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// How many layers a local import (`imagefs import`) processes at once by default.
-/// Measured with `scripts/bench.sh` case 1 on a 2-core machine: each layer already
-/// keeps about two cores busy (hash and write, decompress, index), so a second
-/// layer at once gains little locally; see README "Importing".
-pub const DEFAULT_IMPORT_JOBS: usize = 2;
+/// Measured on the 2-core machine (`scripts/bench.sh` case 1 images, distro + big,
+/// 1.5 GB of gzip layers, four runs each): 1 job 14.6 s, 2 jobs 15.6 s, 4 jobs 15.0 s
+/// (medians). Each layer already keeps two cores busy (hash and write, decompress,
+/// index: `pipeline`), so a second layer at once does not help locally; a pull,
+/// which waits on the network, defaults to 4.
+pub const DEFAULT_IMPORT_JOBS: usize = 1;
 
 /// How many blobs a pull transfers at once by default (SPEC section 6).
 pub const DEFAULT_PULL_JOBS: usize = 4;
@@ -793,10 +795,11 @@ where
         let finished = done.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut diff_ids = HashMap::new();
         for job in finished {
+            // A stored layer re-indexed was counted as present by the walk.
             if job.read {
                 self.report.blobs_read += 1;
+                self.note_written(&job.digest, job.created);
             }
-            self.note_written(&job.digest, job.created);
             if let Some(index) = job.index {
                 diff_ids.insert(job.digest, index.diff_id);
                 self.fresh_indexes.insert(job.digest, index);

@@ -230,6 +230,21 @@ impl TestCerts {
     }
 }
 
+/// The YAML lines of a nested config section: `path` the keys down to it (a first
+/// key the config already opened, `http`, is not repeated), then its `key: value`
+/// pairs. The base config ends inside `http:`, so TLS continues that section.
+fn yaml_section(path: &[&str], pairs: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    let opened = usize::from(path.first() == Some(&"http"));
+    for (depth, key) in path.iter().enumerate().skip(opened) {
+        out.push_str(&format!("{}{key}:\n", "  ".repeat(depth)));
+    }
+    for (key, value) in pairs {
+        out.push_str(&format!("{}{key}: {value}\n", "  ".repeat(path.len())));
+    }
+    out
+}
+
 /// A running `docker-registry`, killed on drop.
 pub struct Registry {
     child: Child,
@@ -285,10 +300,12 @@ impl Registry {
         );
         let certs = config.tls.then(|| TestCerts::generate(dir.path()));
         if let Some(certs) = &certs {
-            yaml.push_str(&format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
-                certs.server_cert.display(),
-                certs.server_key.display()
+            yaml.push_str(&yaml_section(
+                &["http", "tls"],
+                &[
+                    ("certificate", certs.server_cert.display().to_string()),
+                    ("key", certs.server_key.display().to_string()),
+                ],
             ));
         }
         let mut tokens = None;
@@ -301,17 +318,24 @@ impl Registry {
                 );
                 let path = dir.path().join("htpasswd");
                 std::fs::write(&path, line).map_err(|e| e.to_string())?;
-                yaml.push_str(&format!(
-                    "auth:\n  htpasswd:\n    realm: imagefs-test\n    path: {}\n",
-                    path.display()
+                yaml.push_str(&yaml_section(
+                    &["auth", "htpasswd"],
+                    &[
+                        ("realm", "imagefs-test".to_string()),
+                        ("path", path.display().to_string()),
+                    ],
                 ));
             }
             RegistryAuth::Token { user, ttl } => {
                 let server = TokenServer::start(dir.path(), user.clone(), *ttl);
-                yaml.push_str(&format!(
-                    "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
-                    server.realm(),
-                    server.cert.display()
+                yaml.push_str(&yaml_section(
+                    &["auth", "token"],
+                    &[
+                        ("realm", server.realm()),
+                        ("service", TOKEN_SERVICE.to_string()),
+                        ("issuer", TOKEN_ISSUER.to_string()),
+                        ("rootcertbundle", server.cert.display().to_string()),
+                    ],
                 ));
                 tokens = Some(server);
             }
