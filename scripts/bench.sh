@@ -830,7 +830,7 @@ REGCONFIG
     REG_PID=$!
     STARTED_PIDS="$STARTED_PIDS $REG_PID"
     for ((i = 0; i < 100; i++)); do
-        curl -sf "http://$REG/v2/" >/dev/null 2>&1 && return 0
+        python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://$REG/v2/" 2>/dev/null && return 0
         sleep 0.1
     done
     die "docker-registry did not start: $(tail -3 "$RUN/registry.log")"

@@ -588,20 +588,14 @@ fn ls_remote_on_a_real_registry_with_deleted_tags() {
     assert_eq!(listed["tags"], serde_json::json!(["a", "b", "c"]));
     // Deleting the manifest removes every tag: distribution answers "tags": null.
     let digest = stored_tags(&t, &t.store())["docker.io/library/sample-alpine:3.19"].clone();
-    let status = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "DELETE",
-        ])
-        .arg(format!("{}/v2/team/app/manifests/{digest}", reg.url()))
-        .output()
-        .expect("run curl");
-    assert_eq!(String::from_utf8_lossy(&status.stdout), "202");
+    let client =
+        imagefs::RegistryClient::new(&host, &imagefs::RemoteOptions::default()).expect("a client");
+    client
+        .delete_manifest(
+            "team/app",
+            &imagefs::Digest::parse(&digest).expect("a digest"),
+        )
+        .expect("DELETE the manifest");
     let empty = json(
         imagefs(&t, &t.store())
             .args(["ls", "--remote", "--json"])
