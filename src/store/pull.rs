@@ -124,8 +124,12 @@ impl Store {
     /// (SPEC section 6). Blobs the store has (under any registry) are not fetched.
     pub fn pull(&self, reference: &Reference, options: &PullOptions) -> Result<PullReport> {
         let client = Arc::new(Client::new(&reference.registry, &options.remote)?);
-        self.pull_with_client(client, reference, options)
-            .map_err(remote_cause)
+        let result = self
+            .pull_with_client(client, reference, options)
+            .map_err(remote_cause);
+        // Also when it failed before the import began: bars must not outlive it.
+        options.progress.finished();
+        result
     }
 
     fn pull_with_client(

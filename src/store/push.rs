@@ -97,8 +97,11 @@ impl Store {
         options: &PushOptions,
     ) -> Result<PushReport> {
         let client = Client::new(&remote.registry, &options.remote)?;
-        self.push_with_client(&client, local, remote, options)
-            .map_err(super::pull::remote_cause)
+        let result = self
+            .push_with_client(&client, local, remote, options)
+            .map_err(super::pull::remote_cause);
+        options.progress.finished();
+        result
     }
 
     fn push_with_client(
@@ -275,7 +278,6 @@ impl Store {
                 }
             }
         });
-        options.progress.finished();
         if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
