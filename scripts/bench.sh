@@ -298,6 +298,10 @@ row 8.rss.cases 8 "daemon peak RSS (VmHWM) after cases 3-6" "ratarmount's peak R
 row 8.rss.tags 8 "daemon peak RSS with $((MANY_TAGS + TAG_REPOS * TAGS_PER_REPO)) tags mounted, all listed" "" MiB 0 none "" ""
 row 8.store 8 "store size on disk (du blobs/) vs sum of image sizes" "sum of image sizes (imagefs ls --json)" bytes 0 none "" ""
 row 8.store.all 8 "whole store on disk (blobs, db, cache) vs sum of image sizes" "sum of image sizes (imagefs ls --json)" bytes 0 none "" ""
+row 9.pull.skopeo 9 "imagefs pull distro+big from docker-registry on loopback" "skopeo copy docker:// -> oci: + imagefs import" s 0 ratio_le 0.6 "≤0.6 of skopeo+import"
+row 9.pull.import 9 "imagefs pull distro+big from docker-registry on loopback" "imagefs import of the same images from a local layout" s 0 ratio_le 1.1 "≤1.1 of a local import"
+row 9.pull.shared 9 "imagefs pull big after distro (shared base): bytes fetched" "big's size" bytes 0 none "" ""
+row 9.push.skopeo 9 "imagefs push distro+big into an empty registry" "skopeo copy oci: -> docker://" s 0 ratio_le 1.0 "≤1.0 of skopeo"
 
 # ------------------------------------------------------------------ mount support
 # mount/unmount and rootfs/ are being built: detect them, mark rows n/a otherwise.
@@ -796,6 +800,109 @@ note 8.store "$TAGS tags; df --json: $(python3 -c 'import json,sys; d=json.load(
 
 log "fsck"
 ifs fsck >"$RUN/fsck.out" || die "imagefs fsck failed after the benchmark: $(tail -3 "$RUN/fsck.out")"
+
+# ================================================================== case 9: registry
+# docker-registry (distribution 2.8.2) on 127.0.0.1 in the workdir, with a config
+# of its own and an emptied environment (it reads any REGISTRY_* variable as
+# config); stopped by the cleanup (STARTED_PIDS). Pull against skopeo + import
+# and against a local import; push into an empty registry against skopeo.
+log "case 9: registry"
+need_tool docker-registry docker-registry
+REG_PID=
+reg_start() { # DATA-DIR: a registry on a free port, empty when DATA-DIR is
+    local data=$1 i
+    REG_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    REG=127.0.0.1:$REG_PORT
+    mkdir -p "$data"
+    cat >"$RUN/registry.yml" <<REGCONFIG
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $data
+  delete:
+    enabled: true
+http:
+  addr: $REG
+REGCONFIG
+    env -i "$(command -v docker-registry)" serve "$RUN/registry.yml" >>"$RUN/registry.log" 2>&1 &
+    REG_PID=$!
+    STARTED_PIDS="$STARTED_PIDS $REG_PID"
+    for ((i = 0; i < 100; i++)); do
+        python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://$REG/v2/" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "docker-registry did not start: $(tail -3 "$RUN/registry.log")"
+}
+reg_stop() {
+    [ -n "$REG_PID" ] || return 0
+    kill "$REG_PID" 2>/dev/null
+    wait "$REG_PID" 2>/dev/null || true
+    REG_PID=
+}
+if ! have docker-registry; then
+    for k in 9.pull.skopeo 9.pull.import 9.pull.shared 9.push.skopeo; do na "$k" imagefs "$(missing docker-registry)"; done
+elif ! have skopeo; then
+    for k in 9.pull.skopeo 9.pull.import 9.pull.shared 9.push.skopeo; do na "$k" imagefs "$(missing skopeo) (it fills the registry)"; done
+else
+    reg_start "$RUN/registry-data"
+    for image in distro big; do
+        skopeo copy -q --dest-tls-verify=false "oci:$L:$image" "docker://$REG/bench/$image:1"
+    done
+    PULL_STORE=$RUN/pull-store
+    pull_reset() { rm -rf "$PULL_STORE"; }
+    pull_all() {
+        local image
+        for image in distro big; do
+            "$IMAGEFS" --store "$PULL_STORE" pull "$REG/bench/$image:1" --json >"$RUN/pull-$image.json"
+        done
+    }
+    bench 9.pull.skopeo imagefs "$SLOW_RUNS" 0 pull_reset pull_all
+    put 9.pull.import imagefs $(awk '$1 == "val" && $2 == "9.pull.skopeo" && $3 == "imagefs" { $1 = $2 = $3 = ""; print }' "$RESULTS")
+    skopeo_pull_reset() { rm -rf "$PULL_STORE" "$RUN/skopeo-pull"; }
+    skopeo_pull_all() {
+        local image
+        for image in distro big; do
+            skopeo copy -q --src-tls-verify=false "docker://$REG/bench/$image:1" "oci:$RUN/skopeo-pull:$image"
+            "$IMAGEFS" --store "$PULL_STORE" import "$RUN/skopeo-pull:$image" "bench/$image:1" >/dev/null
+        done
+    }
+    bench 9.pull.skopeo peer "$SLOW_RUNS" 0 skopeo_pull_reset skopeo_pull_all
+    rm -rf "$RUN/skopeo-pull"
+    IMPORT_STORE=$RUN/import-store
+    local_reset() { rm -rf "$IMPORT_STORE"; }
+    local_all() {
+        "$IMAGEFS" --store "$IMPORT_STORE" import "$L:distro" bench/distro:1 >/dev/null
+        "$IMAGEFS" --store "$IMPORT_STORE" import "$L:big" bench/big:1 >/dev/null
+    }
+    bench 9.pull.import peer "$SLOW_RUNS" 0 local_reset local_all
+    # A second image sharing the base: what the pull of big fetches after distro.
+    pull_reset
+    "$IMAGEFS" --store "$PULL_STORE" pull "$REG/bench/distro:1" >/dev/null
+    "$IMAGEFS" --store "$PULL_STORE" pull "$REG/bench/big:1" --json >"$RUN/pull-shared.json"
+    put 9.pull.shared imagefs "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes_fetched"])' "$RUN/pull-shared.json")"
+    put 9.pull.shared peer "$("$IMAGEFS" --store "$PULL_STORE" ls --json "$REG/bench/big" | python3 -c 'import json,sys; print(sum(r.get("size") or 0 for r in json.load(sys.stdin)))')"
+    note 9.pull.shared "$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("blobs fetched %d, skipped %d" % (r["blobs_fetched"], r["blobs_skipped"]))' "$RUN/pull-shared.json")"
+    pull_reset
+    reg_stop
+    # Push: each run into a new, empty registry, from the store of the local import.
+    push_reset() { reg_stop; rm -rf "$RUN/registry-push"; reg_start "$RUN/registry-push"; }
+    push_all() {
+        "$IMAGEFS" --store "$IMPORT_STORE" push bench/distro:1 "$REG/bench/distro:1" >/dev/null
+        "$IMAGEFS" --store "$IMPORT_STORE" push bench/big:1 "$REG/bench/big:1" >/dev/null
+    }
+    bench 9.push.skopeo imagefs "$SLOW_RUNS" 0 push_reset push_all
+    skopeo_push_all() {
+        local image
+        for image in distro big; do
+            skopeo copy -q --dest-tls-verify=false "oci:$L:$image" "docker://$REG/bench/$image:1"
+        done
+    }
+    bench 9.push.skopeo peer "$SLOW_RUNS" 0 push_reset skopeo_push_all
+    reg_stop
+    rm -rf "$RUN/registry-data" "$RUN/registry-push" "$IMPORT_STORE"
+fi
 
 # ================================================================== the table
 log "writing $OUT"

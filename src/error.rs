@@ -159,7 +159,19 @@ impl StoreError {
             | StoreError::UnnamedImage { .. }
             | StoreError::BadImageName { .. } => ErrorKind::InvalidData,
             StoreError::LayerCache { .. } | StoreError::Panicked { .. } => ErrorKind::Other,
+            StoreError::Remote(error) => remote_kind(error),
         }
+    }
+}
+
+fn remote_kind(error: &crate::remote::RemoteError) -> ErrorKind {
+    use crate::remote::ErrorKind as Remote;
+    match error.kind() {
+        Remote::NotFound => ErrorKind::NotFound,
+        Remote::Unauthorized => ErrorKind::PermissionDenied,
+        Remote::StoreOnly | Remote::Config => ErrorKind::InvalidInput,
+        Remote::Protocol | Remote::Size | Remote::Digest => ErrorKind::InvalidData,
+        _ => ErrorKind::Other,
     }
 }
 

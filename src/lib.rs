@@ -86,12 +86,20 @@ pub use fs::{
 pub use image::{Descriptor, ImageError, ImageSource, SourceImage};
 pub use layer::LayerError;
 pub use reference::{validate_registry, Reference, ReferenceError, Target};
+pub use remote::{
+    Client as RegistryClient, Credentials, ErrorKind as RemoteErrorKind, Options as RemoteOptions,
+    RemoteError,
+};
 pub use sample::{write_demo_layout, DemoImage, SampleError};
 pub use store::{
     default_root, BlobInfo, BlobKind, CasError, DfEntry, DfReport, Edge, EdgeKind, EntryWarning,
     ExportFormat, FsckReport, GcReport, ImageWarnings, ImportOptions, ImportReport, LayerWarnings,
     MetaError, NoProgress, PlatformRow, Progress, RegistryInfo, RepoRow, Store, StoreError, TagRow,
     DEFAULT_CACHE_SIZE, MAX_JSON_BLOB, WARNINGS_KEPT,
+};
+pub use store::{
+    digest_tag, parse_platform, platform_text, Origin, PullOptions, PullReport, PushOptions,
+    PushReport, DEFAULT_IMPORT_JOBS, DEFAULT_PULL_JOBS,
 };
 pub use store::{
     short_digest, Chain, FreedBlob, FreedBlobs, LeaseHolder, Step, TagBytes, Via, WhyReport,

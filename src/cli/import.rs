@@ -30,6 +30,10 @@ pub struct Args {
     /// times the archive's size, at least 256M]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_decompressed_size: Option<u64>,
+    /// How many layers are verified and written at once
+    #[arg(long, value_name = "N", default_value_t = imagefs::DEFAULT_IMPORT_JOBS,
+          value_parser = clap::value_parser!(usize))]
+    pub jobs: usize,
 }
 
 /// Imports and prints what was stored.
@@ -52,6 +56,8 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
             max_size: args.max_decompressed_size,
             ..DecompressLimits::default()
         },
+        jobs: args.jobs.max(1),
+        origin: None,
     };
     let report = store
         .import(&path, name.as_deref(), &options)

@@ -1,17 +1,74 @@
-//! `imagefs ls [PREFIX]`.
+//! `imagefs ls [PREFIX]`, and `imagefs ls --remote REGISTRY/REPOSITORY`: the tags
+//! of a remote repository.
 
-use imagefs::Store;
+use imagefs::{RegistryClient, Store};
 
-use super::{human, print_json, CliError, Context};
+use super::{human, print_json, CliError, Context, RemoteArgs};
 
-/// `ls [PREFIX] [--json]`
+/// `ls [PREFIX] [--json]`, `ls --remote REGISTRY/REPOSITORY [--json]`
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Only registries/repositories starting with this, e.g. `docker.io` or `dev/app`
+    /// Only registries/repositories starting with this, e.g. `docker.io` or `dev/app`;
+    /// with --remote, the REGISTRY/REPOSITORY to list
     pub prefix: Option<String>,
+    /// List the tags of a repository in a registry over the network
+    #[arg(long)]
+    pub remote: bool,
+    /// With --remote: ask for this many tags per request (the registry's `n`)
+    #[arg(long, value_name = "N", requires = "remote")]
+    pub page_size: Option<usize>,
     /// Print as JSON
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub registry: RemoteArgs,
+}
+
+#[derive(serde::Serialize)]
+struct RemoteTags {
+    registry: String,
+    repository: String,
+    tags: Vec<String>,
+}
+
+/// Lists the tags of a remote repository, every page of them.
+pub fn run_remote(args: &Args) -> Result<(), CliError> {
+    let Some(name) = args.prefix.as_deref() else {
+        return Err(CliError::line(
+            "ls --remote: name a repository: imagefs ls --remote REGISTRY/REPOSITORY".into(),
+        ));
+    };
+    let what = format!("ls --remote {name}");
+    let Some((registry, repository)) = name.trim_end_matches('/').split_once('/') else {
+        return Err(CliError::new(
+            &what,
+            "expected REGISTRY/REPOSITORY, e.g. localhost:5000/team/app",
+        ));
+    };
+    imagefs::validate_registry(registry).context(&what)?;
+    imagefs::reference::validate_repository(repository).context(&what)?;
+    let options = args.registry.options().context(&what)?;
+    let client = RegistryClient::new(registry, &options).context(&what)?;
+    let mut tags = client
+        .list_tags(repository, args.page_size)
+        .context(&what)?
+        .tags;
+    tags.sort();
+    tags.dedup();
+    if args.json {
+        return print_json(&RemoteTags {
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            tags,
+        });
+    }
+    if tags.is_empty() {
+        eprintln!("{registry}/{repository}: no tags");
+    }
+    for tag in tags {
+        println!("{registry}/{repository}:{tag}");
+    }
+    Ok(())
 }
 
 #[derive(serde::Serialize)]

@@ -11,9 +11,12 @@ mod inspect;
 mod ls;
 mod mount;
 mod progress;
+mod pull;
+mod push;
 mod tag;
 mod why;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -123,6 +126,10 @@ pub enum Command {
     Demo(demo::Args),
     /// Show every chain of references that keeps a manifest or blob alive
     Why(why::Args),
+    /// Pull an image from a registry into the store
+    Pull(pull::Args),
+    /// Push a stored image to a registry
+    Push(push::Args),
 }
 
 impl Cli {
@@ -139,6 +146,7 @@ impl Cli {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
+        Command::Ls(args) if args.remote => return ls::run_remote(args),
         Command::Mount(args) => {
             return mount::run_mount(&cli.store_root(), args).map_err(CliError::line)
         }
@@ -158,7 +166,59 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Fsck(args) => fsck::run_fsck(&store, args),
         Command::Gc(args) => fsck::run_gc(&store, args),
         Command::Why(args) => why::run(&store, args),
+        Command::Pull(args) => pull::run(&store, args),
+        Command::Push(args) => push::run(&store, args),
         Command::Mount(_) | Command::Unmount(_) | Command::Demo(_) => Ok(()),
+    }
+}
+
+/// Options every command that talks to a registry takes (SPEC section 6).
+#[derive(Debug, clap::Args)]
+pub struct RemoteArgs {
+    /// Credentials for the registry; a USER alone reads the password from stdin
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub creds: Option<String>,
+    /// A credential file (containers' auth.json or Docker's config.json format),
+    /// read before the default ones
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// `--tls-verify=false` allows plain HTTP and accepts any certificate
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// Seconds to wait for a registry's answer, and for more bytes of a body,
+    /// before giving up
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+}
+
+impl RemoteArgs {
+    /// The library's registry options for these arguments.
+    pub fn options(&self) -> Result<imagefs::RemoteOptions, String> {
+        let credentials = match self.creds.as_deref() {
+            None => None,
+            Some(text) if text.contains(':') => Some(imagefs::Credentials::parse(text)),
+            Some(user) => {
+                if std::io::stdin().is_terminal() {
+                    eprint!("password for {user}: ");
+                }
+                let mut password = String::new();
+                std::io::stdin()
+                    .read_line(&mut password)
+                    .map_err(|e| format!("--creds {user}: reading the password: {e}"))?;
+                let password = password.trim_end_matches(['\r', '\n']);
+                Some(imagefs::Credentials::parse(&format!("{user}:{password}")))
+            }
+        };
+        Ok(imagefs::RemoteOptions {
+            credentials,
+            authfile: self.authfile.clone(),
+            tls_verify: self.tls_verify,
+            response_timeout: std::time::Duration::from_secs(self.timeout),
+            idle_timeout: std::time::Duration::from_secs(self.timeout),
+            ..imagefs::RemoteOptions::default()
+        })
     }
 }
 

@@ -132,8 +132,6 @@ pub struct TagList {
 /// Which access a request needs; it picks the Bearer token's scope.
 #[derive(Debug, Clone)]
 enum Access<'a> {
-    /// The ping and other registry-wide requests: no scope.
-    None,
     /// `repository:REPO:pull`.
     Pull(&'a str),
     /// `repository:REPO:pull,push`.
@@ -145,7 +143,6 @@ enum Access<'a> {
 impl Access<'_> {
     fn scopes(&self) -> Vec<String> {
         match self {
-            Access::None => Vec::new(),
             Access::Pull(repo) => vec![format!("repository:{repo}:pull")],
             Access::Push(repo) => vec![format!("repository:{repo}:pull,push")],
             Access::Mount(repo, from) => vec![
@@ -161,8 +158,9 @@ enum Body<'a> {
     None,
     /// In memory: can be sent again on a retry.
     Bytes(&'a [u8]),
-    /// A stream of a known length: sent once, never retried after it started.
-    Reader(&'a mut (dyn Read + Send), u64),
+    /// A stream (its length is in the request's `Content-Length`): sent once, never
+    /// retried after it started.
+    Reader(&'a mut (dyn Read + Send)),
 }
 
 /// One request to the registry.
@@ -453,13 +451,7 @@ impl Client {
                 ));
             }
         }
-        Ok(BlobReader::new(
-            response.into_body().into_reader(),
-            expected_size.or(length),
-            RemoteError::new(ErrorKind::Transport, self.scope(repository), object, ""),
-            self.bytes_fetched.clone(),
-            &self.options,
-        ))
+        Ok(self.blob_reader(response, expected_size.or(length), repository, object))
     }
 
     /// GETs bytes `start..=end` of a blob (`Range: bytes=start-end`). The answer must
@@ -531,13 +523,25 @@ impl Client {
                 ));
             }
         }
-        Ok(BlobReader::new(
+        Ok(self.blob_reader(response, Some(length), repository, object))
+    }
+
+    /// The body of a blob or range answer as a [`BlobReader`] that must yield
+    /// `expected` bytes (when known), counts them, and names `object` in errors.
+    fn blob_reader(
+        &self,
+        response: http::Response<ureq::Body>,
+        expected: Option<u64>,
+        repository: &str,
+        object: String,
+    ) -> BlobReader {
+        BlobReader::new(
             response.into_body().into_reader(),
-            Some(length),
+            expected,
             RemoteError::new(ErrorKind::Transport, self.scope(repository), object, ""),
             self.bytes_fetched.clone(),
             &self.options,
-        ))
+        )
     }
 
     /// Asks the registry to mount `digest` from repository `from` into
@@ -654,7 +658,7 @@ impl Client {
                 ("Content-Type", "application/octet-stream".to_string()),
                 ("Content-Length", size.to_string()),
             ],
-            body: Body::Reader(&mut exact, size),
+            body: Body::Reader(&mut exact),
             access: Access::Push(&repo),
             scope: scope.clone(),
             object: object.clone(),
@@ -952,17 +956,24 @@ impl Client {
         }
         let host = &self.endpoint.host;
         let https = format!("https://{host}");
-        let chosen = match self.ping(&https) {
+        let tries = self.options.max_tries;
+        // Where plain HTTP is allowed, a plain server answers the TLS probe with
+        // garbage at once: one try only, so that a loopback registry costs no backoff.
+        let probe_tries = if self.endpoint.allow_http { 1 } else { tries };
+        let chosen = match self.ping(&https, probe_tries) {
             Ok(challenge) => (https, challenge),
             Err(https_error)
                 if self.endpoint.allow_http && https_error.kind != ErrorKind::Timeout =>
             {
                 let http = format!("http://{host}");
-                match self.ping(&http) {
+                match self.ping(&http, tries) {
                     Ok(challenge) => (http, challenge),
                     // A TLS server answers plain HTTP with 400 (an error of the ping):
-                    // the HTTPS error is the real one.
-                    Err(_) => return Err(https_error),
+                    // the HTTPS error is the real one, worth its retries now.
+                    Err(_) => match self.ping(&https, tries) {
+                        Ok(challenge) => (https, challenge),
+                        Err(e) => return Err(e),
+                    },
                 }
             }
             Err(e) => return Err(e),
@@ -977,7 +988,7 @@ impl Client {
 
     /// GET `base/v2/`: any HTTP answer means the scheme works; a 401 brings the
     /// challenge. A TLS server's 400 to plain HTTP is an error here.
-    fn ping(&self, base: &str) -> Result<Option<Challenge>, RemoteError> {
+    fn ping(&self, base: &str, max_tries: u32) -> Result<Option<Challenge>, RemoteError> {
         let url = format!("{base}/v2/");
         let registry = self.endpoint.name.clone();
         let mut tries = 0;
@@ -989,7 +1000,7 @@ impl Client {
             match self.agent.run(request) {
                 Ok(response) => {
                     let status = response.status();
-                    if status.is_server_error() && tries < self.options.max_tries {
+                    if status.is_server_error() && tries < max_tries {
                         std::thread::sleep(self.backoff(tries, None));
                         continue;
                     }
@@ -1023,7 +1034,7 @@ impl Client {
                 }
                 Err(e) => {
                     let (kind, problem, retry) = describe_ureq(&e, &self.options, true);
-                    if retry && tries < self.options.max_tries {
+                    if retry && tries < max_tries {
                         std::thread::sleep(self.backoff(tries, None));
                         continue;
                     }
@@ -1259,7 +1270,7 @@ impl Client {
             let body = match &mut request.body {
                 Body::None => None,
                 Body::Bytes(bytes) => Some(SendKind::Bytes(bytes)),
-                Body::Reader(reader, len) => Some(SendKind::Reader(&mut **reader, *len)),
+                Body::Reader(reader) => Some(SendKind::Reader(&mut **reader)),
             };
             let auth = authorization
                 .as_deref()
@@ -1431,7 +1442,7 @@ impl Client {
                         .body(bytes)
                         .map_err(|e| Sent::Redirect(format!("bad request URL {url}: {e}")))?,
                 ),
-                Some(SendKind::Reader(reader, _)) => self.agent.run(
+                Some(SendKind::Reader(reader)) => self.agent.run(
                     builder
                         .body(SendBody::from_reader(reader))
                         .map_err(|e| Sent::Redirect(format!("bad request URL {url}: {e}")))?,
@@ -1466,7 +1477,7 @@ impl Client {
 /// A request body handed to one send.
 enum SendKind<'a> {
     Bytes(&'a [u8]),
-    Reader(&'a mut (dyn Read + Send), u64),
+    Reader(&'a mut (dyn Read + Send)),
 }
 
 /// Why a send gave no response.

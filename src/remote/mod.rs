@@ -14,10 +14,6 @@
 //! the daemon are synchronous; a pull runs several blobs on threads sharing one
 //! [`Client`].
 
-// The CLI wires pull/push/ls --remote onto this module next (issue 11); until then
-// most of it is only reached from its tests.
-#![allow(dead_code, unused_imports)]
-
 mod auth;
 mod client;
 mod error;
@@ -28,10 +24,6 @@ mod source;
 mod tests;
 
 pub use auth::Credentials;
-pub use client::{
-    BlobInfo, BlobReader, Client, FetchedManifest, MountOutcome, Options, TagList, MANIFEST_ACCEPT,
-    MAX_MANIFEST_SIZE,
-};
+pub use client::{Client, FetchedManifest, MountOutcome, Options};
 pub use error::{ErrorKind, RemoteError};
-pub use name::{registry_host, repository_path, Endpoint};
 pub use source::RegistrySource;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::{Cursor, Read};
 use std::sync::{Arc, Mutex};
 
-use super::client::{Client, FetchedManifest, Options};
+use super::client::{Client, FetchedManifest};
 use super::error::RemoteError;
 use crate::digest::Digest;
 use crate::image::{self, Descriptor, ImageSource, Parsed, SourceImage};
@@ -22,8 +22,6 @@ pub struct RegistrySource {
     /// Sizes from every descriptor of every manifest served so far, so that a blob
     /// body longer or shorter than its descriptor fails while it streams.
     sizes: Mutex<HashMap<Digest, u64>>,
-    /// Which repository each blob opened so far came from (push mounts from there).
-    origins: Mutex<HashMap<Digest, String>>,
 }
 
 impl std::fmt::Debug for RegistrySource {
@@ -35,23 +33,13 @@ impl std::fmt::Debug for RegistrySource {
 }
 
 impl RegistrySource {
-    /// Connects to the reference's registry and resolves the tag or digest.
-    pub fn open(reference: &Reference, options: &Options) -> Result<RegistrySource, RemoteError> {
-        let client = Arc::new(Client::new(&reference.registry, options)?);
-        Self::with_client(client, reference)
-    }
-
-    /// [`Self::open`] over an existing client of the same registry (shared
-    /// connections and tokens).
-    pub fn with_client(
+    /// A source whose top manifest the caller already has (fetched, or found in
+    /// the store by the digest a HEAD gave): nothing is sent now.
+    pub fn with_top(
         client: Arc<Client>,
         reference: &Reference,
+        top: FetchedManifest,
     ) -> Result<RegistrySource, RemoteError> {
-        let wanted = match &reference.target {
-            Target::Tag(tag) => tag.clone(),
-            Target::Digest(digest) => digest.to_string(),
-        };
-        let top = client.get_manifest(&reference.repository, &wanted)?;
         let mut descriptor =
             Descriptor::new(top.media_type.clone(), top.digest, top.bytes.len() as u64);
         if let Target::Tag(tag) = &reference.target {
@@ -67,7 +55,6 @@ impl RegistrySource {
                 descriptor,
             }],
             sizes: Mutex::new(HashMap::new()),
-            origins: Mutex::new(HashMap::new()),
             client,
             top,
         };
@@ -75,35 +62,9 @@ impl RegistrySource {
         Ok(source)
     }
 
-    /// The client, to share with other sources or a push of the same registry.
-    pub fn client(&self) -> &Arc<Client> {
-        &self.client
-    }
-
-    /// The reference this source was opened from.
-    pub fn reference(&self) -> &Reference {
-        &self.reference
-    }
-
     /// The top manifest or index as served (bytes, media type, digest).
     pub fn top(&self) -> &FetchedManifest {
         &self.top
-    }
-
-    /// `(blob, repository)` for every blob opened so far: where the store should
-    /// record each blob came from, so that a push can mount it from there.
-    pub fn blob_origins(&self) -> Vec<(Digest, String)> {
-        let mut origins: Vec<_> = lock(&self.origins)
-            .iter()
-            .map(|(d, r)| (*d, r.clone()))
-            .collect();
-        origins.sort();
-        origins
-    }
-
-    /// Tells the source a blob's size (from a descriptor the caller parsed).
-    pub fn expect_size(&self, digest: &Digest, size: u64) {
-        lock(&self.sizes).insert(*digest, size);
     }
 
     fn learn_sizes(&self, bytes: &[u8], media_type: Option<&str>) {
@@ -144,7 +105,6 @@ impl ImageSource for RegistrySource {
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>, RemoteError> {
         let size = lock(&self.sizes).get(digest).copied();
         let reader = self.client.get_blob(&self.repository, digest, size)?;
-        lock(&self.origins).insert(*digest, self.repository.clone());
         Ok(Box::new(reader))
     }
 

@@ -87,6 +87,16 @@ impl TestImage {
     }
 }
 
+/// A registry source over `client` for `reference`, its top manifest fetched now.
+fn open_source(client: Arc<Client>, reference: &Reference) -> RegistrySource {
+    let wanted = match &reference.target {
+        crate::reference::Target::Tag(tag) => tag.clone(),
+        crate::reference::Target::Digest(digest) => digest.to_string(),
+    };
+    let top = client.get_manifest(&reference.repository, &wanted).unwrap();
+    RegistrySource::with_top(client, reference, top).unwrap()
+}
+
 fn read_all(mut reader: impl Read) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     reader.read_to_end(&mut bytes)?;
@@ -284,7 +294,10 @@ fn push_read_back_head_range_mount_tags() {
 
     // The image source: one top descriptor, manifest and blobs, origins recorded.
     let reference = Reference::parse(&format!("{}/team/app:1", registry.host())).unwrap();
-    let source = RegistrySource::open(&reference, &options()).unwrap();
+    let source = open_source(
+        Arc::new(Client::new(&registry.host(), &options()).unwrap()),
+        &reference,
+    );
     let images = source.images();
     assert_eq!(images.len(), 1);
     assert_eq!(images[0].descriptor.digest, image.manifest_digest());
@@ -298,10 +311,6 @@ fn push_read_back_head_range_mount_tags() {
         read_all(source.open_blob(&Digest::of(&image.config)).unwrap()).unwrap(),
         image.config
     );
-    assert_eq!(
-        source.blob_origins(),
-        vec![(Digest::of(&image.config), "team/app".to_string())]
-    );
     assert_eq!(source.describe(), reference.to_string());
     let by_digest = Reference::parse(&format!(
         "{}/team/app@{}",
@@ -309,7 +318,10 @@ fn push_read_back_head_range_mount_tags() {
         image.manifest_digest()
     ))
     .unwrap();
-    let source = RegistrySource::with_client(source.client().clone(), &by_digest).unwrap();
+    let source = open_source(
+        Arc::new(Client::new(&registry.host(), &options()).unwrap()),
+        &by_digest,
+    );
     assert_eq!(
         source.images()[0].descriptor.digest,
         image.manifest_digest()
@@ -880,7 +892,7 @@ fn skopeo_copy_then_read_with_the_client() {
     assert_eq!(fetched.digest, image.manifest_digest());
     assert_eq!(fetched.bytes, image.manifest);
     let reference = Reference::parse(&format!("{}/interop/app:v1", registry.host())).unwrap();
-    let source = RegistrySource::with_client(client, &reference).unwrap();
+    let source = open_source(client, &reference);
     let layer = read_all(source.open_blob(&Digest::of(&image.layer)).unwrap()).unwrap();
     assert_eq!(Digest::of(&layer), Digest::of(&image.layer));
 }

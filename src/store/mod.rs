@@ -26,6 +26,8 @@ mod layers;
 pub(crate) mod meta;
 mod pipeline;
 mod progress;
+mod pull;
+mod push;
 mod verify;
 mod view;
 mod why;
@@ -38,10 +40,16 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use cas::{Cas, CasError};
-pub use import::{ImageWarnings, ImportOptions, ImportReport};
+pub use import::{
+    ImageWarnings, ImportOptions, ImportReport, DEFAULT_IMPORT_JOBS, DEFAULT_PULL_JOBS,
+};
 pub use layers::{EntryWarning, LayerWarnings, WARNINGS_KEPT};
-pub use meta::{BlobInfo, BlobKind, Edge, EdgeKind, MetaError, PlatformRow, RepoRow, TagRow};
+pub use meta::{
+    BlobInfo, BlobKind, Edge, EdgeKind, MetaError, Origin, PlatformRow, RepoRow, TagRow,
+};
 pub use progress::{NoProgress, Progress};
+pub use pull::{digest_tag, parse_platform, platform_text, PullOptions, PullReport};
+pub use push::{PushOptions, PushReport};
 pub use view::{ConfigView, LayerView, ManifestKind, ManifestView, PlatformView};
 pub use why::{
     short_digest, Chain, FreedBlob, FreedBlobs, LeaseHolder, Step, TagBytes, Via, WhyReport,
@@ -86,6 +94,10 @@ pub enum StoreError {
     /// An image source could not be opened or read (it says which file or member).
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// A registry refused, failed or lied (it names the registry, the object and the
+    /// problem).
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
     /// Reading a blob's bytes from an image source failed.
     #[error("{what}: {source}")]
     SourceRead {

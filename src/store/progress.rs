@@ -41,17 +41,21 @@ pub struct NoProgress;
 
 impl Progress for NoProgress {}
 
-/// A reader that reports the bytes read through it as progress of one blob.
+/// A reader that reports the bytes read through it as progress of one blob, and
+/// adds them to a running total shared by every blob of one transfer.
 pub(crate) struct ProgressReader<'a, R> {
     pub(crate) inner: R,
     pub(crate) progress: &'a dyn Progress,
     pub(crate) digest: Digest,
+    pub(crate) total: &'a std::sync::atomic::AtomicU64,
 }
 
 impl<R: std::io::Read> std::io::Read for ProgressReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.progress.blob_bytes(&self.digest, n as u64);
+        self.total
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
 }

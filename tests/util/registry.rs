@@ -230,6 +230,21 @@ impl TestCerts {
     }
 }
 
+/// The YAML lines of a nested config section: `path` the keys down to it (a first
+/// key the config already opened, `http`, is not repeated), then its `key: value`
+/// pairs. The base config ends inside `http:`, so TLS continues that section.
+fn yaml_section(path: &[&str], pairs: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    let opened = usize::from(path.first() == Some(&"http"));
+    for (depth, key) in path.iter().enumerate().skip(opened) {
+        out.push_str(&format!("{}{key}:\n", "  ".repeat(depth)));
+    }
+    for (key, value) in pairs {
+        out.push_str(&format!("{}{key}: {value}\n", "  ".repeat(path.len())));
+    }
+    out
+}
+
 /// A running `docker-registry`, killed on drop.
 pub struct Registry {
     child: Child,
@@ -285,10 +300,12 @@ impl Registry {
         );
         let certs = config.tls.then(|| TestCerts::generate(dir.path()));
         if let Some(certs) = &certs {
-            yaml.push_str(&format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
-                certs.server_cert.display(),
-                certs.server_key.display()
+            yaml.push_str(&yaml_section(
+                &["http", "tls"],
+                &[
+                    ("certificate", certs.server_cert.display().to_string()),
+                    ("key", certs.server_key.display().to_string()),
+                ],
             ));
         }
         let mut tokens = None;
@@ -301,17 +318,24 @@ impl Registry {
                 );
                 let path = dir.path().join("htpasswd");
                 std::fs::write(&path, line).map_err(|e| e.to_string())?;
-                yaml.push_str(&format!(
-                    "auth:\n  htpasswd:\n    realm: imagefs-test\n    path: {}\n",
-                    path.display()
+                yaml.push_str(&yaml_section(
+                    &["auth", "htpasswd"],
+                    &[
+                        ("realm", "imagefs-test".to_string()),
+                        ("path", path.display().to_string()),
+                    ],
                 ));
             }
             RegistryAuth::Token { user, ttl } => {
                 let server = TokenServer::start(dir.path(), user.clone(), *ttl);
-                yaml.push_str(&format!(
-                    "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
-                    server.realm(),
-                    server.cert.display()
+                yaml.push_str(&yaml_section(
+                    &["auth", "token"],
+                    &[
+                        ("realm", server.realm()),
+                        ("service", TOKEN_SERVICE.to_string()),
+                        ("issuer", TOKEN_ISSUER.to_string()),
+                        ("rootcertbundle", server.cert.display().to_string()),
+                    ],
                 ));
                 tokens = Some(server);
             }
@@ -764,6 +788,9 @@ pub enum Fault {
     Endless,
     /// Send the head (`Content-Length: 1048576`) and then nothing (for 60 s at most).
     Stall,
+    /// Forward the real answer's head and this many body bytes, then send nothing
+    /// more, keeping the connection open (for 60 s at most): a stall mid-body.
+    StallAfter(usize),
     /// Forward without the `Range` header: a 200 with the whole blob.
     IgnoreRange,
 }
@@ -1064,27 +1091,41 @@ fn serve_proxy(
         Some(Fault::Stall) => {
             let head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1048576\r\nConnection: close\r\n\r\n";
             if stream.write_all(head.as_bytes()).is_ok() {
-                // Wait until the client gives up (its read then fails) or 60 s.
-                let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
-                let deadline = Instant::now() + Duration::from_secs(60);
-                let mut buf = [0u8; 1];
-                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                    match stream.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                            ) => {}
-                        Err(_) => break,
-                    }
+                hold_open(&mut stream, stop);
+            }
+        }
+        Some(Fault::StallAfter(keep)) => {
+            if let Some(answer) = forward(&request, upstream) {
+                let end = (body_start(&answer) + keep).min(answer.len());
+                if stream.write_all(&answer[..end]).is_ok() {
+                    let _ = stream.flush();
+                    hold_open(&mut stream, stop);
                 }
             }
         }
     }
     let _ = stream.flush();
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Keeps a connection open without sending, until the client gives up (its end
+/// closes), the proxy stops, or 60 s pass.
+fn hold_open(stream: &mut TcpStream, stop: &AtomicBool) {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut buf = [0u8; 1];
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
 }
 
 fn serve_other(mut stream: TcpStream, state: &Mutex<ProxyState>) {
