@@ -119,7 +119,18 @@ fn the_tree_has_the_shape_of_the_spec() {
     let f = fixture(false);
     assert_eq!(f.names("/"), [".", "..", "dev", "prod"]);
     assert_eq!(f.names("/dev"), [".", "..", "app", "multi"]);
-    assert_eq!(f.names("/dev/app"), [".", "..", "tags", "manifests"]);
+    assert_eq!(
+        f.names("/dev/app"),
+        [
+            ".",
+            "..",
+            "tags",
+            "manifests",
+            "blobs",
+            "index.json",
+            "oci-layout"
+        ]
+    );
     assert_eq!(f.names("/dev/app/tags"), [".", "..", "1"]);
     assert_eq!(
         f.names("/dev/app/manifests"),
@@ -221,7 +232,11 @@ fn attributes_are_honest() {
     assert_eq!(index_dir.nlink, 2 + 1, "platforms/ only");
     assert_eq!(f.at("/").unwrap().nlink, 2 + 2);
     assert_eq!(f.at("/dev").unwrap().nlink, 2 + 2);
-    assert_eq!(f.at("/dev/app").unwrap().nlink, 2 + 2);
+    assert_eq!(
+        f.at("/dev/app").unwrap().nlink,
+        2 + 3,
+        "tags/, manifests/, blobs/"
+    );
     let tag = f.at("/dev/app/tags/1").unwrap();
     assert_eq!(tag.kind, NodeType::Symlink);
     assert_eq!(tag.size, f.link("/dev/app/tags/1").len() as u64);
@@ -293,7 +308,9 @@ fn inode_numbers_are_stable_and_listings_agree_with_lookups() {
         .expect_err("prod/ is no tags/ directory");
     f.store.create_repository("prod", "app").unwrap();
     let prod_tags = f.ino("/prod/app/tags");
-    f.vfs.rename(promoted, "1", prod_tags, "1", false).unwrap();
+    f.vfs
+        .rename(promoted, "1", prod_tags, "1", false, 0)
+        .unwrap();
     assert_ne!(
         f.ino(&format!("/prod/app/manifests/{}", f.app)),
         f.ino(&format!("/dev/multi/manifests/{}", f.index))
@@ -345,12 +362,12 @@ fn tags_are_written_with_ln_rm_and_mv() {
     );
     // mv keeps the inode number with the tag, also across registries.
     let a = f.ino("/dev/app/tags/a");
-    f.vfs.rename(tags, "a", tags, "z", false).unwrap();
+    f.vfs.rename(tags, "a", tags, "z", false, 0).unwrap();
     assert_eq!(f.ino("/dev/app/tags/z"), a);
     assert_eq!(f.errno("/dev/app/tags/a"), libc::ENOENT);
     assert_eq!(
         f.vfs
-            .rename(tags, "z", tags, "c", true)
+            .rename(tags, "z", tags, "c", true, 0)
             .unwrap_err()
             .errno(),
         libc::EEXIST
@@ -358,7 +375,7 @@ fn tags_are_written_with_ln_rm_and_mv() {
     let root = ROOT_INO;
     assert_eq!(
         f.vfs
-            .rename(root, "dev", root, "x", false)
+            .rename(root, "dev", root, "x", false, 0)
             .unwrap_err()
             .errno(),
         libc::EROFS
@@ -386,7 +403,18 @@ fn directories_are_made_and_removed() {
     let a = f.vfs.mkdir(staging.ino, "a").unwrap();
     let b = f.vfs.mkdir(a.ino, "b").unwrap();
     assert_eq!(f.names("/staging/a"), [".", "..", "b"]);
-    assert_eq!(f.names("/staging/a/b"), [".", "..", "tags", "manifests"]);
+    assert_eq!(
+        f.names("/staging/a/b"),
+        [
+            ".",
+            "..",
+            "tags",
+            "manifests",
+            "blobs",
+            "index.json",
+            "oci-layout"
+        ]
+    );
     assert_eq!(f.vfs.mkdir(a.ino, "b").unwrap_err().errno(), libc::EEXIST);
     assert_eq!(f.vfs.mkdir(a.ino, "B").unwrap_err().errno(), libc::EINVAL);
     assert_eq!(
@@ -395,7 +423,18 @@ fn directories_are_made_and_removed() {
     );
     // rmdir of b brings a back as the empty repository it was.
     f.vfs.rmdir(a.ino, "b").unwrap();
-    assert_eq!(f.names("/staging/a"), [".", "..", "tags", "manifests"]);
+    assert_eq!(
+        f.names("/staging/a"),
+        [
+            ".",
+            "..",
+            "tags",
+            "manifests",
+            "blobs",
+            "index.json",
+            "oci-layout"
+        ]
+    );
     // rm -rf of a repository: tags/ and manifests/ go once empty, then itself.
     let app = f.ino("/dev/app");
     assert_eq!(
@@ -431,7 +470,7 @@ fn a_read_only_mount_refuses_every_change() {
     assert_eq!(f.vfs.symlink(tags, "2", target).unwrap_err().errno(), erofs);
     assert_eq!(
         f.vfs
-            .rename(tags, "1", tags, "2", false)
+            .rename(tags, "1", tags, "2", false, 0)
             .unwrap_err()
             .errno(),
         erofs
