@@ -589,8 +589,15 @@ impl Vfs {
                         (&repo.registry, &repo.repository),
                         self.layout().grace,
                     )
-                    .map(|_| ())
-                    .map_err(|e| refused(&what, e))
+                    .map_err(|e| refused(&what, e))?;
+                // The kernel's entry for the name now stands for the stored blob.
+                if let Some(name) = staged {
+                    self.renamed(
+                        &Node::Staged(name),
+                        &Node::LayoutBlob(super::nodes::LayoutBlob { repo, digest }),
+                    );
+                }
+                Ok(())
             }
         }
     }
