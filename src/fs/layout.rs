@@ -237,6 +237,22 @@ impl LayoutState {
     }
 }
 
+impl Drop for LayoutState {
+    /// At unmount, what tools left staged goes (a crash leaves it to `gc`).
+    fn drop(&mut self) {
+        let repos = std::mem::take(&mut *lock(&self.repos));
+        for staging in repos.into_values() {
+            for file in staging.files.into_values() {
+                if let Err(error) = std::fs::remove_file(&file.path) {
+                    if error.kind() != std::io::ErrorKind::NotFound {
+                        log::warn!("removing staging file {}: {error}", file.path.display());
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The thread group (process) of thread `tid`: FUSE names the calling thread, and
 /// a Go program reads and writes from whichever thread runs the goroutine.
 fn thread_group(tid: u32) -> u32 {
@@ -279,6 +295,16 @@ pub(crate) struct WriteHandle {
     dirty: bool,
     /// Committed as a blob: the file is in `blobs/` now and takes no more writes.
     sealed: bool,
+}
+
+impl Drop for WriteHandle {
+    /// A handle dropped without its release (the mount ending) takes its own
+    /// staging file along.
+    fn drop(&mut self) {
+        if let Some(path) = self.private.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 impl WriteHandle {
@@ -620,6 +646,20 @@ impl Vfs {
     pub(crate) fn commit_index(&self, repo: &RepoKey, bytes: &[u8], pid: u32) -> Result<()> {
         let what = format!("{}/{}/index.json", repo.registry, repo.repository);
         let written = parse_index_tags(bytes).map_err(|e| refused(&what, e))?;
+        // Every descriptor must tell the truth, also of tags the writer kept.
+        for (tag, descriptor) in &written {
+            if let Some(size) = self.store().layout_blob_size(&descriptor.digest)? {
+                if size != descriptor.size {
+                    return Err(refused(
+                        &what,
+                        StoreError::Invalid(format!(
+                            "tag {tag}: the descriptor of {} says {} bytes, but the blob has {size}",
+                            descriptor.digest, descriptor.size
+                        )),
+                    ));
+                }
+            }
+        }
         let _one_at_a_time = lock(&self.layout().writers);
         let read = match self.layout().seen_by(pid, repo) {
             Some(tags) => tags,

@@ -95,12 +95,14 @@ impl Kind for Namespace {
     fn child(&self, vfs: &Vfs, name: &[u8]) -> Result<Node> {
         let name = utf8(name)?;
         let (is_repo, children) = vfs.namespace(&self.registry, &self.path)?;
+        if is_repo.is_some() {
+            if let Some(node) = layout::child(vfs, &self.repo(), name) {
+                return Ok(node);
+            }
+        }
         match name {
             "tags" if is_repo.is_some() => Ok(Node::Tags(TagsDir(self.repo()))),
             "manifests" if is_repo.is_some() => Ok(Node::Manifests(ManifestsDir(self.repo()))),
-            _ if is_repo.is_some() && layout::child(vfs, &self.repo(), name).is_some() => {
-                layout::child(vfs, &self.repo(), name).ok_or(VfsError::NotFound)
-            }
             _ if children.contains(name) => Ok(self.below(name)),
             _ => Err(VfsError::NotFound),
         }
@@ -135,6 +137,11 @@ impl Kind for Namespace {
     fn rmdir(&self, vfs: &Vfs, name: &str) -> Result<()> {
         let (registry, path) = (&self.registry, &self.path);
         let (is_repo, _) = vfs.namespace(registry, path)?;
+        if is_repo.is_some() {
+            if let Some(result) = layout::rmdir(vfs, &self.repo(), name) {
+                return result;
+            }
+        }
         let empty = |empty: bool| {
             if empty {
                 Ok(())
@@ -146,9 +153,6 @@ impl Kind for Namespace {
             "tags" if is_repo.is_some() => empty(vfs.store().tags(registry, path)?.is_empty()),
             "manifests" if is_repo.is_some() => {
                 empty(vfs.store().repository_manifests(registry, path)?.is_empty())
-            }
-            _ if is_repo.is_some() && layout::rmdir(vfs, &self.repo(), name).is_some() => {
-                layout::rmdir(vfs, &self.repo(), name).unwrap_or(Err(VfsError::NotFound))
             }
             _ => {
                 let child = join_path(path, name);
