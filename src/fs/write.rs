@@ -133,8 +133,10 @@ impl Vfs {
         handle: Option<&mut WriteHandle>,
     ) -> Result<Attr> {
         let node: Node = self.node(ino)?;
-        if mode.is_some() || size.is_some() {
-            self.writable()?;
+        self.writable()?;
+        // Times (`touch`) are taken, and dropped, only on files being written.
+        if mode.is_none() && size.is_none() && !matches!(node, Node::Staged(_)) {
+            return Err(VfsError::ReadOnly);
         }
         if let Some(size) = size {
             match handle {
