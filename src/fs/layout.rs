@@ -615,7 +615,11 @@ impl Vfs {
                         (&repo.registry, &repo.repository),
                         self.layout().grace,
                     )
-                    .map_err(|e| refused(&what, e))?;
+                    .map_err(|e| {
+                        // Nothing is kept of a blob that failed.
+                        self.store().remove_staged(&path);
+                        refused(&what, e)
+                    })?;
                 // The kernel's entry for the name now stands for the stored blob.
                 if let Some(name) = staged {
                     self.renamed(
@@ -732,7 +736,11 @@ impl Vfs {
                         (&repo.registry, &repo.repository),
                         self.layout().grace,
                     )
-                    .map_err(|e| refused(&what, e))?;
+                    .map_err(|e| {
+                        // Nothing is kept of a rename that failed.
+                        self.store().remove_staged(&staged.path);
+                        refused(&what, e)
+                    })?;
                 Ok(Node::LayoutBlob(super::nodes::LayoutBlob { repo, digest }))
             }
             RenameTarget::IndexJson(repo) => {
