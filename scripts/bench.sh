@@ -93,10 +93,10 @@ is_mounted() { awk -v mp="$1" '$2 == mp { found = 1 } END { exit !found }' /proc
 cleanup() {
     local rc=$?
     set +e
-    for mp in "$MP" "$RMP"; do
+    for mp in "$MP" "$RMP" "$RUN/mnt10"; do
         if is_mounted "$mp"; then
             log "cleanup: unmounting $mp"
-            if [ "$mp" = "$MP" ]; then
+            if [ "$mp" != "$RMP" ]; then
                 timeout 30 "$IMAGEFS" unmount "$mp" >/dev/null 2>&1
             else
                 timeout 30 ratarmount -u "$mp" >/dev/null 2>&1
@@ -302,6 +302,9 @@ row 9.pull.skopeo 9 "imagefs pull distro+big from docker-registry on loopback" "
 row 9.pull.import 9 "imagefs pull distro+big from docker-registry on loopback" "imagefs import of the same images from a local layout" s 0 ratio_le 1.1 "≤1.1 of a local import"
 row 9.pull.shared 9 "imagefs pull big after distro (shared base): bytes fetched" "big's size" bytes 0 none "" ""
 row 9.push.skopeo 9 "imagefs push distro+big into an empty registry" "skopeo copy oci: -> docker://" s 0 ratio_le 1.0 "≤1.0 of skopeo"
+row 10.copy 10 "skopeo copy oci:SRC:big -> oci:MOUNT/b10/big:x (fresh store)" "skopeo copy into a plain directory" s 0 ratio_le 1.3 "≤1.3x plain"
+row 10.shared.bytes 10 "then distro's sibling big (shares base+modify): bytes written to blobs/" "bytes of big's blobs distro lacks" bytes 0 ratio_le 1.0 "new layers only"
+row 10.unpack 10 "umoci unpack --image MOUNT/b10/distro:x" "umoci unpack from the plain layout" s 0 ratio_le 1.2 "≤1.2x plain"
 
 # ------------------------------------------------------------------ mount support
 # mount/unmount and rootfs/ are being built: detect them, mark rows n/a otherwise.
@@ -797,6 +800,73 @@ put 8.store.all peer "$IMAGES_BYTES"
 ifs df --json >"$RUN/df.json"
 note 8.store "dedupe: the images' sum is $(python3 -c 'import sys; print("%.0f" % (int(sys.argv[1]) / max(1, int(sys.argv[2]))))' "$IMAGES_BYTES" "$(du -sb "$STORE/blobs" | cut -f1)")x the blobs on disk"
 note 8.store "$TAGS tags; df --json: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("stored_bytes %d, logical_bytes %d, cache_bytes %d" % (d["stored_bytes"], d["logical_bytes"], d["cache_bytes"]))' "$RUN/df.json")"
+
+# ================================================================== case 10: OCI layout
+# Every repository of the mount is an OCI image layout (SPEC 7): skopeo writes into
+# it and umoci reads from it, against the same tools on a plain directory. A store
+# of its own (blobs the main store has would be skipped, not written).
+log "case 10: OCI layout through the mount"
+S10=$RUN/store10 MP10=$RUN/mnt10 P10=$RUN/plain10 U10=$RUN/unpack10
+unmount10() {
+    is_mounted "$MP10" || return 0
+    timeout "$T_MOUNT" "$IMAGEFS" unmount "$MP10" >/dev/null
+}
+fresh10() { # an empty store mounted at MP10, with repositories b10/big and b10/distro
+    unmount10
+    rm -rf "$S10"
+    mkdir -p "$MP10"
+    timeout "$T_MOUNT" "$IMAGEFS" --store "$S10" mount "$MP10" >/dev/null
+    is_mounted "$MP10" || die "imagefs mount of $S10 returned but $MP10 is not mounted"
+    mkdir -p "$MP10/b10/big" "$MP10/b10/distro"
+}
+fresh_plain10() { rm -rf "$P10"; }
+fresh_unpack10() { rm -rf "$U10"; }
+copy10() { timeout "$T_MOUNT" skopeo copy -q "oci:$L:$1" "oci:$2:x"; }
+unpack10() { timeout "$T_MOUNT" umoci unpack --image "$1" "$U10"; }
+if [ "$MOUNT_OK" = 0 ]; then
+    mount_na 10.copy
+    mount_na 10.shared.bytes
+    mount_na 10.unpack
+elif ! have skopeo; then
+    for k in 10.copy 10.shared.bytes 10.unpack; do na "$k" imagefs "$(missing skopeo)"; na "$k" peer "$(missing skopeo)"; done
+else
+    cat "$L"/blobs/sha256/* >/dev/null
+    bench 10.copy peer "$SLOW_RUNS" 0 fresh_plain10 copy10 big "$P10"
+    bench 10.copy imagefs "$SLOW_RUNS" 0 fresh10 copy10 big "$MP10/b10/big"
+    [ "$(readlink "$MP10/b10/big/tags/x")" = "../manifests/sha256:$M_BIG" ] ||
+        die "skopeo copy into the mount did not tag b10/big:x with $M_BIG"
+    # The sibling: distro first, then big, which shares its base and modify layers.
+    fresh10
+    copy10 distro "$MP10/b10/distro" || die "skopeo copy distro into the mount failed"
+    before=$(du -sb "$S10/blobs" | cut -f1)
+    copy10 big "$MP10/b10/big" || die "skopeo copy big into the mount failed"
+    after=$(du -sb "$S10/blobs" | cut -f1)
+    put 10.shared.bytes imagefs $((after - before))
+    put 10.shared.bytes peer "$(python3 - "$L" <<'PY'
+import json, sys
+layout = sys.argv[1]
+def blob(d): return open(f"{layout}/blobs/sha256/{d.split(':')[1]}", "rb").read()
+def reach(name):
+    top = next(m for m in json.load(open(f"{layout}/index.json"))["manifests"]
+               if m["annotations"]["org.opencontainers.image.ref.name"] == name)
+    manifest = json.loads(blob(top["digest"]))
+    return {(d["digest"], d["size"]) for d in [top, manifest["config"], *manifest["layers"]]}
+print(sum(size for _, size in reach("big") - reach("distro")))
+PY
+)"
+    note 10.shared.bytes "du -sb of the store's blobs/ before and after the second copy"
+    if have umoci; then
+        bench 10.unpack peer "$RUNS" 0 fresh_unpack10 unpack10 "$L:distro"
+        bench 10.unpack imagefs "$RUNS" 0 fresh_unpack10 unpack10 "$MP10/b10/distro:x"
+        rm -rf "$U10"
+    else
+        na 10.unpack imagefs "$(missing umoci)"
+        na 10.unpack peer "$(missing umoci)"
+    fi
+    "$IMAGEFS" --store "$S10" fsck >"$RUN/fsck10.out" || die "imagefs fsck of the case 10 store failed: $(tail -3 "$RUN/fsck10.out")"
+    unmount10
+    rm -rf "$S10" "$P10"
+fi
 
 log "fsck"
 ifs fsck >"$RUN/fsck.out" || die "imagefs fsck failed after the benchmark: $(tail -3 "$RUN/fsck.out")"

@@ -444,7 +444,10 @@ fn tree_shows_registries_repositories_tags_and_manifests() {
     assert_eq!(names(&m.path("docker.io")), ["library"]);
     assert_eq!(names(&m.path("docker.io/library")), ["alpine"]);
     assert!(names(&m.path("prod")).is_empty());
-    assert_eq!(names(&m.path("dev/app")), ["manifests", "tags"]);
+    assert_eq!(
+        names(&m.path("dev/app")),
+        ["blobs", "index.json", "manifests", "oci-layout", "tags"]
+    );
     assert_eq!(names(&m.path("dev/app/tags")), ["1", "2", "latest"]);
     assert_eq!(
         std::fs::read_link(m.path("dev/app/tags/1")).unwrap(),
@@ -573,7 +576,10 @@ fn attributes_are_honest() {
             let target = std::fs::read_link(path).unwrap();
             assert_eq!(meta.len(), target.as_os_str().len() as u64);
         } else {
-            assert_eq!(mode, 0o444, "{}", path.display());
+            // A layout's index.json and oci-layout take rewrites (SPEC 7).
+            let writable = path.ends_with("index.json") || path.ends_with("oci-layout");
+            let expected = if writable { 0o644 } else { 0o444 };
+            assert_eq!(mode, expected, "{}", path.display());
             assert_eq!(meta.blocks(), meta.len().div_ceil(512));
         }
     }
@@ -894,7 +900,7 @@ fn mkdir_and_rmdir_registries_and_repositories() {
     assert_eq!(names(&m.path("staging/team")), ["tools"]);
     assert_eq!(
         names(&m.path("staging/team/tools/builder")),
-        ["manifests", "tags"]
+        ["blobs", "index.json", "manifests", "oci-layout", "tags"]
     );
     sh_ok(&m.mnt, "mkdir -p dev/app"); // exists: fine for -p
 
@@ -991,10 +997,18 @@ fn a_repository_can_hold_deeper_repositories() {
         .unwrap();
     let library = m.path("docker.io/library");
     wait_until("library is a repository", Duration::from_secs(1), || {
-        names(&library) == ["alpine", "manifests", "tags"]
+        names(&library)
+            == [
+                "alpine",
+                "blobs",
+                "index.json",
+                "manifests",
+                "oci-layout",
+                "tags",
+            ]
     });
     let meta = std::fs::metadata(&library).unwrap();
-    assert_eq!(meta.nlink(), 5);
+    assert_eq!(meta.nlink(), 6, "alpine/, tags/, manifests/, blobs/");
     let dir = library.clone();
     assert_eq!(
         errno_of(within(10, move || std::fs::remove_dir(dir))),

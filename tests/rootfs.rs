@@ -49,35 +49,14 @@ fn sh(dir: &Path, script: &str) -> String {
         .stdout()
 }
 
-/// `find -printf` of everything below `dir` (the root itself left out), one
-/// `path|type|mode|uid|gid|size|link|nlink` line per path, sorted by path.
-/// Directory sizes are `-`: they differ between filesystems by design (and so do
-/// directory mtimes, which are left out).
+/// The tree of `dir` as `find` sees it (see `util::tree_listing`).
 fn listing(dir: &Path) -> Vec<String> {
-    let out = sh(
-        dir,
-        "find . -mindepth 1 -printf '%P|%y|%m|%U|%G|%s|%l|%n\\n'",
-    );
-    let mut lines: Vec<String> = out
-        .lines()
-        .map(|line| {
-            let mut fields: Vec<&str> = line.split('|').collect();
-            if fields.get(1) == Some(&"d") {
-                fields[5] = "-";
-            }
-            fields.join("|")
-        })
-        .collect();
-    lines.sort_by(|a, b| a.split('|').next().cmp(&b.split('|').next()));
-    lines
+    util::tree_listing(dir)
 }
 
 /// sha256 of every regular file below `dir`, by path.
 fn hashes(dir: &Path) -> String {
-    sh(
-        dir,
-        "find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum",
-    )
+    util::tree_hashes(dir)
 }
 
 fn can_run() -> bool {

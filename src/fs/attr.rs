@@ -9,7 +9,9 @@ use crate::digest::Digest;
 use crate::layer::{self, NodeKind};
 use crate::store::BlobInfo;
 
-use super::nodes::Node;
+use std::path::PathBuf;
+
+use super::nodes::{Node, RepoKey};
 
 /// An inode number.
 pub(crate) type Ino = u64;
@@ -54,6 +56,12 @@ pub(crate) enum FileContent {
     Blob(Digest),
     /// Entry `entry` of layer blob `layer` (image views).
     LayerEntry { layer: Digest, entry: u32 },
+    /// Bytes that never change (`oci-layout`).
+    Fixed(&'static [u8]),
+    /// A repository's `index.json`, generated when it is opened.
+    IndexJson(RepoKey),
+    /// A file a tool is writing through the mount (its staging file).
+    Staged(PathBuf),
 }
 
 /// How long what the kernel learns about a node stays true.
@@ -118,6 +126,28 @@ impl Attr {
             owner: None,
             rdev: 0,
             volatility: Volatility::Immutable,
+        }
+    }
+
+    /// A regular file of the mount's own that is no whole stored blob (`index.json`,
+    /// `oci-layout`, a staged file).
+    pub(crate) fn regular(
+        ino: Ino,
+        size: u64,
+        perm: u16,
+        mtime_ns: i64,
+        volatility: Volatility,
+    ) -> Attr {
+        Attr {
+            ino,
+            kind: NodeType::File,
+            size,
+            nlink: 1,
+            perm,
+            mtime_ns,
+            owner: None,
+            rdev: 0,
+            volatility,
         }
     }
 

@@ -29,6 +29,9 @@ pub(crate) enum VfsError {
     /// ENOTDIR: a path component is not a directory.
     #[error("not a directory")]
     NotDir,
+    /// EISDIR: a directory where a file was expected.
+    #[error("is a directory")]
+    IsDir,
     /// ENODATA: no extended attribute of that name.
     #[error("no such attribute")]
     NoXattr,
@@ -50,6 +53,7 @@ impl VfsError {
             VfsError::NotEmpty => libc::ENOTEMPTY,
             VfsError::ReadOnly => libc::EROFS,
             VfsError::NotDir => libc::ENOTDIR,
+            VfsError::IsDir => libc::EISDIR,
             VfsError::NoXattr => libc::ENODATA,
             VfsError::Store(error) => store_errno(error),
             VfsError::Io(error) => match (error.raw_os_error(), ErrorKind::of_io(error)) {

@@ -41,6 +41,7 @@ mod errno;
 mod fuse;
 mod image_view;
 mod inodes;
+mod layout;
 mod links;
 mod nodes;
 mod read;

@@ -24,6 +24,7 @@ use super::attr::{Attr, DirEntry, Ino, NodeType};
 use super::errno::VfsError;
 use super::image_view::{ImageTree, ImageViews, TreeCacheStats};
 use super::inodes::{InodeTable, TableStats};
+use super::layout::LayoutState;
 use super::lock;
 use super::nodes::{Lives, ManifestAt, Node, RepoKey, Result, TreeKind};
 use super::write::MkdirState;
@@ -72,6 +73,8 @@ pub(crate) struct Vfs {
     repo_cache: Mutex<RepoCache>,
     /// What this mount's `mkdir`s made (see [`MkdirState`]).
     mkdirs: MkdirState,
+    /// Files tools are writing through repositories' OCI layouts.
+    layout: LayoutState,
     /// Set while one thread sweeps unheld inode numbers.
     sweeping: AtomicBool,
 }
@@ -97,6 +100,7 @@ impl Vfs {
             )),
             repo_cache: Mutex::new(RepoCache::default()),
             mkdirs: MkdirState::default(),
+            layout: LayoutState::new(),
             sweeping: AtomicBool::new(false),
         }
     }
@@ -119,6 +123,11 @@ impl Vfs {
     /// What this mount's `mkdir`s made.
     pub(super) fn mkdirs(&self) -> &MkdirState {
         &self.mkdirs
+    }
+
+    /// The files tools are writing through repositories' OCI layouts.
+    pub(super) fn layout(&self) -> &LayoutState {
+        &self.layout
     }
 
     // ---- inode numbers ----
@@ -246,6 +255,8 @@ impl Vfs {
                         }))
             }
             Lives::Repo(repo) => has_repo(repo),
+            Lives::Staged(name) => self.layout.file(name).is_some(),
+            Lives::StagingDir(dir) => self.layout.dir(&dir.repo, &dir.name).is_some(),
             Lives::Tag(repo, tag) => {
                 if !has_repo(repo) {
                     return false;

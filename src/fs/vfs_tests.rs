@@ -119,7 +119,18 @@ fn the_tree_has_the_shape_of_the_spec() {
     let f = fixture(false);
     assert_eq!(f.names("/"), [".", "..", "dev", "prod"]);
     assert_eq!(f.names("/dev"), [".", "..", "app", "multi"]);
-    assert_eq!(f.names("/dev/app"), [".", "..", "tags", "manifests"]);
+    assert_eq!(
+        f.names("/dev/app"),
+        [
+            ".",
+            "..",
+            "tags",
+            "manifests",
+            "blobs",
+            "index.json",
+            "oci-layout"
+        ]
+    );
     assert_eq!(f.names("/dev/app/tags"), [".", "..", "1"]);
     assert_eq!(
         f.names("/dev/app/manifests"),
@@ -221,7 +232,11 @@ fn attributes_are_honest() {
     assert_eq!(index_dir.nlink, 2 + 1, "platforms/ only");
     assert_eq!(f.at("/").unwrap().nlink, 2 + 2);
     assert_eq!(f.at("/dev").unwrap().nlink, 2 + 2);
-    assert_eq!(f.at("/dev/app").unwrap().nlink, 2 + 2);
+    assert_eq!(
+        f.at("/dev/app").unwrap().nlink,
+        2 + 3,
+        "tags/, manifests/, blobs/"
+    );
     let tag = f.at("/dev/app/tags/1").unwrap();
     assert_eq!(tag.kind, NodeType::Symlink);
     assert_eq!(tag.size, f.link("/dev/app/tags/1").len() as u64);
@@ -293,7 +308,9 @@ fn inode_numbers_are_stable_and_listings_agree_with_lookups() {
         .expect_err("prod/ is no tags/ directory");
     f.store.create_repository("prod", "app").unwrap();
     let prod_tags = f.ino("/prod/app/tags");
-    f.vfs.rename(promoted, "1", prod_tags, "1", false).unwrap();
+    f.vfs
+        .rename(promoted, "1", prod_tags, "1", false, 0)
+        .unwrap();
     assert_ne!(
         f.ino(&format!("/prod/app/manifests/{}", f.app)),
         f.ino(&format!("/dev/multi/manifests/{}", f.index))
@@ -345,12 +362,12 @@ fn tags_are_written_with_ln_rm_and_mv() {
     );
     // mv keeps the inode number with the tag, also across registries.
     let a = f.ino("/dev/app/tags/a");
-    f.vfs.rename(tags, "a", tags, "z", false).unwrap();
+    f.vfs.rename(tags, "a", tags, "z", false, 0).unwrap();
     assert_eq!(f.ino("/dev/app/tags/z"), a);
     assert_eq!(f.errno("/dev/app/tags/a"), libc::ENOENT);
     assert_eq!(
         f.vfs
-            .rename(tags, "z", tags, "c", true)
+            .rename(tags, "z", tags, "c", true, 0)
             .unwrap_err()
             .errno(),
         libc::EEXIST
@@ -358,7 +375,7 @@ fn tags_are_written_with_ln_rm_and_mv() {
     let root = ROOT_INO;
     assert_eq!(
         f.vfs
-            .rename(root, "dev", root, "x", false)
+            .rename(root, "dev", root, "x", false, 0)
             .unwrap_err()
             .errno(),
         libc::EROFS
@@ -386,7 +403,18 @@ fn directories_are_made_and_removed() {
     let a = f.vfs.mkdir(staging.ino, "a").unwrap();
     let b = f.vfs.mkdir(a.ino, "b").unwrap();
     assert_eq!(f.names("/staging/a"), [".", "..", "b"]);
-    assert_eq!(f.names("/staging/a/b"), [".", "..", "tags", "manifests"]);
+    assert_eq!(
+        f.names("/staging/a/b"),
+        [
+            ".",
+            "..",
+            "tags",
+            "manifests",
+            "blobs",
+            "index.json",
+            "oci-layout"
+        ]
+    );
     assert_eq!(f.vfs.mkdir(a.ino, "b").unwrap_err().errno(), libc::EEXIST);
     assert_eq!(f.vfs.mkdir(a.ino, "B").unwrap_err().errno(), libc::EINVAL);
     assert_eq!(
@@ -395,7 +423,18 @@ fn directories_are_made_and_removed() {
     );
     // rmdir of b brings a back as the empty repository it was.
     f.vfs.rmdir(a.ino, "b").unwrap();
-    assert_eq!(f.names("/staging/a"), [".", "..", "tags", "manifests"]);
+    assert_eq!(
+        f.names("/staging/a"),
+        [
+            ".",
+            "..",
+            "tags",
+            "manifests",
+            "blobs",
+            "index.json",
+            "oci-layout"
+        ]
+    );
     // rm -rf of a repository: tags/ and manifests/ go once empty, then itself.
     let app = f.ino("/dev/app");
     assert_eq!(
@@ -431,7 +470,7 @@ fn a_read_only_mount_refuses_every_change() {
     assert_eq!(f.vfs.symlink(tags, "2", target).unwrap_err().errno(), erofs);
     assert_eq!(
         f.vfs
-            .rename(tags, "1", tags, "2", false)
+            .rename(tags, "1", tags, "2", false, 0)
             .unwrap_err()
             .errno(),
         erofs
@@ -509,4 +548,208 @@ fn refs_and_refcount_xattrs_show_what_keeps_a_blob() {
             .errno(),
         libc::ENODATA
     );
+}
+
+// ---- every repository is an OCI image layout (SPEC section 7) ----
+
+/// The pid writes are made as (this process: `index.json` remembers what it read).
+fn me() -> u32 {
+    std::process::id()
+}
+
+fn repo(name: &str) -> super::nodes::RepoKey {
+    super::nodes::RepoKey {
+        registry: "dev".into(),
+        repository: name.into(),
+    }
+}
+
+#[test]
+fn a_repository_reads_as_an_oci_layout() {
+    let f = fixture(false);
+    let layout = f.at("/dev/app/oci-layout").unwrap();
+    assert_eq!(layout.kind, NodeType::File);
+    assert_eq!(layout.size, super::layout::OCI_LAYOUT.len() as u64);
+    let (bytes, _) = f.vfs.index_json(&repo("app")).unwrap();
+    assert_eq!(
+        f.at("/dev/app/index.json").unwrap().size,
+        bytes.len() as u64
+    );
+    assert_eq!(
+        f.vfs.index_json(&repo("app")).unwrap().0,
+        bytes,
+        "stable bytes"
+    );
+    let index: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(index["schemaVersion"], 2);
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
+    assert_eq!(index["manifests"][0]["digest"], f.app.to_string());
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "1"
+    );
+    // blobs/sha256/: 64-hex names, the blobs the tags reach (manifest, config, 2
+    // layers); any stored blob answers a lookup; a missing one is ENOENT.
+    let listed = f.names("/dev/app/blobs/sha256");
+    assert_eq!(listed.len(), 2 + 4, "{listed:?}");
+    assert!(listed[2..].iter().all(|n| n.len() == 64));
+    assert!(listed.contains(&f.app.hex()));
+    assert!(!listed.contains(&f.index.hex()));
+    let elsewhere = f.at(&format!("/dev/app/blobs/sha256/{}", f.index.hex()));
+    assert_eq!(elsewhere.unwrap().kind, NodeType::File);
+    assert_eq!(
+        f.errno(&format!("/dev/app/blobs/sha256/{}", "0".repeat(64))),
+        libc::ENOENT
+    );
+    assert_eq!(f.errno("/dev/app/blobs/sha256/not-hex"), libc::ENOENT);
+    assert_eq!(
+        f.vfs
+            .content_of(f.ino(&format!("/dev/app/blobs/sha256/{}", f.app.hex())))
+            .unwrap(),
+        Some(FileContent::Blob(f.app))
+    );
+}
+
+#[test]
+fn staged_files_become_blobs_only_with_their_own_bytes() {
+    let f = fixture(false);
+    let dir = f.ino("/dev/app");
+    let blobs = f.ino("/dev/app/blobs/sha256");
+    let put = |name: &str, bytes: &[u8]| {
+        let (attr, mut handle) = f.vfs.create(dir, name, 0o600, me()).unwrap();
+        assert_eq!(attr.perm, 0o600);
+        handle.write_at(bytes, 0).unwrap();
+        f.vfs.flush_write(&mut handle).unwrap();
+        f.vfs.release_write(handle);
+    };
+    put("oci-put-blob1", b"layout bytes");
+    assert_eq!(
+        f.vfs
+            .create(dir, "oci-put-blob1", 0o600, me())
+            .unwrap_err()
+            .errno(),
+        libc::EEXIST
+    );
+    assert!(f.names("/dev/app").contains(&"oci-put-blob1".to_string()));
+    assert_eq!(f.at("/dev/app/oci-put-blob1").unwrap().size, 12);
+    // Wrong name: refused, nothing kept.
+    let wrong = Digest::of(b"other bytes").hex();
+    let error = f
+        .vfs
+        .rename(dir, "oci-put-blob1", blobs, &wrong, false, me())
+        .unwrap_err();
+    assert_eq!(error.errno(), libc::EINVAL);
+    assert_eq!(f.errno("/dev/app/oci-put-blob1"), libc::ENOENT);
+    assert!(!f.store.cas().contains(&Digest::of(b"other bytes")));
+    // Right name: a store blob, listed here until a tag takes it, removable.
+    put("oci-put-blob2", b"layout bytes");
+    let right = Digest::of(b"layout bytes");
+    f.vfs
+        .rename(dir, "oci-put-blob2", blobs, &right.hex(), false, me())
+        .unwrap();
+    assert!(f.names("/dev/app/blobs/sha256").contains(&right.hex()));
+    assert!(!f.names("/dev/multi/blobs/sha256").contains(&right.hex()));
+    assert!(f.store.fsck(false).unwrap().leftovers.is_empty(), "leased");
+    f.vfs.unlink(blobs, &right.hex()).unwrap();
+    assert!(!f.store.cas().contains(&right));
+    // A blob a tag reaches is busy.
+    assert_eq!(
+        f.vfs.unlink(blobs, &f.app.hex()).unwrap_err().errno(),
+        libc::EBUSY
+    );
+    // Nothing staged is left in tmp/.
+    let tmp = f.store.root().join("tmp");
+    assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
+}
+
+#[test]
+fn index_json_writes_change_tags_or_are_refused() {
+    let f = fixture(false);
+    let index = f.ino("/dev/app/index.json");
+    let write = |bytes: &[u8]| {
+        let mut handle = f.vfs.open_write(index, true, me()).unwrap();
+        handle.write_at(bytes, 0).unwrap();
+        let result = f.vfs.flush_write(&mut handle);
+        f.vfs.release_write(handle);
+        result
+    };
+    let bytes = f.vfs.read_index_json(&repo("app"), me()).unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(write(b"[oops").unwrap_err().errno(), libc::EINVAL);
+    let mut unknown = value.clone();
+    unknown["manifests"][0]["digest"] = format!("sha256:{}", "2".repeat(64)).into();
+    assert_eq!(
+        write(&serde_json::to_vec(&unknown).unwrap())
+            .unwrap_err()
+            .errno(),
+        libc::ENOENT
+    );
+    let mut lying = value.clone();
+    lying["manifests"][0]["size"] = 1.into();
+    assert_eq!(
+        write(&serde_json::to_vec(&lying).unwrap())
+            .unwrap_err()
+            .errno(),
+        libc::EINVAL
+    );
+    assert_eq!(f.tag("dev/app:1"), Some(f.app));
+    // Add tag 2 (the index of dev/multi), keep 1.
+    let mut added = value.clone();
+    let mut entry = added["manifests"][0].clone();
+    let info = f.store.blob(&f.index).unwrap().unwrap();
+    entry["digest"] = f.index.to_string().into();
+    entry["size"] = info.size.into();
+    entry["mediaType"] = info.media_type.into();
+    entry["annotations"]["org.opencontainers.image.ref.name"] = "2".into();
+    added["manifests"].as_array_mut().unwrap().push(entry);
+    write(&serde_json::to_vec(&added).unwrap()).unwrap();
+    assert_eq!(f.tag("dev/app:1"), Some(f.app));
+    assert_eq!(f.tag("dev/app:2"), Some(f.index));
+    // Someone else moves 2 meanwhile; a writer that read before drops 1 and 2:
+    // 1 goes, 2 is left alone.
+    f.store
+        .set_tag(&Reference::parse("dev/app:2").unwrap(), &f.app, true)
+        .unwrap();
+    let none = serde_json::json!({"schemaVersion": 2, "manifests": []});
+    write(&serde_json::to_vec(&none).unwrap()).unwrap();
+    assert_eq!(f.tag("dev/app:1"), None);
+    assert_eq!(f.tag("dev/app:2"), Some(f.app), "changed by someone else");
+}
+
+#[test]
+fn unreferenced_layout_blobs_live_for_their_grace_period() {
+    let f = fixture(false);
+    let stage = |bytes: &[u8]| {
+        let (path, mut file) = f.store.create_staged().unwrap();
+        std::io::Write::write_all(&mut file, bytes).unwrap();
+        path
+    };
+    let kept = Digest::of(b"kept");
+    let path = stage(b"kept");
+    let hour = std::time::Duration::from_secs(3600);
+    f.store
+        .commit_staged_blob(&path, &kept, None, ("dev", "app"), hour)
+        .unwrap();
+    let gone = Digest::of(b"gone");
+    let path = stage(b"gone");
+    f.store
+        .commit_staged_blob(
+            &path,
+            &gone,
+            None,
+            ("dev", "app"),
+            std::time::Duration::ZERO,
+        )
+        .unwrap();
+    let report = f.store.gc().unwrap();
+    assert_eq!(report.blobs_removed, 1);
+    assert!(f.store.cas().contains(&kept));
+    assert!(!f.store.cas().contains(&gone));
+    assert!(f.store.why(&kept).unwrap().leases.iter().any(|l| l.alive));
+    // A staging file of a process that is gone is a leftover fsck reports.
+    std::fs::write(f.store.root().join("tmp/layout-999999999-1"), b"x").unwrap();
+    let fsck = f.store.fsck(false).unwrap();
+    assert_eq!(fsck.leftovers, ["tmp/layout-999999999-1"]);
+    f.store.fsck(true).unwrap();
+    assert!(f.store.fsck(false).unwrap().leftovers.is_empty());
 }

@@ -1,5 +1,7 @@
-//! The writing operations of the view (SPEC section 3, "Writing"): `rm`, `rmdir`,
-//! `mkdir`, `ln -s` and `mv`, and the state `mkdir -p` needs.
+//! The writing operations of the view (SPEC section 3, "Writing", and section 7):
+//! `rm`, `rmdir`, `mkdir`, `ln -s`, `mv`, creating and opening files for writing
+//! and `chmod`/`truncate`, and the state `mkdir -p` needs. What writes to files do
+//! is `super::layout`'s.
 //!
 //! Owns: refusing every change on a read-only mount, handing each write to the
 //! kind of the directory it happens in (`super::nodes` says which writes a kind
@@ -12,8 +14,9 @@ use std::sync::Mutex;
 
 use super::attr::{Attr, Ino};
 use super::errno::VfsError;
+use super::layout::WriteHandle;
 use super::lock;
-use super::nodes::Result;
+use super::nodes::{Node, Result};
 use super::vfs::Vfs;
 
 /// Repositories this mount's `mkdir` made. `mkdir -p a/b/c` first makes `a` and
@@ -77,8 +80,9 @@ impl Vfs {
         self.hold_attr(&node)
     }
 
-    /// `mv`: tags between `tags/` directories, also across repositories and
-    /// registries (promotion).
+    /// `mv` by process `pid`: tags between `tags/` directories, also across
+    /// repositories and registries (promotion); files tools wrote in a repository's
+    /// OCI layout into `blobs/sha256/` or over `index.json`.
     pub(crate) fn rename(
         &self,
         parent: Ino,
@@ -86,13 +90,68 @@ impl Vfs {
         new_parent: Ino,
         new_name: &str,
         no_replace: bool,
+        pid: u32,
     ) -> Result<()> {
         self.writable()?;
         let from = self.node(parent)?;
         let to = self.node(new_parent)?;
-        let (moved, renamed) = from.kind().rename(self, name, &to, new_name, no_replace)?;
+        let (moved, renamed) = from
+            .kind()
+            .rename(self, name, &to, new_name, no_replace, pid)?;
         self.renamed(&moved, &renamed);
         Ok(())
+    }
+
+    /// `open(NAME, O_CREAT)` of a new file in directory `parent` by process `pid`:
+    /// its attributes (one kernel reference counted) and the handle to write it.
+    pub(crate) fn create(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        pid: u32,
+    ) -> Result<(Attr, WriteHandle)> {
+        self.writable()?;
+        let node = self.node(parent)?.kind().create(self, name, mode)?;
+        let handle = node.kind().open_write(self, true, pid)?;
+        let attr = self.hold_attr(&node)?;
+        Ok((attr, handle))
+    }
+
+    /// Opens file `ino` for writing by process `pid` (`truncate`: `O_TRUNC`).
+    pub(crate) fn open_write(&self, ino: Ino, truncate: bool, pid: u32) -> Result<WriteHandle> {
+        self.writable()?;
+        self.node(ino)?.kind().open_write(self, truncate, pid)
+    }
+
+    /// `chmod` and `truncate` of `ino` (through the open `handle` when given).
+    pub(crate) fn setattr(
+        &self,
+        ino: Ino,
+        mode: Option<u32>,
+        size: Option<u64>,
+        handle: Option<&mut WriteHandle>,
+    ) -> Result<Attr> {
+        let node: Node = self.node(ino)?;
+        self.writable()?;
+        // Times (`touch`) are taken, and dropped, only on files being written.
+        if mode.is_none() && size.is_none() && !matches!(node, Node::Staged(_)) {
+            return Err(VfsError::ReadOnly);
+        }
+        if let Some(size) = size {
+            match handle {
+                Some(handle) => handle.set_len(size)?,
+                None => node.kind().truncate(self, size)?,
+            }
+        }
+        if let Some(mode) = mode {
+            let current = node.kind().attr(self, ino)?;
+            // chmod to the mode it has is no change (tools set 0644 on blobs).
+            if u32::from(current.perm) != mode & 0o7777 {
+                node.kind().chmod(self, mode)?;
+            }
+        }
+        node.kind().attr(self, ino)
     }
 
     /// After `mkdir a/b`, turns `a` back into a plain prefix if this mount's mkdir

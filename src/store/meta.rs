@@ -11,11 +11,15 @@
 //!   to a manifest that is not in the store is recorded but not counted.
 //! - `origins(digest, registry, repository, seen_ns)`: registry repositories a
 //!   stored blob is known to be available from (deleted with the blob's row).
-//! - `leases(id, digest, pid, start_time, created)`: digests an import in progress
-//!   is about to reference. A leased blob file is never deleted, even at refcount 0.
-//!   A lease whose process is gone (pid + start time) is dead and ignored.
+//! - `leases(id, digest, pid, start_time, created, expires_ns, holder)`: digests an
+//!   import in progress is about to reference, and blobs written through a
+//!   repository's OCI layout and not referenced yet. A leased blob file is never
+//!   deleted, even at refcount 0. A lease without `expires_ns` lives as long as its
+//!   process (pid + start time); a grace lease (`expires_ns` set, `holder` names the
+//!   layout `registry/repository`) lives until that time, whoever took it.
 //!
-//! Version 2 adds covering indexes for walking references upward (`why`).
+//! Version 2 adds covering indexes for walking references upward (`why`); version 4
+//! adds grace leases (`expires_ns`, `holder`).
 //!
 //! All writes run in `BEGIN IMMEDIATE` transactions, so concurrent processes
 //! serialize on SQLite's write lock (WAL mode keeps readers unblocked).
@@ -49,7 +53,7 @@ pub enum MetaError {
 
 type Result<T, E = MetaError> = std::result::Result<T, E>;
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -121,6 +125,12 @@ const MIGRATIONS: &[&str] = &[
         seen_ns INTEGER NOT NULL,
         PRIMARY KEY(digest, registry, repository)
      ) WITHOUT ROWID;",
+    // 3 -> 4: grace leases on blobs written through an OCI layout of the mount:
+    // alive until `expires_ns` whoever took them; `holder` is the layout's
+    // `registry/repository`, whose `blobs/sha256/` lists them.
+    "ALTER TABLE leases ADD COLUMN expires_ns INTEGER;
+     ALTER TABLE leases ADD COLUMN holder TEXT;
+     CREATE INDEX leases_by_holder ON leases(holder) WHERE holder IS NOT NULL;",
 ];
 
 /// What a blob is to the store.
@@ -888,27 +898,43 @@ pub fn drop_leases(tx: &Transaction<'_>, ids: &[i64]) -> Result<()> {
     Ok(())
 }
 
+/// Whether a lease row is alive: a grace lease until its expiry, any other while
+/// its process runs.
+fn lease_alive(owner: Owner, expires_ns: Option<i64>, now: i64) -> bool {
+    match expires_ns {
+        Some(expires) => expires > now,
+        None => owner.is_alive(),
+    }
+}
+
 /// Whether a live lease protects `digest`.
 pub fn is_leased(conn: &Connection, digest: &Digest) -> Result<bool> {
-    let mut stmt = conn.prepare_cached("SELECT pid, start_time FROM leases WHERE digest=?1")?;
-    let owners = stmt.query_map([digest.to_string()], |r| {
-        Ok(Owner {
-            pid: r.get(0)?,
-            start_time: r.get::<_, i64>(1)? as u64,
-        })
+    let mut stmt =
+        conn.prepare_cached("SELECT pid, start_time, expires_ns FROM leases WHERE digest=?1")?;
+    let leases = stmt.query_map([digest.to_string()], |r| {
+        Ok((
+            Owner {
+                pid: r.get(0)?,
+                start_time: r.get::<_, i64>(1)? as u64,
+            },
+            r.get::<_, Option<i64>>(2)?,
+        ))
     })?;
-    for owner in owners {
-        if owner?.is_alive() {
+    let now = now_ns();
+    for lease in leases {
+        let (owner, expires_ns) = lease?;
+        if lease_alive(owner, expires_ns, now) {
             return Ok(true);
         }
     }
     Ok(false)
 }
 
-/// Deletes leases whose process is gone; returns how many.
+/// Deletes leases whose process is gone or whose grace period is over; returns how
+/// many.
 pub fn expire_leases(tx: &Transaction<'_>) -> Result<usize> {
-    let mut stmt = tx.prepare("SELECT id, pid, start_time FROM leases")?;
-    let rows: Vec<(i64, Owner)> = stmt
+    let mut stmt = tx.prepare("SELECT id, pid, start_time, expires_ns FROM leases")?;
+    let rows: Vec<(i64, Owner, Option<i64>)> = stmt
         .query_map([], |r| {
             Ok((
                 r.get(0)?,
@@ -916,17 +942,74 @@ pub fn expire_leases(tx: &Transaction<'_>) -> Result<usize> {
                     pid: r.get(1)?,
                     start_time: r.get::<_, i64>(2)? as u64,
                 },
+                r.get(3)?,
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
     drop(stmt);
+    let now = now_ns();
     let dead: Vec<i64> = rows
         .into_iter()
-        .filter(|(_, owner)| !owner.is_alive())
-        .map(|(id, _)| id)
+        .filter(|(_, owner, expires_ns)| !lease_alive(*owner, *expires_ns, now))
+        .map(|(id, _, _)| id)
         .collect();
     drop_leases(tx, &dead)?;
     Ok(dead.len())
+}
+
+/// Records a grace lease on `digest` for layout `holder` (`registry/repository`),
+/// alive until `expires_ns` whatever happens to `owner`, which took it.
+pub fn add_grace_lease(
+    tx: &Transaction<'_>,
+    digest: &Digest,
+    holder: &str,
+    owner: Owner,
+    expires_ns: i64,
+) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO leases(digest, pid, start_time, created_ns, expires_ns, holder)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            digest.to_string(),
+            owner.pid,
+            owner.start_time as i64,
+            now_ns(),
+            expires_ns,
+            holder
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Digests with a live grace lease of layout `holder`, sorted.
+pub fn grace_leased(conn: &Connection, holder: &str) -> Result<Vec<Digest>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT digest FROM leases WHERE holder=?1 AND expires_ns > ?2 ORDER BY digest",
+    )?;
+    let rows = stmt.query_map(params![holder, now_ns()], |r| parse_digest(r.get(0)?))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Drops the grace leases on `digest` (of every layout); returns how many.
+pub fn drop_grace_leases(tx: &Transaction<'_>, digest: &Digest) -> Result<usize> {
+    Ok(tx.execute(
+        "DELETE FROM leases WHERE digest=?1 AND expires_ns IS NOT NULL",
+        [digest.to_string()],
+    )?)
+}
+
+/// Every blob reachable from a repository's tags (manifests, indexes, configs,
+/// layers; not `subject` targets), sorted.
+pub fn repository_reach(conn: &Connection, repository_id: i64) -> Result<Vec<Digest>> {
+    let mut stmt = conn.prepare_cached(
+        "WITH RECURSIVE reach(d) AS (
+            SELECT manifest FROM tags WHERE repository_id=?1
+            UNION SELECT e.child FROM refs e JOIN reach ON e.parent = reach.d
+                  WHERE e.counted AND e.kind != 'subject')
+         SELECT d FROM reach ORDER BY d",
+    )?;
+    let rows = stmt.query_map([repository_id], |r| parse_digest(r.get(0)?))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Bytes referenced per repository: `(registry, repository, blob digest, size)` for

@@ -28,6 +28,7 @@ mod pipeline;
 mod progress;
 mod pull;
 mod push;
+mod staging;
 mod verify;
 mod view;
 mod why;
@@ -50,6 +51,8 @@ pub use meta::{
 pub use progress::{NoProgress, Progress};
 pub use pull::{digest_tag, parse_platform, platform_text, PullOptions, PullReport};
 pub use push::{PushOptions, PushReport};
+pub(crate) use staging::TagChange;
+pub use staging::DEFAULT_LAYOUT_GRACE;
 pub use view::{ConfigView, LayerView, ManifestKind, ManifestView, PlatformView};
 pub use why::{
     short_digest, Chain, FreedBlob, FreedBlobs, LeaseHolder, Step, TagBytes, Via, WhyReport,
@@ -847,25 +850,20 @@ impl Store {
         Ok(report)
     }
 
-    /// Temp files whose writer process is gone (the pid is in the name).
+    /// Temp files whose writer process is gone (the pid is in the name): blobs an
+    /// import was writing, staged derived data, and the staging files of layout
+    /// writes through a mount (`layout-<pid>-<n>`).
     fn remove_stale_temp(&self) -> Result<u64> {
         let mut removed = 0;
-        let dir = self.cas.tmp_dir();
-        let entries = std::fs::read_dir(dir).map_err(io_error(dir))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let pid = name.split('-').nth(1).and_then(|p| p.parse::<u32>().ok());
-            let alive = pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-            if !alive {
-                let path = entry.path();
-                let result = if path.is_dir() {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                if result.is_ok() {
-                    removed += 1;
-                }
+        for name in self.stale_temp_files()? {
+            let path = self.root.join(&name);
+            let result = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if result.is_ok() {
+                removed += 1;
             }
         }
         Ok(removed)
@@ -944,6 +942,7 @@ impl Store {
                 Err(name) => report.leftovers.push(format!("blobs/sha256/{name}")),
             }
         }
+        report.leftovers.extend(self.stale_temp_files()?);
         if repair {
             if !fixes.is_empty() {
                 let mut doomed = Vec::new();

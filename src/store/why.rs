@@ -163,7 +163,7 @@ impl Store {
                 .into_iter()
                 .map(|lease| LeaseHolder {
                     pid: lease.owner.pid,
-                    alive: lease.owner.is_alive(),
+                    alive: lease.is_alive(),
                     created_ns: lease.created_ns,
                 })
                 .collect(),

@@ -852,3 +852,42 @@ pub fn deleted_files_held(pid: u32, dir: &Path) -> Vec<PathBuf> {
         })
         .collect()
 }
+
+// ---------------------------------------------------------------------------
+// Comparing trees
+// ---------------------------------------------------------------------------
+
+/// `find -printf` of everything below `dir` (the root itself left out), one
+/// `path|type|mode|uid|gid|size|link|nlink` line per path, sorted by path.
+/// Directory sizes are `-`: they differ between filesystems by design (and so do
+/// directory mtimes, which are left out).
+pub fn tree_listing(dir: &Path) -> Vec<String> {
+    let out = Cmd::new("sh")
+        .arg("-c")
+        .arg("find . -mindepth 1 -printf '%P|%y|%m|%U|%G|%s|%l|%n\\n'")
+        .current_dir(dir)
+        .timeout_secs(60)
+        .stdout();
+    let mut lines: Vec<String> = out
+        .lines()
+        .map(|line| {
+            let mut fields: Vec<&str> = line.split('|').collect();
+            if fields.get(1) == Some(&"d") {
+                fields[5] = "-";
+            }
+            fields.join("|")
+        })
+        .collect();
+    lines.sort_by(|a, b| a.split('|').next().cmp(&b.split('|').next()));
+    lines
+}
+
+/// sha256 of every regular file below `dir`, by path.
+pub fn tree_hashes(dir: &Path) -> String {
+    Cmd::new("sh")
+        .arg("-c")
+        .arg("find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum")
+        .current_dir(dir)
+        .timeout_secs(60)
+        .stdout()
+}

@@ -7,7 +7,7 @@ use crate::layer::NodeId;
 use super::{
     utf8, Kind, Lives, ManifestAt, ManifestDir, Node, NodeType, Result, TreeKind, TreeNode,
 };
-use crate::fs::attr::{Attr, FileContent, Ino, Volatility};
+use crate::fs::attr::{Attr, FileContent, Ino};
 use crate::fs::errno::VfsError;
 use crate::fs::vfs::Vfs;
 
@@ -46,13 +46,8 @@ impl Kind for LayersDir {
     }
 
     fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
-        let view = vfs.view(&self.0.digest)?;
-        Ok(Attr::dir(
-            ino,
-            2 + view.stored_layers().count(),
-            view.info.created_ns,
-            Volatility::Immutable,
-        ))
+        self.0
+            .dir_attr(vfs, ino, |view| Ok(2 + view.stored_layers().count()))
     }
 
     fn lives(&self) -> Lives<'_> {
@@ -99,15 +94,10 @@ impl Kind for LayerDir {
     }
 
     fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
-        let view = vfs.view(&self.0.digest)?;
-        view.stored_layer(self.1).ok_or(VfsError::NotFound)?;
-        let files = usize::from(view.is_image());
-        Ok(Attr::dir(
-            ino,
-            2 + files,
-            view.info.created_ns,
-            Volatility::Immutable,
-        ))
+        self.0.dir_attr(vfs, ino, |view| {
+            view.stored_layer(self.1).ok_or(VfsError::NotFound)?;
+            Ok(2 + usize::from(view.is_image()))
+        })
     }
 
     fn lives(&self) -> Lives<'_> {

@@ -4,7 +4,7 @@
 use crate::digest::Digest;
 
 use super::{utf8, Kind, Lives, ManifestAt, ManifestDir, Node, NodeType, RepoKey, Result};
-use crate::fs::attr::{Attr, Ino, Volatility};
+use crate::fs::attr::{Attr, Ino};
 use crate::fs::errno::VfsError;
 use crate::fs::vfs::Vfs;
 
@@ -31,21 +31,11 @@ impl Kind for ManifestsDir {
     }
 
     fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
-        let RepoKey {
-            registry,
-            repository,
-        } = &self.0;
-        let row = vfs
+        let repo = &self.0;
+        let manifests = vfs
             .store()
-            .repository(registry, repository)?
-            .ok_or(VfsError::NotFound)?;
-        let manifests = vfs.store().repository_manifests(registry, repository)?;
-        Ok(Attr::dir(
-            ino,
-            2 + manifests.len(),
-            row.created_ns,
-            Volatility::Volatile,
-        ))
+            .repository_manifests(&repo.registry, &repo.repository)?;
+        repo.dir_attr(vfs, ino, 2 + manifests.len(), None)
     }
 
     fn lives(&self) -> Lives<'_> {

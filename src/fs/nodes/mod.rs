@@ -12,12 +12,17 @@
 //! line to the `kinds!` list below; and return it from the `child`/`children` of
 //! the directory it appears in.
 
+mod blobs;
+mod index_json;
 mod layers;
+mod layout;
 mod manifest;
 mod manifests;
 mod namespace;
+mod oci_layout;
 mod platforms;
 mod root;
+mod staged;
 mod tags;
 mod tree;
 
@@ -27,16 +32,22 @@ use crate::digest::Digest;
 use crate::layer::Xattr;
 use crate::reference::{Reference, Target};
 
-use super::attr::{Attr, DirEntry, FileContent, Ino, NodeType};
+use super::attr::{Attr, DirEntry, FileContent, Ino, NodeType, Volatility};
 use super::errno::VfsError;
+use super::layout::{RenameTarget, WriteHandle};
 use super::vfs::Vfs;
+use crate::store::RepoRow;
 
+pub(crate) use blobs::{BlobsDir, BlobsSha256, LayoutBlob};
+pub(crate) use index_json::IndexJson;
 pub(crate) use layers::{LayerBlob, LayerDir, LayersDir};
 pub(crate) use manifest::{ConfigJson, ManifestDir, ManifestJson};
 pub(crate) use manifests::ManifestsDir;
 pub(crate) use namespace::Namespace;
+pub(crate) use oci_layout::OciLayout;
 pub(crate) use platforms::{PlatformLink, PlatformsDir};
 pub(crate) use root::Root;
+pub(crate) use staged::{StagedAt, StagedName, StagingDir};
 pub(crate) use tags::{Tag, TagsDir};
 pub(crate) use tree::{TreeKind, TreeNode};
 
@@ -66,6 +77,47 @@ impl RepoKey {
             path: self.repository.clone(),
         })
     }
+
+    /// The repository's row; `NotFound` once it is gone.
+    pub(crate) fn row(&self, vfs: &Vfs) -> Result<RepoRow> {
+        vfs.store()
+            .repository(&self.registry, &self.repository)?
+            .ok_or(VfsError::NotFound)
+    }
+
+    /// The attributes of a directory of this repository's own with `nlink` links,
+    /// changing with the store, dated `mtime_ns` or else when the repository was
+    /// made.
+    pub(crate) fn dir_attr(
+        &self,
+        vfs: &Vfs,
+        ino: Ino,
+        nlink: usize,
+        mtime_ns: Option<i64>,
+    ) -> Result<Attr> {
+        let row = self.row(vfs)?;
+        let mtime = mtime_ns.map_or(row.created_ns, |t| t.max(row.created_ns));
+        Ok(Attr::dir(ino, nlink, mtime, Volatility::Volatile))
+    }
+}
+
+impl ManifestAt {
+    /// The attributes of a directory inside this manifest's view (which never
+    /// changes) with `nlink` links given the view.
+    pub(crate) fn dir_attr(
+        &self,
+        vfs: &Vfs,
+        ino: Ino,
+        nlink: impl FnOnce(&crate::store::ManifestView) -> Result<usize>,
+    ) -> Result<Attr> {
+        let view = vfs.view(&self.digest)?;
+        Ok(Attr::dir(
+            ino,
+            nlink(&view)?,
+            view.info.created_ns,
+            Volatility::Immutable,
+        ))
+    }
 }
 
 /// A manifest as seen from one repository (`<repo>/manifests/sha256:<hex>/`): nodes
@@ -90,6 +142,10 @@ pub(crate) enum Lives<'a> {
     Tag(&'a RepoKey, &'a str),
     /// The manifest, reachable from the repository.
     Manifest(&'a ManifestAt),
+    /// A staged file: while this mount's table has it.
+    Staged(&'a StagedName),
+    /// A tool's own directory in a repository: while this mount's table has it.
+    StagingDir(&'a StagingDir),
 }
 
 /// One kind of node. Reads have defaults for what is not a directory, not a link
@@ -173,7 +229,8 @@ pub(crate) trait Kind {
         Err(refuse_creation(self.child(vfs, name.as_bytes())))
     }
 
-    /// `mv NAME TO/NEW_NAME` out of this directory; the moved node before and after.
+    /// `mv NAME TO/NEW_NAME` out of this directory by process `pid`; the moved
+    /// node before and after.
     fn rename(
         &self,
         vfs: &Vfs,
@@ -181,8 +238,35 @@ pub(crate) trait Kind {
         _to: &Node,
         _new_name: &str,
         _no_replace: bool,
+        _pid: u32,
     ) -> Result<(Node, Node)> {
         Err(refuse_removal(self.child(vfs, name.as_bytes())))
+    }
+
+    /// `open(NAME, O_CREAT)` of a new regular file in this directory (mode
+    /// `mode`); the new node, opened for writing next.
+    fn create(&self, vfs: &Vfs, name: &str, _mode: u32) -> Result<Node> {
+        Err(refuse_creation(self.child(vfs, name.as_bytes())))
+    }
+
+    /// Opening this file for writing by process `pid` (`truncate`: `O_TRUNC`).
+    fn open_write(&self, _vfs: &Vfs, _truncate: bool, _pid: u32) -> Result<WriteHandle> {
+        Err(VfsError::ReadOnly)
+    }
+
+    /// `chmod` of this node.
+    fn chmod(&self, _vfs: &Vfs, _mode: u32) -> Result<()> {
+        Err(VfsError::ReadOnly)
+    }
+
+    /// `truncate` of this file by path (an open handle truncates its own file).
+    fn truncate(&self, _vfs: &Vfs, _size: u64) -> Result<()> {
+        Err(VfsError::ReadOnly)
+    }
+
+    /// What a staged file renamed to `name` in this directory becomes.
+    fn staging_target(&self, _vfs: &Vfs, _name: &str) -> Result<RenameTarget> {
+        Err(VfsError::ReadOnly)
     }
 }
 
@@ -236,6 +320,21 @@ kinds! {
     Platform(PlatformLink),
     /// `rootfs/` or `layers/NNN/files/`, or a node below them.
     Tree(TreeNode),
+    /// `<repo>/oci-layout`
+    OciLayout(OciLayout),
+    /// `<repo>/index.json`, generated from the tags.
+    IndexJson(IndexJson),
+    /// `<repo>/blobs/`
+    Blobs(BlobsDir),
+    /// `<repo>/blobs/sha256/`
+    BlobsSha256(BlobsSha256),
+    /// `<repo>/blobs/sha256/<hex>`, a stored blob.
+    LayoutBlob(LayoutBlob),
+    /// A tool's own directory in a repository (umoci's `.umoci-*/`).
+    StagingDir(StagingDir),
+    /// A file a tool is writing in a repository, in its own directory there, or
+    /// under its final name in `blobs/sha256/`.
+    Staged(StagedName),
 }
 
 /// A name outside the image views: always UTF-8, so other bytes name nothing.

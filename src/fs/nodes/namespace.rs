@@ -1,12 +1,17 @@
 //! A registry (`MOUNT/<registry>/`) or a repository path prefix inside it
 //! (`docker.io/library/`), which may itself be a repository: then it also holds
-//! `tags/` and `manifests/`. `mkdir` makes repositories, `rmdir` removes empty ones.
+//! `tags/` and `manifests/`, and is an OCI image layout (its entries and writes
+//! are `layout`'s). `mkdir` makes repositories, `rmdir` removes empty ones.
 
 use crate::reference;
 
-use super::{join_path, utf8, Kind, Lives, ManifestsDir, Node, NodeType, RepoKey, Result, TagsDir};
+use super::{
+    join_path, layout, refuse_creation, refuse_removal, utf8, Kind, Lives, ManifestsDir, Node,
+    NodeType, RepoKey, Result, TagsDir,
+};
 use crate::fs::attr::{Attr, Ino, Volatility};
 use crate::fs::errno::VfsError;
+use crate::fs::layout::RenameTarget;
 use crate::fs::vfs::Vfs;
 
 /// A registry (`path` empty) or a repository path prefix inside it.
@@ -63,7 +68,11 @@ impl Kind for Namespace {
         if !self.path.is_empty() && is_repo.is_none() && children.is_empty() {
             return Err(VfsError::NotFound);
         }
-        let own = if is_repo.is_some() { 2 } else { 0 };
+        let own = if is_repo.is_some() {
+            2 + layout::subdirs(vfs, &self.repo())
+        } else {
+            0
+        };
         Ok(Attr::dir(
             ino,
             2 + own + children.len(),
@@ -86,6 +95,11 @@ impl Kind for Namespace {
     fn child(&self, vfs: &Vfs, name: &[u8]) -> Result<Node> {
         let name = utf8(name)?;
         let (is_repo, children) = vfs.namespace(&self.registry, &self.path)?;
+        if is_repo.is_some() {
+            if let Some(node) = layout::child(vfs, &self.repo(), name) {
+                return Ok(node);
+            }
+        }
         match name {
             "tags" if is_repo.is_some() => Ok(Node::Tags(TagsDir(self.repo()))),
             "manifests" if is_repo.is_some() => Ok(Node::Manifests(ManifestsDir(self.repo()))),
@@ -107,6 +121,7 @@ impl Kind for Namespace {
                 Node::Manifests(ManifestsDir(self.repo())),
                 dir,
             ));
+            children.extend(layout::children(vfs, &self.repo()));
         } else if !self.path.is_empty() && names.is_empty() {
             return Err(VfsError::NotFound);
         }
@@ -122,6 +137,11 @@ impl Kind for Namespace {
     fn rmdir(&self, vfs: &Vfs, name: &str) -> Result<()> {
         let (registry, path) = (&self.registry, &self.path);
         let (is_repo, _) = vfs.namespace(registry, path)?;
+        if is_repo.is_some() {
+            if let Some(result) = layout::rmdir(vfs, &self.repo(), name) {
+                return result;
+            }
+        }
         let empty = |empty: bool| {
             if empty {
                 Ok(())
@@ -151,6 +171,15 @@ impl Kind for Namespace {
     }
 
     fn mkdir(&self, vfs: &Vfs, name: &str) -> Result<Node> {
+        let (is_repo, _) = vfs.namespace(&self.registry, &self.path)?;
+        if is_repo.is_some() {
+            if layout::child(vfs, &self.repo(), name).is_some() {
+                return Err(VfsError::Exists);
+            }
+            if layout::is_staging_dir_name(name) {
+                return layout::mkdir(vfs, &self.repo(), name);
+            }
+        }
         if !reference::is_valid_repository_component(name) {
             return Err(VfsError::Invalid(format!(
                 "{name:?} is not a valid repository path component"
@@ -164,5 +193,57 @@ impl Kind for Namespace {
         vfs.demote_mkdir_parent(&self.registry, &self.path);
         vfs.mkdirs().made(&self.registry, &child);
         Ok(self.below(name))
+    }
+
+    /// A new file in a repository: a tool's staging file.
+    fn create(&self, vfs: &Vfs, name: &str, mode: u32) -> Result<Node> {
+        let (is_repo, children) = vfs.namespace(&self.registry, &self.path)?;
+        if is_repo.is_none() {
+            return Err(refuse_creation(self.child(vfs, name.as_bytes())));
+        }
+        if matches!(name, "tags" | "manifests") || children.contains(name) {
+            return Err(VfsError::Exists);
+        }
+        if layout::child(vfs, &self.repo(), name).is_some() {
+            return Err(VfsError::Exists);
+        }
+        layout::create(vfs, &self.repo(), name, mode)
+    }
+
+    fn unlink(&self, vfs: &Vfs, name: &str) -> Result<()> {
+        let (is_repo, _) = vfs.namespace(&self.registry, &self.path)?;
+        if is_repo.is_some() {
+            if let Some(result) = layout::unlink(vfs, &self.repo(), name) {
+                return result;
+            }
+        }
+        Err(refuse_removal(self.child(vfs, name.as_bytes())))
+    }
+
+    fn rename(
+        &self,
+        vfs: &Vfs,
+        name: &str,
+        to: &Node,
+        new_name: &str,
+        no_replace: bool,
+        pid: u32,
+    ) -> Result<(Node, Node)> {
+        if let Some(result) = layout::rename(vfs, &self.repo(), name, to, new_name, no_replace, pid)
+        {
+            return result;
+        }
+        Err(refuse_removal(self.child(vfs, name.as_bytes())))
+    }
+
+    fn staging_target(&self, vfs: &Vfs, name: &str) -> Result<RenameTarget> {
+        let (is_repo, children) = vfs.namespace(&self.registry, &self.path)?;
+        if is_repo.is_none() {
+            return Err(VfsError::ReadOnly);
+        }
+        let taken = matches!(name, "tags" | "manifests")
+            || children.contains(name)
+            || vfs.layout().dir(&self.repo(), name).is_some();
+        layout::staging_target(&self.repo(), name, taken)
     }
 }

@@ -30,13 +30,7 @@ impl Kind for PlatformsDir {
     }
 
     fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
-        let view = vfs.view(&self.0.digest)?;
-        Ok(Attr::dir(
-            ino,
-            2,
-            view.info.created_ns,
-            Volatility::Immutable,
-        ))
+        self.0.dir_attr(vfs, ino, |_| Ok(2))
     }
 
     fn lives(&self) -> Lives<'_> {

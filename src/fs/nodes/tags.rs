@@ -48,22 +48,10 @@ impl Kind for TagsDir {
     }
 
     fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
-        let RepoKey {
-            registry,
-            repository,
-        } = &self.0;
-        let row = vfs
-            .store()
-            .repository(registry, repository)?
-            .ok_or(VfsError::NotFound)?;
-        let tags = vfs.store().tags(registry, repository)?;
-        let newest = tags.iter().map(|t| t.updated_ns).max().unwrap_or(0);
-        Ok(Attr::dir(
-            ino,
-            2,
-            newest.max(row.created_ns),
-            Volatility::Volatile,
-        ))
+        let repo = &self.0;
+        let tags = vfs.store().tags(&repo.registry, &repo.repository)?;
+        let newest = tags.iter().map(|t| t.updated_ns).max();
+        repo.dir_attr(vfs, ino, 2, newest)
     }
 
     fn lives(&self) -> Lives<'_> {
@@ -121,6 +109,7 @@ impl Kind for TagsDir {
         to: &Node,
         new_name: &str,
         no_replace: bool,
+        _pid: u32,
     ) -> Result<(Node, Node)> {
         let Node::Tags(to) = to else {
             return Err(refuse_removal(self.child(vfs, name.as_bytes())));

@@ -46,6 +46,16 @@ pub struct LeaseRow {
     pub owner: Owner,
     /// When (ns since the epoch).
     pub created_ns: i64,
+    /// For a grace lease (blobs written through an OCI layout): when it ends.
+    pub expires_ns: Option<i64>,
+}
+
+impl LeaseRow {
+    /// Whether it still protects the blob: a grace lease until it ends, any other
+    /// while its process runs.
+    pub fn is_alive(&self) -> bool {
+        super::lease_alive(self.owner, self.expires_ns, super::now_ns())
+    }
 }
 
 /// Below this many nodes on one level, the walk asks the indexes node by node;
@@ -237,8 +247,9 @@ fn platform_name(json: &str) -> Option<String> {
 
 /// Leases recorded on `digest` (the caller tells live from dead).
 pub fn leases_on(conn: &Connection, digest: &Digest) -> Result<Vec<LeaseRow>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT pid, start_time, created_ns FROM leases WHERE digest=?1")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT pid, start_time, created_ns, expires_ns FROM leases WHERE digest=?1",
+    )?;
     let rows = stmt.query_map([digest.to_string()], |r| {
         Ok(LeaseRow {
             owner: Owner {
@@ -246,6 +257,7 @@ pub fn leases_on(conn: &Connection, digest: &Digest) -> Result<Vec<LeaseRow>> {
                 start_time: r.get::<_, i64>(1)? as u64,
             },
             created_ns: r.get(2)?,
+            expires_ns: r.get(3)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
