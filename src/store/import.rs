@@ -663,9 +663,9 @@ where
                 // row; our lease keeps the file): compute it from the stored copy.
                 self.skipped(descriptor, BlobKind::Layer);
                 let mut file = self.store.cas.open_blob(&descriptor.digest)?;
-                let index = pipeline::write_and_index(&mut file, None, compression, &what)?;
-                self.store.save_layer_index(&descriptor.digest, &index)?;
-                self.keep_index(descriptor, index)
+                let indexed = pipeline::write_and_index(&mut file, None, compression, &what)?;
+                self.store.save_layer_index(&descriptor.digest, &indexed)?;
+                self.keep_index(descriptor, indexed.index)
             }
             None => {
                 self.progress
@@ -678,7 +678,7 @@ where
                     }),
                     &what,
                 )?;
-                let index = pipeline::write_and_index(
+                let indexed = pipeline::write_and_index(
                     &mut self.counted(reader, descriptor),
                     Some(&mut writer),
                     compression,
@@ -689,8 +689,8 @@ where
                 self.note_written(&descriptor.digest, size, created);
                 // The index came free with the verification pass: keep it so the
                 // first look inside the image reads no layer.
-                self.store.save_layer_index(&descriptor.digest, &index)?;
-                self.keep_index(descriptor, index)
+                self.store.save_layer_index(&descriptor.digest, &indexed)?;
+                self.keep_index(descriptor, indexed.index)
             }
         };
         if diff_id != expected {
