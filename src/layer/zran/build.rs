@@ -13,6 +13,8 @@
 //! channel to it.
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
@@ -33,6 +35,16 @@ const MEMBER_GAP: u64 = 64 * 1024;
 const WINDOW_LEVEL: i32 = 3;
 /// Input chunk size when reading from a plain reader.
 const READ_CHUNK: usize = 256 * 1024;
+
+/// What the finisher has encoded so far, shared with the decoder so that it spaces
+/// checkpoints by the index's real size, not only by an estimate.
+#[derive(Debug, Default)]
+pub struct IndexMeter {
+    /// Encoded bytes of the checkpoints finished so far.
+    encoded: AtomicU64,
+    /// How many checkpoints were finished.
+    finished: AtomicU64,
+}
 
 /// A checkpoint as the decoder sees it: the window is not yet compressed and the
 /// span's digest not yet known.
@@ -116,14 +128,16 @@ pub struct CheckpointingDecoder<C, S> {
     last_out: u64,
     /// Compressed offset of the last checkpoint.
     last_in: u64,
-    /// Estimated index bytes so far.
-    estimate: u64,
+    /// Checkpoints noted so far.
     checkpoints: u64,
+    /// The finisher's count of what it encoded.
+    meter: Arc<IndexMeter>,
 }
 
 impl<C: ChunkSource, S: SpanSink> CheckpointingDecoder<C, S> {
-    /// A decoder over `source` reporting to `sink`.
-    pub fn new(source: C, sink: S) -> Result<Self, ZranError> {
+    /// A decoder over `source` reporting to `sink`; `meter` is the finisher's
+    /// ([`SpanFinisher::meter`]).
+    pub fn new(source: C, sink: S, meter: Arc<IndexMeter>) -> Result<Self, ZranError> {
         Ok(CheckpointingDecoder {
             source,
             sink,
@@ -135,8 +149,8 @@ impl<C: ChunkSource, S: SpanSink> CheckpointingDecoder<C, S> {
             state: State::Header { first: true },
             last_out: 0,
             last_in: 0,
-            estimate: 0,
             checkpoints: 0,
+            meter,
         })
     }
 
@@ -184,10 +198,6 @@ impl<C: ChunkSource, S: SpanSink> CheckpointingDecoder<C, S> {
     }
 
     fn note(&mut self, window: Vec<u8>, bits: u8) {
-        let span_in = self.consumed - self.last_in;
-        let span_out = (self.produced - self.last_out).max(1);
-        self.estimate += CHECKPOINT_OVERHEAD
-            + (window.len() as u64).saturating_mul(span_in) / span_out.max(span_in).max(1);
         self.last_in = self.consumed;
         self.last_out = self.produced;
         self.checkpoints += 1;
@@ -199,13 +209,21 @@ impl<C: ChunkSource, S: SpanSink> CheckpointingDecoder<C, S> {
         });
     }
 
-    /// True when the next block boundary should become a checkpoint.
+    /// True when the next block boundary should become a checkpoint: a span's
+    /// worth of output since the last one, and the index within its budget. The
+    /// size of windows not yet compressed by the finisher is estimated from the
+    /// layer's own ratio.
     fn due(&self) -> bool {
-        let span_in = self.consumed - self.last_in;
-        let span_out = (self.produced - self.last_out).max(1);
-        let next = CHECKPOINT_OVERHEAD + 32 * 1024 * span_in / span_out.max(span_in).max(1);
-        self.produced - self.last_out >= SPAN_TARGET
-            && (self.estimate + next) * 1000 <= self.consumed * BUDGET_PER_MILLE
+        if self.produced - self.last_out < SPAN_TARGET {
+            return false;
+        }
+        let ratio_in = self.consumed.max(1);
+        let ratio_out = self.produced.max(ratio_in);
+        let per_window = CHECKPOINT_OVERHEAD + 32 * 1024 * ratio_in / ratio_out;
+        let finished = self.meter.finished.load(Ordering::Relaxed);
+        let waiting = self.checkpoints.saturating_sub(finished) + 1;
+        let estimate = self.meter.encoded.load(Ordering::Relaxed) + waiting * per_window;
+        estimate * 1000 <= self.consumed * BUDGET_PER_MILLE
     }
 
     fn step(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -316,8 +334,9 @@ impl<C: ChunkSource, S: SpanSink> Read for CheckpointingDecoder<C, S> {
 /// [`Checkpoint`]s. Feed it through [`SpanSink`], then [`SpanFinisher::finish`].
 #[derive(Default)]
 pub struct SpanFinisher {
-    /// Checkpoints whose position the hashed bytes have not reached yet.
-    pending: std::collections::VecDeque<RawCheckpoint>,
+    /// Checkpoints (windows compressed) whose position the hashed bytes have not
+    /// reached yet.
+    pending: std::collections::VecDeque<Checkpoint>,
     /// The span being hashed: its checkpoint (window compressed) and hasher.
     current: Option<(Checkpoint, Sha256)>,
     done: Vec<Checkpoint>,
@@ -325,6 +344,7 @@ pub struct SpanFinisher {
     seen: u64,
     last_byte: Option<u8>,
     error: Option<String>,
+    meter: Arc<IndexMeter>,
 }
 
 impl SpanFinisher {
@@ -333,7 +353,13 @@ impl SpanFinisher {
         Self::default()
     }
 
-    fn start(&mut self, raw: RawCheckpoint, previous_byte: Option<u8>) {
+    /// The count of encoded bytes to hand to the decoder.
+    pub fn meter(&self) -> Arc<IndexMeter> {
+        Arc::clone(&self.meter)
+    }
+
+    /// Compresses the window of a checkpoint the decoder just noted.
+    fn compress(&mut self, raw: RawCheckpoint) -> Checkpoint {
         let window = if raw.window.is_empty() {
             Box::default()
         } else {
@@ -346,8 +372,24 @@ impl SpanFinisher {
                 }
             }
         };
+        self.meter
+            .encoded
+            .fetch_add(CHECKPOINT_OVERHEAD + window.len() as u64, Ordering::Relaxed);
+        self.meter.finished.fetch_add(1, Ordering::Relaxed);
+        Checkpoint {
+            compressed_offset: raw.compressed_offset,
+            bits: raw.bits,
+            uncompressed_offset: raw.uncompressed_offset,
+            window,
+            span_sha256: [0; 32],
+        }
+    }
+
+    /// Starts hashing the span of `checkpoint`; `previous_byte` is the byte before
+    /// its `compressed_offset` (the span's first byte when it starts inside one).
+    fn start(&mut self, checkpoint: Checkpoint, previous_byte: Option<u8>) {
         let mut hasher = Sha256::new();
-        if raw.bits > 0 {
+        if checkpoint.bits > 0 {
             match previous_byte {
                 Some(byte) => hasher.update([byte]),
                 None => {
@@ -356,13 +398,6 @@ impl SpanFinisher {
                 }
             }
         }
-        let checkpoint = Checkpoint {
-            compressed_offset: raw.compressed_offset,
-            bits: raw.bits,
-            uncompressed_offset: raw.uncompressed_offset,
-            window,
-            span_sha256: [0; 32],
-        };
         self.current = Some((checkpoint, hasher));
     }
 
@@ -395,6 +430,7 @@ impl SpanFinisher {
 
 impl SpanSink for SpanFinisher {
     fn checkpoint(&mut self, checkpoint: RawCheckpoint) {
+        let checkpoint = self.compress(checkpoint);
         self.pending.push_back(checkpoint);
     }
 
@@ -442,8 +478,10 @@ pub struct GzipIndexBuilder<R> {
 impl<R: Read> GzipIndexBuilder<R> {
     /// A builder over the compressed stream `reader`.
     pub fn new(reader: R) -> Result<Self, ZranError> {
+        let finisher = SpanFinisher::new();
+        let meter = finisher.meter();
         Ok(GzipIndexBuilder {
-            decoder: CheckpointingDecoder::new(ReadChunks(reader), SpanFinisher::new())?,
+            decoder: CheckpointingDecoder::new(ReadChunks(reader), finisher, meter)?,
         })
     }
 

@@ -623,7 +623,8 @@ fn throughput() {
         let size = drain(&mut flate2::read::MultiGzDecoder::new(&blob[..]), &mut buf);
         let flate = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let mut decoder = CheckpointingDecoder::new(ReadChunks(&blob[..]), NullSink).unwrap();
+        let mut decoder =
+            CheckpointingDecoder::new(ReadChunks(&blob[..]), NullSink, Default::default()).unwrap();
         drain(&mut decoder, &mut buf);
         let bare = t.elapsed().as_secs_f64();
         let t = Instant::now();
