@@ -298,6 +298,10 @@ row 8.rss.cases 8 "daemon peak RSS (VmHWM) after cases 3-6" "ratarmount's peak R
 row 8.rss.tags 8 "daemon peak RSS with $((MANY_TAGS + TAG_REPOS * TAGS_PER_REPO)) tags mounted, all listed" "" MiB 0 none "" ""
 row 8.store 8 "store size on disk (du blobs/) vs sum of image sizes" "sum of image sizes (imagefs ls --json)" bytes 0 none "" ""
 row 8.store.all 8 "whole store on disk (blobs, db, cache) vs sum of image sizes" "sum of image sizes (imagefs ls --json)" bytes 0 none "" ""
+row 9.zran.import 9 "import distro+big, building the seekable index of gzip layers" "same, IMAGEFS_BENCH_NO_CHECKPOINTS=1 (no index)" s 0 ratio_le 1.1 "≤1.1x"
+row 9.zran.size 9 "seekable indexes (cache/layers/*/index/*.zran) vs the 4 gzip layers" "gzip layer bytes" bytes 0 ratio_le 0.04 "≤4% of the layers"
+row 9.zran.read4k 9 "random 4 KiB read of the $GIB text layer's tar through the index (local blob)" "gunzip from the layer's start to the same offset" ms 0 none "" ""
+row 9.zran.read1m 9 "random 1 MiB read of the $GIB text layer's tar through the index (local blob)" "gunzip from the layer's start to the same offset" ms 0 none "" ""
 
 # ------------------------------------------------------------------ mount support
 # mount/unmount and rootfs/ are being built: detect them, mark rows n/a otherwise.
@@ -793,6 +797,46 @@ put 8.store.all peer "$IMAGES_BYTES"
 ifs df --json >"$RUN/df.json"
 note 8.store "dedupe: the images' sum is $(python3 -c 'import sys; print("%.0f" % (int(sys.argv[1]) / max(1, int(sys.argv[2]))))' "$IMAGES_BYTES" "$(du -sb "$STORE/blobs" | cut -f1)")x the blobs on disk"
 note 8.store "$TAGS tags; df --json: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("stored_bytes %d, logical_bytes %d, cache_bytes %d" % (d["stored_bytes"], d["logical_bytes"], d["cache_bytes"]))' "$RUN/df.json")"
+
+# ================================================================== case 9: seekable index
+# The seekable index of gzip layers (src/layer/zran): what building it costs the
+# import, its size, and what it buys: a random read of a layer's stream without
+# decompressing from the start. Self-contained: its own stores under $RUN.
+log "case 9: seekable index"
+ZSTORE=$RUN/store-zran
+zran_import() {
+    "$IMAGEFS" --store "$ZSTORE" import "$L:distro" bench/distro:1 >/dev/null &&
+        "$IMAGEFS" --store "$ZSTORE" import "$L:big" bench/big:1 >/dev/null
+}
+zran_import_without() { IMAGEFS_BENCH_NO_CHECKPOINTS=1 zran_import; }
+with="" without=""
+for ((i = 0; i < SLOW_RUNS; i++)); do # alternated, so that drift hits both sides
+    rm -rf "$ZSTORE"; timed zran_import_without; without="$without $T"
+    rm -rf "$ZSTORE"; timed zran_import; with="$with $T"
+done
+put 9.zran.import imagefs $with
+put 9.zran.import peer $without
+ZRAN_BYTES=0
+for layer in "$L_BASE" "$L_MODIFY" "$L_RANDOM" "$L_TEXT"; do
+    f=$ZSTORE/cache/layers/$layer/index/$layer.zran
+    [ -f "$f" ] || die "import wrote no seekable index for gzip layer $layer"
+    ZRAN_BYTES=$((ZRAN_BYTES + $(stat -c %s "$f")))
+done
+put 9.zran.size imagefs "$ZRAN_BYTES"
+put 9.zran.size peer "$LAYERS_BYTES"
+note 9.zran.size "per layer: $(for layer in "$L_BASE" "$L_MODIFY" "$L_RANDOM" "$L_TEXT"; do
+    printf '%s %.2f%%; ' "${layer:0:12}" "$(python3 -c 'import sys; print(100 * int(sys.argv[1]) / int(sys.argv[2]))' \
+        "$(stat -c %s "$ZSTORE/cache/layers/$layer/index/$layer.zran")" "$(stat -c %s "$LB/$layer")")"
+done)"
+for size_key in 4096:9.zran.read4k 1048576:9.zran.read1m; do
+    size=${size_key%%:*} key=${size_key#*:}
+    "$BT" zran-read "$ZSTORE/cache/layers/$L_TEXT/index/$L_TEXT.zran" "$LB/$L_TEXT" "$size" \
+        "$((RUNS * 20))" "$SLOW_RUNS" >"$RUN/zran-read.out" || die "bench-tools zran-read failed"
+    put "$key" imagefs $(awk '$1 == "index" { $1 = ""; print }' "$RUN/zran-read.out")
+    put "$key" peer $(awk '$1 == "start" { $1 = ""; print }' "$RUN/zran-read.out")
+done
+note 9.zran.read4k "reads at $((RUNS * 20)) deterministic random offsets, one compressed range fetched per read (pread of the blob); the peer decompresses the layer with flate2 from its start to the same offsets ($SLOW_RUNS of them)"
+rm -rf "$ZSTORE"
 
 log "fsck"
 ifs fsck >"$RUN/fsck.out" || die "imagefs fsck failed after the benchmark: $(tail -3 "$RUN/fsck.out")"
