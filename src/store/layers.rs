@@ -580,3 +580,94 @@ fn touch(path: &Path) {
         let _ = file.set_modified(SystemTime::now());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::layer::{self, EntryKind, GzipIndex};
+    use crate::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
+    use crate::store::{BlobKind, ImportOptions, Store};
+    use crate::Reference;
+
+    /// Import saves the seekable index of a gzip layer (none for zstd), the store
+    /// rebuilds it when lost or damaged, reads through it give the files' bytes, and
+    /// removing the image removes it with the layer's cache.
+    #[test]
+    fn import_saves_the_seekable_index_and_removal_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let gzip_layer = LayerSpec::parse(
+            "file /big 0644 @text:3000000:big; file /small 0644 \"x\"; hardlink /link /big",
+        )
+        .unwrap();
+        let zstd_layer = LayerSpec::parse("file /z 0644 @text:2000").unwrap();
+        let image = ImageBuilder::new()
+            .layer(&gzip_layer, Compression::Gzip)
+            .layer(&zstd_layer, Compression::Zstd)
+            .build()
+            .unwrap();
+        let layout = dir.path().join("layout");
+        sample::write_oci_layout(&layout, &[(Some("t:1"), &Built::from(image))]).unwrap();
+        store
+            .import(&layout, None, &ImportOptions::default())
+            .unwrap();
+        let reference = Reference::parse("local/t:1").unwrap();
+        let top = store.resolve(&reference).unwrap();
+        let layers: Vec<_> = store
+            .reachable_blobs(&top)
+            .unwrap()
+            .into_iter()
+            .filter(|b| b.kind == BlobKind::Layer)
+            .map(|b| b.digest)
+            .collect();
+        assert_eq!(layers.len(), 2);
+        let mut seen_gzip = 0;
+        for layer in &layers {
+            let path = store.layer_cache(layer).unwrap().gzip_index_path(layer);
+            let Some(index) = store.gzip_index(layer).unwrap() else {
+                assert!(!path.exists(), "a zstd layer got a seekable index");
+                continue;
+            };
+            seen_gzip += 1;
+            assert!(path.exists(), "import did not save the seekable index");
+            assert_eq!(index.layer(), *layer);
+            let entries = store.layer_index(layer).unwrap();
+            assert_eq!(index.diff_id(), entries.diff_id);
+            let blob = std::fs::File::open(store.blob_path(layer)).unwrap();
+            for (position, entry) in entries.entries.iter().enumerate() {
+                if !matches!(entry.kind, EntryKind::File | EntryKind::Hardlink) {
+                    continue;
+                }
+                let mut through_index = Vec::new();
+                for piece in layer::zran::entry_data(&entries, position, 0..u64::MAX).unwrap() {
+                    match piece {
+                        layer::zran::DataPiece::Stream(range) => {
+                            through_index.extend(index.read(&blob, range).unwrap())
+                        }
+                        layer::zran::DataPiece::Hole(len) => {
+                            through_index.resize(through_index.len() + len as usize, 0)
+                        }
+                    }
+                }
+                let expected = match &*entry.path {
+                    b"small" => b"x".to_vec(),
+                    _ => sample::text_bytes(b"big", 3_000_000),
+                };
+                assert!(through_index == expected, "{:?}", entry.path);
+            }
+            // Lost, then damaged: rebuilt from the blob, the same.
+            std::fs::remove_file(&path).unwrap();
+            assert_eq!(store.gzip_index(layer).unwrap().as_ref(), Some(&index));
+            let mut bytes = std::fs::read(&path).unwrap();
+            let at = bytes.len() / 2;
+            bytes[at] ^= 1;
+            std::fs::write(&path, &bytes).unwrap();
+            assert_eq!(store.gzip_index(layer).unwrap().as_ref(), Some(&index));
+            assert_eq!(GzipIndex::read_from(&path).unwrap(), index);
+        }
+        assert_eq!(seen_gzip, 1);
+        store.untag(&reference).unwrap();
+        for layer in &layers {
+            assert!(!store.layer_cache_dir(layer).exists(), "cache left behind");
+        }
+    }
+}

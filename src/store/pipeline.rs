@@ -167,19 +167,14 @@ pub(crate) fn write_and_index(
     let (compressed_tx, compressed_rx) = sync_channel::<Vec<u8>>(DEPTH);
     let (plain_tx, plain_rx) = sync_channel::<Vec<u8>>(DEPTH);
     let (span_tx, span_rx) = sync_channel::<SpanEvent>(SPAN_DEPTH);
-    let finisher = SpanFinisher::new();
-    let meter = finisher.meter();
     std::thread::scope(|scope| {
         let decompress = scope.spawn(move || -> Result<Option<u64>, StoreError> {
             // A read error here is the decoder's: the data is not what it claims.
             let decoding = |e: io::Error| layer_error(LayerError::Io(e));
             if seekable {
-                let mut decoder = CheckpointingDecoder::new(
-                    ChannelChunks(compressed_rx),
-                    SpanChannel(span_tx),
-                    meter,
-                )
-                .map_err(|e| layer_error(e.into()))?;
+                let mut decoder =
+                    CheckpointingDecoder::new(ChannelChunks(compressed_rx), SpanChannel(span_tx))
+                        .map_err(|e| layer_error(e.into()))?;
                 if !pump(&mut decoder, &plain_tx, decoding, |_| Ok(()))? {
                     return Ok(None); // the indexer stopped; its error is the one to report
                 }
@@ -202,7 +197,7 @@ pub(crate) fn write_and_index(
             Ok(None)
         });
         let spans = scope.spawn(move || {
-            let mut finisher = finisher;
+            let mut finisher = SpanFinisher::new();
             while let Ok(event) = span_rx.recv() {
                 match event {
                     SpanEvent::Checkpoint(checkpoint) => finisher.checkpoint(checkpoint),

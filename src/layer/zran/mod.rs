@@ -42,8 +42,8 @@ mod read;
 mod tests;
 
 pub use build::{
-    CheckpointingDecoder, ChunkSource, GzipIndexBuilder, IndexMeter, RawCheckpoint, ReadChunks,
-    SpanFinisher, SpanSink,
+    CheckpointingDecoder, ChunkSource, GzipIndexBuilder, RawCheckpoint, ReadChunks, SpanFinisher,
+    SpanSink,
 };
 pub use format::{FORMAT_VERSION, MEDIA_TYPE};
 pub use read::{entry_data, DataPiece, RangeSource, MAX_FETCH};

@@ -623,8 +623,7 @@ fn throughput() {
         let size = drain(&mut flate2::read::MultiGzDecoder::new(&blob[..]), &mut buf);
         let flate = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let mut decoder =
-            CheckpointingDecoder::new(ReadChunks(&blob[..]), NullSink, Default::default()).unwrap();
+        let mut decoder = CheckpointingDecoder::new(ReadChunks(&blob[..]), NullSink).unwrap();
         drain(&mut decoder, &mut buf);
         let bare = t.elapsed().as_secs_f64();
         let t = Instant::now();
@@ -664,5 +663,35 @@ fn throughput() {
                 flate / 2.0 * 1e3
             );
         }
+    }
+}
+
+/// The checkpoints do not depend on how the uncompressed stream is read (import
+/// reads 1 MiB at a time, the tar indexer of a rebuild a header at a time).
+#[test]
+fn checkpoints_do_not_depend_on_read_sizes() {
+    let data = noise(22, 5 << 20, true);
+    let blob = gzip(&data, 6);
+    let (reference, _) = build(&blob);
+    for read_size in [1usize, 511, 512, 4096, 100_000] {
+        let mut builder = GzipIndexBuilder::new(&blob[..]).unwrap();
+        let mut buf = vec![0u8; read_size];
+        let mut total = 0;
+        loop {
+            let n = builder.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n;
+            if read_size == 1 && total > 3 << 20 {
+                buf = vec![0u8; 1 << 20]; // keep the test fast
+            }
+        }
+        let built = builder.finish().unwrap();
+        assert_eq!(
+            built.checkpoints,
+            reference.checkpoints(),
+            "read size {read_size}"
+        );
     }
 }
