@@ -4,7 +4,7 @@
 set -eu
 cd "$(dirname "$0")"
 cargo run --quiet --release -p imagefs-fuzz-seed -- corpus
-for target in layer_index image_json archive reference; do
+for target in layer_index image_json archive reference gzip_index; do
     printf '%s: %s seeds, %s bytes\n' "$target" \
         "$(ls corpus/$target | wc -l)" "$(cat corpus/$target/* | wc -c)"
 done

@@ -305,6 +305,10 @@ row 9.push.skopeo 9 "imagefs push distro+big into an empty registry" "skopeo cop
 row 10.copy 10 "skopeo copy oci:SRC:big -> oci:MOUNT/b10/big:x (fresh store)" "skopeo copy into a plain directory" s 0 ratio_le 1.3 "≤1.3x plain"
 row 10.shared.bytes 10 "then distro's sibling big (shares base+modify): bytes written to blobs/" "bytes of big's blobs distro lacks" bytes 0 ratio_le 1.0 "new layers only"
 row 10.unpack 10 "umoci unpack --image MOUNT/b10/distro:x" "umoci unpack from the plain layout" s 0 ratio_le 1.2 "≤1.2x plain"
+row 11.zran.import 11 "import distro+big, building the seekable index of gzip layers" "same, IMAGEFS_BENCH_NO_CHECKPOINTS=1 (no index)" s 0 ratio_le 1.1 "≤1.1x"
+row 11.zran.size 11 "seekable indexes (cache/layers/*/index/*.zran) vs the 4 gzip layers" "gzip layer bytes" bytes 0 ratio_le 0.04 "≤4% of the layers"
+row 11.zran.read4k 11 "random 4 KiB read of the $GIB text layer's tar through the index (local blob)" "gunzip from the layer's start to the same offset" ms 0 none "" ""
+row 11.zran.read1m 11 "random 1 MiB read of the $GIB text layer's tar through the index (local blob)" "gunzip from the layer's start to the same offset" ms 0 none "" ""
 
 # ------------------------------------------------------------------ mount support
 # mount/unmount and rootfs/ are being built: detect them, mark rows n/a otherwise.
@@ -867,6 +871,45 @@ PY
     unmount10
     rm -rf "$S10" "$P10"
 fi
+# ================================================================== case 11: seekable index
+# The seekable index of gzip layers (src/layer/zran): what building it costs the
+# import, its size, and what it buys: a random read of a layer's stream without
+# decompressing from the start. Self-contained: its own stores under $RUN.
+log "case 11: seekable index"
+ZSTORE=$RUN/store-zran
+zran_import() {
+    "$IMAGEFS" --store "$ZSTORE" import "$L:distro" bench/distro:1 >/dev/null &&
+        "$IMAGEFS" --store "$ZSTORE" import "$L:big" bench/big:1 >/dev/null
+}
+zran_import_without() { IMAGEFS_BENCH_NO_CHECKPOINTS=1 zran_import; }
+with="" without=""
+for ((i = 0; i < SLOW_RUNS; i++)); do # alternated, so that drift hits both sides
+    rm -rf "$ZSTORE"; timed zran_import_without; without="$without $T"
+    rm -rf "$ZSTORE"; timed zran_import; with="$with $T"
+done
+put 11.zran.import imagefs $with
+put 11.zran.import peer $without
+ZRAN_BYTES=0
+for layer in "$L_BASE" "$L_MODIFY" "$L_RANDOM" "$L_TEXT"; do
+    f=$ZSTORE/cache/layers/$layer/index/$layer.zran
+    [ -f "$f" ] || die "import wrote no seekable index for gzip layer $layer"
+    ZRAN_BYTES=$((ZRAN_BYTES + $(stat -c %s "$f")))
+done
+put 11.zran.size imagefs "$ZRAN_BYTES"
+put 11.zran.size peer "$LAYERS_BYTES"
+note 11.zran.size "per layer: $(for layer in "$L_BASE" "$L_MODIFY" "$L_RANDOM" "$L_TEXT"; do
+    printf '%s %.2f%%; ' "${layer:0:12}" "$(python3 -c 'import sys; print(100 * int(sys.argv[1]) / int(sys.argv[2]))' \
+        "$(stat -c %s "$ZSTORE/cache/layers/$layer/index/$layer.zran")" "$(stat -c %s "$LB/$layer")")"
+done)"
+for size_key in 4096:11.zran.read4k 1048576:11.zran.read1m; do
+    size=${size_key%%:*} key=${size_key#*:}
+    "$BT" zran-read "$ZSTORE/cache/layers/$L_TEXT/index/$L_TEXT.zran" "$LB/$L_TEXT" "$size" \
+        "$((RUNS * 20))" "$SLOW_RUNS" >"$RUN/zran-read.out" || die "bench-tools zran-read failed"
+    put "$key" imagefs $(awk '$1 == "index" { $1 = ""; print }' "$RUN/zran-read.out")
+    put "$key" peer $(awk '$1 == "start" { $1 = ""; print }' "$RUN/zran-read.out")
+done
+note 11.zran.read4k "reads at $((RUNS * 20)) deterministic random offsets, one compressed range fetched per read (pread of the blob); the peer decompresses the layer with flate2 from its start to the same offsets ($SLOW_RUNS of them)"
+rm -rf "$ZSTORE"
 
 log "fsck"
 ifs fsck >"$RUN/fsck.out" || die "imagefs fsck failed after the benchmark: $(tail -3 "$RUN/fsck.out")"

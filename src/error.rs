@@ -11,7 +11,7 @@ use std::io;
 use crate::archive::{ArchiveError, LimitReason};
 use crate::digest::DigestError;
 use crate::image::ImageError;
-use crate::layer::LayerError;
+use crate::layer::{LayerError, ZranError};
 use crate::reference::ReferenceError;
 use crate::store::{CasError, MetaError, StoreError};
 
@@ -227,6 +227,12 @@ fn layer_kind(error: &LayerError) -> ErrorKind {
         | LayerError::BadHeader { .. }
         | LayerError::TooManyEntries(_) => ErrorKind::InvalidData,
         LayerError::CorruptIndex(_) | LayerError::NoContent(_) => ErrorKind::Other,
+        LayerError::Seekable(ZranError::Io(source))
+        | LayerError::Seekable(ZranError::Source { source, .. }) => {
+            ErrorKind::io_or(source, ErrorKind::Other)
+        }
+        LayerError::Seekable(ZranError::OutOfRange { .. }) => ErrorKind::InvalidInput,
+        LayerError::Seekable(_) => ErrorKind::InvalidData,
     }
 }
 

@@ -85,6 +85,14 @@ impl CacheDir {
             .join(format!("{}.idx", layer_digest.hex()))
     }
 
+    /// Where the seekable index of the gzip layer blob `layer_digest` is kept
+    /// ([`GzipIndex`](super::GzipIndex)), beside its entry index.
+    pub fn gzip_index_path(&self, layer_digest: &Digest) -> PathBuf {
+        self.root
+            .join(INDEX_DIR)
+            .join(format!("{}.zran", layer_digest.hex()))
+    }
+
     /// Stores `data` (exactly `size` bytes expected) under its sha256 and returns it.
     /// Already-present content is not written twice.
     pub fn store_content(

@@ -9,6 +9,9 @@
 //! - the per-layer view `layers/NNN/files/` ([`layer_tree`]) and the merged `rootfs/`
 //!   ([`merge_layers`]): whiteouts and overrides as a pure function over an in-memory
 //!   tree (`merge.rs`), frozen into an immutable [`Tree`] (`tree.rs`);
+//! - the seekable index of gzip layers (`zran/`): inflate checkpoints recorded while
+//!   the layer is decompressed once, and reading any byte range of the uncompressed
+//!   stream from a checkpoint plus a few compressed bytes ([`GzipIndex`]);
 //! - the unpack cache: file contents stored by sha256 under a cache directory, and
 //!   access to a file's content ([`CacheDir`], [`open_content`], `cache.rs`).
 //!
@@ -28,6 +31,7 @@ mod index;
 mod merge;
 mod tar_stream;
 mod tree;
+pub mod zran;
 
 #[cfg(test)]
 pub(crate) mod test_util;
@@ -47,6 +51,7 @@ pub use index::{
 };
 pub use merge::{layer_tree, merge_layers, skipped_entries, MergedTree, TreeWarning};
 pub use tree::{ContentLoc, Node, NodeId, NodeKind, Tree};
+pub use zran::{GzipCheckpoints, GzipIndex, GzipIndexBuilder, RangeSource, ZranError};
 
 /// Errors from reading, indexing, merging or caching layers.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +86,9 @@ pub enum LayerError {
     /// Content for an entry that is not a regular file, or a ref of the wrong kind.
     #[error("no content: {0}")]
     NoContent(String),
+    /// Building, decoding or reading through the seekable index of a gzip layer.
+    #[error("{0}")]
+    Seekable(#[from] ZranError),
 }
 
 pub use crate::image::LayerCompression;

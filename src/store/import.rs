@@ -29,7 +29,7 @@ use crate::reference::Reference;
 use crate::store::cas::Expected;
 use crate::store::layers::{layer_warnings, LayerWarnings};
 use crate::store::meta::{self, BlobKind, Edge, EdgeKind, NewBlob, Origin, Owner};
-use crate::store::pipeline;
+use crate::store::pipeline::{self, IndexedLayer};
 use crate::store::progress::{NoProgress, Progress, ProgressReader};
 use crate::store::{Store, StoreError, MAX_JSON_BLOB};
 
@@ -210,8 +210,8 @@ struct JobDone {
     created: Option<u64>,
     /// Read from the source (not the store).
     read: bool,
-    /// The layer's index (layers only).
-    index: Option<LayerIndex>,
+    /// The layer's index and gzip checkpoints (layers only).
+    index: Option<IndexedLayer>,
     /// The diff_id the config gives the layer (layers only).
     expected: Option<DiffId>,
 }
@@ -800,9 +800,9 @@ where
                 self.report.blobs_read += 1;
                 self.note_written(&job.digest, job.created);
             }
-            if let Some(index) = job.index {
-                diff_ids.insert(job.digest, index.diff_id);
-                self.fresh_indexes.insert(job.digest, index);
+            if let Some(indexed) = job.index {
+                diff_ids.insert(job.digest, indexed.index.diff_id);
+                self.fresh_indexes.insert(job.digest, indexed.index);
             }
         }
         if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -936,15 +936,15 @@ where
 /// it came free with the verification pass, so the first look inside the image
 /// reads no layer.
 fn check_layer(store: &Store, job: &BlobJob, finished: &JobDone) -> Result<()> {
-    let (Some(index), Some(expected)) = (&finished.index, finished.expected) else {
+    let (Some(indexed), Some(expected)) = (&finished.index, finished.expected) else {
         return Ok(());
     };
-    if index.diff_id != expected {
+    if indexed.index.diff_id != expected {
         return Err(StoreError::DiffIdMismatch {
             what: job.what.clone(),
-            actual: index.diff_id,
+            actual: indexed.index.diff_id,
             expected,
         });
     }
-    store.save_layer_index(&finished.digest, index)
+    store.save_layer_index(&finished.digest, indexed)
 }

@@ -5,6 +5,9 @@
 //! cache/layers/<layer hex>/
 //!   index/<hex>.idx   entry index, content = offsets in the stream (built at import,
 //!                     or rebuilt from the blob when missing or corrupt)
+//!   index/<hex>.zran  gzip layers: the seekable index (layer::zran), checkpoints to
+//!                     read any range of the uncompressed stream; built in the same
+//!                     pass as the entry index, rebuilt with it
 //!   unpacked.idx      entry index whose regular files point into content/; written
 //!                     last, so a crash while unpacking leaves no usable unpacked.idx
 //!                     and the layer is unpacked again. Its mtime is the LRU clock.
@@ -22,9 +25,11 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::SystemTime;
 
+use crate::digest::DiffId;
 use crate::digest::Digest;
 use crate::image::LayerCompression;
-use crate::layer::{self, CacheDir, DiscardSink, LayerIndex};
+use crate::layer::{self, CacheDir, DiscardSink, GzipCheckpoints, GzipIndex, LayerIndex};
+use crate::store::pipeline::IndexedLayer;
 use crate::store::{io_error, Store, StoreError};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -169,13 +174,34 @@ impl Store {
         }
     }
 
-    /// Writes the entry index of a layer (import calls this with the index it built
-    /// while verifying the layer, so indexing costs no extra pass).
-    pub(crate) fn save_layer_index(&self, layer: &Digest, index: &LayerIndex) -> Result<()> {
+    /// Writes the entry index of a layer and, for a gzip layer, its seekable index
+    /// (import calls this with what it built while verifying the layer, so indexing
+    /// costs no extra pass).
+    pub(crate) fn save_layer_index(&self, layer: &Digest, indexed: &IndexedLayer) -> Result<()> {
         let cache = self.layer_cache(layer)?;
-        index
+        if let Some(checkpoints) = &indexed.checkpoints {
+            self.save_gzip_index(layer, &cache, indexed.index.diff_id, checkpoints.clone())?;
+        }
+        indexed
+            .index
             .write_to(&cache.index_path(layer))
             .map_err(|e| layer_error(layer, e))
+    }
+
+    fn save_gzip_index(
+        &self,
+        layer: &Digest,
+        cache: &CacheDir,
+        diff_id: DiffId,
+        checkpoints: GzipCheckpoints,
+    ) -> Result<GzipIndex> {
+        let index =
+            GzipIndex::new(*layer, diff_id, checkpoints).map_err(|e| layer_error(layer, e))?;
+        let path = cache.gzip_index_path(layer);
+        index
+            .write_to(&path)
+            .map_err(|e| layer_error(layer, layer::ZranError::Io(e)))?;
+        Ok(index)
     }
 
     /// The layer's entry index: the unpacked one when the layer is unpacked, else the
@@ -194,18 +220,66 @@ impl Store {
                 if let Ok(index) = LayerIndex::read_from(&path) {
                     return Ok(index);
                 }
-                let compression = self.layer_compression(layer)?;
-                let blob = self.cas.open_blob(layer)?;
-                let stream =
-                    layer::open_layer_stream(BufReader::with_capacity(1 << 20, blob), compression)
-                        .map_err(|e| layer_error(layer, e))?;
-                let index = layer::index_layer(stream, &mut DiscardSink)
-                    .map_err(|e| layer_error(layer, e))?;
-                self.check_diff_id(layer, &index)?;
-                index.write_to(&path).map_err(|e| layer_error(layer, e))?;
-                Ok(index)
+                Ok(self.rebuild_indexes(layer, &cache)?.0)
             }
         }
+    }
+
+    /// The seekable index of a gzip layer whose blob is in the store (`None` for
+    /// other compressions), rebuilt from the blob with the entry index when missing,
+    /// corrupt, or not for this blob.
+    pub fn gzip_index(&self, layer: &Digest) -> Result<Option<GzipIndex>> {
+        if self.layer_compression(layer)? != LayerCompression::Gzip {
+            return Ok(None);
+        }
+        let cache = self.layer_cache(layer)?;
+        let path = cache.gzip_index_path(layer);
+        let usable = |index: GzipIndex| (index.layer() == *layer).then_some(index);
+        if let Some(index) = GzipIndex::read_from(&path).ok().and_then(usable) {
+            return Ok(Some(index));
+        }
+        let _lock = FileLock::acquire(&cache.root().join(LOCK))?;
+        if let Some(index) = GzipIndex::read_from(&path).ok().and_then(usable) {
+            return Ok(Some(index));
+        }
+        Ok(self.rebuild_indexes(layer, &cache)?.1)
+    }
+
+    /// Reads the blob once to rebuild the entry index and, for a gzip layer, the
+    /// seekable index; checks the diff_id and saves both. Call with the layer's lock.
+    fn rebuild_indexes(
+        &self,
+        layer: &Digest,
+        cache: &CacheDir,
+    ) -> Result<(LayerIndex, Option<GzipIndex>)> {
+        let compression = self.layer_compression(layer)?;
+        let blob = self.cas.open_blob(layer)?;
+        let reader = BufReader::with_capacity(1 << 20, blob);
+        let (index, checkpoints) = if compression == LayerCompression::Gzip {
+            let mut builder =
+                layer::GzipIndexBuilder::new(reader).map_err(|e| layer_error(layer, e))?;
+            let index = layer::index_layer(&mut builder, &mut DiscardSink)
+                .map_err(|e| layer_error(layer, e))?;
+            let checkpoints = builder.finish().map_err(|e| layer_error(layer, e))?;
+            (index, Some(checkpoints))
+        } else {
+            let stream =
+                layer::open_layer_stream(reader, compression).map_err(|e| layer_error(layer, e))?;
+            let index =
+                layer::index_layer(stream, &mut DiscardSink).map_err(|e| layer_error(layer, e))?;
+            (index, None)
+        };
+        self.check_diff_id(layer, &index)?;
+        let gzip = match checkpoints {
+            Some(checkpoints) => {
+                Some(self.save_gzip_index(layer, cache, index.diff_id, checkpoints)?)
+            }
+            None => None,
+        };
+        index
+            .write_to(&cache.index_path(layer))
+            .map_err(|e| layer_error(layer, e))?;
+        Ok((index, gzip))
     }
 
     /// What the merged rootfs of an image with layer blobs `layers` (base first)
@@ -504,5 +578,96 @@ impl Store {
 fn touch(path: &Path) {
     if let Ok(file) = File::options().write(true).open(path) {
         let _ = file.set_modified(SystemTime::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::layer::{self, EntryKind, GzipIndex};
+    use crate::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
+    use crate::store::{BlobKind, ImportOptions, Store};
+    use crate::Reference;
+
+    /// Import saves the seekable index of a gzip layer (none for zstd), the store
+    /// rebuilds it when lost or damaged, reads through it give the files' bytes, and
+    /// removing the image removes it with the layer's cache.
+    #[test]
+    fn import_saves_the_seekable_index_and_removal_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let gzip_layer = LayerSpec::parse(
+            "file /big 0644 @text:3000000:big; file /small 0644 \"x\"; hardlink /link /big",
+        )
+        .unwrap();
+        let zstd_layer = LayerSpec::parse("file /z 0644 @text:2000").unwrap();
+        let image = ImageBuilder::new()
+            .layer(&gzip_layer, Compression::Gzip)
+            .layer(&zstd_layer, Compression::Zstd)
+            .build()
+            .unwrap();
+        let layout = dir.path().join("layout");
+        sample::write_oci_layout(&layout, &[(Some("t:1"), &Built::from(image))]).unwrap();
+        store
+            .import(&layout, None, &ImportOptions::default())
+            .unwrap();
+        let reference = Reference::parse("local/t:1").unwrap();
+        let top = store.resolve(&reference).unwrap();
+        let layers: Vec<_> = store
+            .reachable_blobs(&top)
+            .unwrap()
+            .into_iter()
+            .filter(|b| b.kind == BlobKind::Layer)
+            .map(|b| b.digest)
+            .collect();
+        assert_eq!(layers.len(), 2);
+        let mut seen_gzip = 0;
+        for layer in &layers {
+            let path = store.layer_cache(layer).unwrap().gzip_index_path(layer);
+            let Some(index) = store.gzip_index(layer).unwrap() else {
+                assert!(!path.exists(), "a zstd layer got a seekable index");
+                continue;
+            };
+            seen_gzip += 1;
+            assert!(path.exists(), "import did not save the seekable index");
+            assert_eq!(index.layer(), *layer);
+            let entries = store.layer_index(layer).unwrap();
+            assert_eq!(index.diff_id(), entries.diff_id);
+            let blob = std::fs::File::open(store.blob_path(layer)).unwrap();
+            for (position, entry) in entries.entries.iter().enumerate() {
+                if !matches!(entry.kind, EntryKind::File | EntryKind::Hardlink) {
+                    continue;
+                }
+                let mut through_index = Vec::new();
+                for piece in layer::zran::entry_data(&entries, position, 0..u64::MAX).unwrap() {
+                    match piece {
+                        layer::zran::DataPiece::Stream(range) => {
+                            through_index.extend(index.read(&blob, range).unwrap())
+                        }
+                        layer::zran::DataPiece::Hole(len) => {
+                            through_index.resize(through_index.len() + len as usize, 0)
+                        }
+                    }
+                }
+                let expected = match &*entry.path {
+                    b"small" => b"x".to_vec(),
+                    _ => sample::text_bytes(b"big", 3_000_000),
+                };
+                assert!(through_index == expected, "{:?}", entry.path);
+            }
+            // Lost, then damaged: rebuilt from the blob, the same.
+            std::fs::remove_file(&path).unwrap();
+            assert_eq!(store.gzip_index(layer).unwrap().as_ref(), Some(&index));
+            let mut bytes = std::fs::read(&path).unwrap();
+            let at = bytes.len() / 2;
+            bytes[at] ^= 1;
+            std::fs::write(&path, &bytes).unwrap();
+            assert_eq!(store.gzip_index(layer).unwrap().as_ref(), Some(&index));
+            assert_eq!(GzipIndex::read_from(&path).unwrap(), index);
+        }
+        assert_eq!(seen_gzip, 1);
+        store.untag(&reference).unwrap();
+        for layer in &layers {
+            assert!(!store.layer_cache_dir(layer).exists(), "cache left behind");
+        }
     }
 }

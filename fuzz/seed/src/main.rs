@@ -163,5 +163,37 @@ fn main() -> Result<()> {
     json_seeds(&root.join("image_json"), &images)?;
     archive_seeds(&root.join("archive"), &images)?;
     reference_seeds(&root.join("reference"))?;
+    gzip_index_seeds(&root.join("gzip_index"))?;
+    Ok(())
+}
+
+/// gzip layers (mode byte 1) and their encoded seekable indexes (mode byte 0).
+fn gzip_index_seeds(dir: &Path) -> Result<()> {
+    use imagefs::testing::layer::zran::GzipIndexBuilder;
+    use imagefs::testing::layer::GzipIndex;
+    use std::io::Read;
+    for (position, text) in [
+        "file /a 0644 @text:3000000; file /b 0644 \"b\"; hardlink /c /a",
+        "file /x 0644 @text:2000; symlink /y x",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let blob = LayerSpec::parse(text)?.build(Compression::Gzip)?.blob.data;
+        let mut builder = GzipIndexBuilder::new(&blob[..])?;
+        let mut plain = Vec::new();
+        builder.read_to_end(&mut plain)?;
+        let index = GzipIndex::new(
+            imagefs::Digest::of(&blob),
+            imagefs::DiffId(imagefs::Digest::of(&plain)),
+            builder.finish()?,
+        )?;
+        let mut seed = vec![1u8];
+        seed.extend_from_slice(&blob);
+        write(dir, &format!("blob-{position}"), &seed)?;
+        let mut seed = vec![0u8];
+        seed.extend_from_slice(&index.to_bytes());
+        write(dir, &format!("index-{position}"), &seed)?;
+    }
     Ok(())
 }

@@ -16,6 +16,8 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::exit;
 
+mod zran;
+
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use sha2::{Digest, Sha256};
@@ -28,9 +30,11 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("gen") => gen(&args[1..]),
         Some("gunzip") => gunzip(&args[1..]),
+        Some("zran-read") => zran::zran_read(&args[1..]),
         _ => {
             eprintln!("usage: bench-tools gen OUT --files N --dirs D --big BYTES --rm-images K");
             eprintln!("       bench-tools gunzip FILE...");
+            eprintln!("       bench-tools zran-read INDEX BLOB SIZE COUNT PEER_COUNT");
             exit(2)
         }
     };
