@@ -5,7 +5,10 @@
 # to bench-results.md and bench-results.json. See scripts/BENCH.md.
 #
 #   scripts/bench.sh [--quick] [--workdir DIR] [--out FILE.md] [--runs N]
-#                    [--no-install] [--no-build]
+#                    [--no-install] [--no-build] [--cases 2,5,7,9]
+#
+# --cases runs only the listed cases (the import of case 1 always runs, untimed
+# when case 1 is not listed; rows of other cases say "not run").
 #
 # Exit status: 0 when every case ran (or is marked n/a with its reason), whatever
 # the timings; non-zero when the script or an imagefs command that must work fails.
@@ -18,8 +21,9 @@ OUT="$REPO/bench-results.md"
 RUNS_OVERRIDE=
 INSTALL=1
 BUILD=1
+CASES=
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -31,22 +35,29 @@ while [ $# -gt 0 ]; do
         --runs=*) RUNS_OVERRIDE=${1#*=} ;;
         --no-install) INSTALL=0 ;;
         --no-build) BUILD=0 ;;
+        --cases) CASES=$2; shift ;;
+        --cases=*) CASES=${1#*=} ;;
         -h | --help) usage; exit 0 ;;
         *) echo "bench.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
     shift
 done
 
+# want N: case N was asked for (every case without --cases).
+want() { [ -z "$CASES" ] || [[ ",$CASES," == *",$1,"* ]]; }
+
 # ------------------------------------------------------------------ profile
 if [ "$QUICK" = 1 ]; then
     PROFILE=quick
     FILES=2000 DIRS=200 BIG=$((8 << 20)) RM_IMAGES=10
     TAG_REPOS=5 TAGS_PER_REPO=4 MANY_TAGS=20 PROMOTE=10 PEER_TAGS=10
+    SCALE_TEAMS=10 SCALE_REPOS=200
     RUNS=1 COLD_RUNS=1 SLOW_RUNS=1
 else
     PROFILE=full
     FILES=20000 DIRS=2000 BIG=$((1 << 30)) RM_IMAGES=100
     TAG_REPOS=50 TAGS_PER_REPO=20 MANY_TAGS=1000 PROMOTE=100 PEER_TAGS=100
+    SCALE_TEAMS=100 SCALE_REPOS=10000
     RUNS=5 COLD_RUNS=3 SLOW_RUNS=3
 fi
 if [ -n "$RUNS_OVERRIDE" ]; then RUNS=$RUNS_OVERRIDE COLD_RUNS=$RUNS_OVERRIDE SLOW_RUNS=$RUNS_OVERRIDE; fi
@@ -298,6 +309,19 @@ row 8.rss.cases 8 "daemon peak RSS (VmHWM) after cases 3-6" "ratarmount's peak R
 row 8.rss.tags 8 "daemon peak RSS with $((MANY_TAGS + TAG_REPOS * TAGS_PER_REPO)) tags mounted, all listed" "" MiB 0 none "" ""
 row 8.store 8 "store size on disk (du blobs/) vs sum of image sizes" "sum of image sizes (imagefs ls --json)" bytes 0 none "" ""
 row 8.store.all 8 "whole store on disk (blobs, db, cache) vs sum of image sizes" "sum of image sizes (imagefs ls --json)" bytes 0 none "" ""
+SCALE_TAGS=$((SCALE_REPOS * 10))
+row 9.scale.mount 9 "scale ($SCALE_TAGS tags, $SCALE_REPOS repos): imagefs mount until it answers" "" ms 0 imagefs_le 1000 "<1 s"
+row 9.scale.ls1.first 9 "scale: ls -l tags/ of one repository, first after mount" "same on the disk tree, cold" ms 0 imagefs_le 50 "<50 ms"
+row 9.scale.ls1.warm 9 "scale: ls -l tags/ of one repository, warm" "same on the disk tree, warm" ms 0 imagefs_le 50 "<50 ms"
+row 9.scale.find 9 "scale: find MOUNT/scale -maxdepth 3 -name tags, first after mount" "same tree of dirs and symlinks on disk, cold" s 0 ratio_le 1.5 "≤1.5x cold disk"
+row 9.scale.lsall.cold 9 "scale: ls -l MOUNT/scale/*/*/tags (every tag), first after mount" "same on the disk tree, cold" s 0 ratio_le 1.5 "≤1.5x cold disk"
+row 9.scale.lsall.warm 9 "scale: ls -l MOUNT/scale/*/*/tags (every tag), warm" "same on the disk tree, warm" s 0 ratio_le 3 "≤3x warm disk"
+row 9.scale.cli.ls 9 "scale: imagefs ls (everything)" "" s 0 imagefs_le 1 "<1 s"
+row 9.scale.cli.ls1 9 "scale: imagefs ls REGISTRY/REPOSITORY (one repository)" "" ms 0 imagefs_le 50 "<50 ms"
+row 9.scale.df 9 "scale: imagefs df" "" s 0 imagefs_le 0.5 "<0.5 s"
+row 9.scale.rss 9 "scale: daemon RSS after listing every repository's tags" "" MiB 0 imagefs_le 100 "<100 MB"
+row 9.scale.rm 9 "scale: imagefs rm of one tag" "" ms 0 imagefs_le 20 "<20 ms"
+row 9.scale.tag 9 "scale: imagefs tag of one tag" "" ms 0 imagefs_le 20 "<20 ms"
 
 # ------------------------------------------------------------------ mount support
 # mount/unmount and rootfs/ are being built: detect them, mark rows n/a otherwise.
@@ -360,6 +384,7 @@ import_all() {
     ifs import "$L:big" bench/big:1 --json >"$RUN/import-big.json"
 }
 store_reset() { rm -rf "$STORE"; }
+if want 1; then
 bench 1.import.skopeo imagefs "$SLOW_RUNS" 0 store_reset import_all
 for k in 1.import.floor 1.import.gzip; do put "$k" imagefs $(awk '$1 == "val" && $2 == "1.import.skopeo" && $3 == "imagefs" { $1 = $2 = $3 = ""; print }' "$RESULTS"); done
 FIRST_IMPORT=$(awk '$1 == "val" && $2 == "1.import.skopeo" && $3 == "imagefs" { $1 = $2 = $3 = ""; print }' "$RESULTS")
@@ -396,9 +421,13 @@ put 1.reimport.bytes imagefs $REIMPORT_BYTES
 GROWTH=$(($(du_blobs) - BLOBS_BEFORE))
 note 1.reimport.bytes "import --json bytes_written per run:$REIMPORT_BYTES; blobs/ grew by $GROWTH bytes over all re-imports"
 [ "$GROWTH" = 0 ] || note 1.reimport.bytes "blobs/ GREW by $GROWTH bytes"
+else
+    store_reset
+    import_all
+fi
 
 # Unpacked trees on disk (the references of cases 4-6): umoci unpack, as root.
-if have umoci; then
+if have umoci && want 5; then
     log "umoci unpack big (reference tree for case 5)"
     timeout 1200 umoci unpack --image "$L:big" "$RUN/bundle-big" >/dev/null
 fi
@@ -407,7 +436,11 @@ fi
 log "case 3: first look, cold"
 IMAGEFS_COUNT= UMOCI_COUNT= RAT_COUNT=
 count_tree() { timeout "$T_MOUNT" find "$1" | wc -l; }
-if have umoci; then
+if have umoci && ! want 3; then
+    if want 4 || want 5 || want 6; then umoci unpack --image "$L:distro" "$RUN/bundle-distro" >/dev/null; fi
+    D=$RUN/bundle-distro/rootfs
+    DB=$RUN/bundle-big/rootfs
+elif have umoci; then
     umoci_reset() { rm -rf "$RUN/bundle-distro"; }
     umoci_first() {
         umoci unpack --image "$L:distro" "$RUN/bundle-distro"
@@ -446,7 +479,9 @@ rat_pid() { # the ratarmount process serving $RMP
     return 1
 }
 RAT_HWM=
-if have ratarmount; then
+if ! want 3; then
+    :
+elif have ratarmount; then
     rat_reset() { unmount_rat; rm -rf "$RAT_IDX"; mkdir -p "$RAT_IDX"; }
     rat_first() {
         mount_rat
@@ -466,7 +501,7 @@ if [ "$MOUNT_OK" = 1 ]; then
     timeout "$T_MOUNT" test -f "$BLOB" && BLOB_OK=1
     [ -n "$DAEMON_PID" ] || log "warning: cannot find the mount daemon's pid (case 8 RSS will be n/a)"
 fi
-if [ "$ROOTFS_OK" = 1 ]; then
+if [ "$ROOTFS_OK" = 1 ] && want 3; then
     imagefs_reset() { unmount_imagefs; rm -rf "$STORE/cache"; }
     imagefs_first() {
         mount_imagefs
@@ -480,12 +515,13 @@ if [ "$ROOTFS_OK" = 1 ]; then
     [ -z "$UMOCI_COUNT" ] || [ "$IMAGEFS_COUNT" = "$UMOCI_COUNT" ] ||
         note 3.first.umoci "ENTRY COUNTS DIFFER: imagefs $IMAGEFS_COUNT, umoci $UMOCI_COUNT"
     [ "$CAN_DROP" = 1 ] || { na 3.first.ratarmount imagefs "$NO_DROP"; }
-else
+elif [ "$ROOTFS_OK" != 1 ]; then
     mount_na 3.first.umoci
     mount_na 3.first.ratarmount
 fi
 
 # ================================================================== case 4: warm metadata
+if want 4; then
 log "case 4: warm metadata"
 meta() { timeout "$T_MOUNT" find "$1" -printf '%s %m\n'; }
 if [ -n "$D" ]; then bench 4.meta.warm peer "$RUNS" 1 - meta "$D"; else na 4.meta.warm peer "$(missing umoci)"; fi
@@ -504,8 +540,10 @@ if [ "$ROOTFS_OK" = 1 ]; then
 else
     mount_na 4.meta.warm
 fi
+fi
 
 # ================================================================== case 5: warm content
+if want 5; then
 log "case 5: warm content"
 cat_all() { (cd "$1" && timeout "$T_MOUNT" find . -type f -print0 | xargs -0 cat) >/dev/null; }
 cat_one() { timeout "$T_MOUNT" cat "$1" >/dev/null; }
@@ -528,8 +566,10 @@ if [ "$ROOTFS_OK" = 1 ]; then
 else
     for k in 5.cat.warm 5.big.random 5.big.text; do mount_na $k; done
 fi
+fi
 
 # ================================================================== case 6: grep
+if want 6; then
 log "case 6: grep"
 grep_tree() {
     local n
@@ -569,8 +609,10 @@ else
     na 6.grep.warm.disk peer "$(missing umoci)"
 fi
 unmount_rat
+fi
 
 # ================================================================== case 8a: RSS after 3-6
+if want 8; then
 if [ "$ROOTFS_OK" = 1 ] && [ -n "${IMAGEFS_HWM:-}" ]; then
     put 8.rss.cases imagefs "$IMAGEFS_HWM"
 elif [ "$ROOTFS_OK" = 1 ]; then
@@ -579,8 +621,10 @@ else
     mount_na 8.rss.cases
 fi
 if [ -n "$RAT_HWM" ]; then put 8.rss.cases peer "$RAT_HWM"; else na 8.rss.cases peer "${PEER_MISSING[ratarmount]:-ratarmount pid not found}"; fi
+fi
 
 # ================================================================== case 2: layer blob
+if want 2; then
 log "case 2: layer blob read"
 DISK_BLOB=$STORE/blobs/sha256/$L_RANDOM
 [ -f "$DISK_BLOB" ] || die "the store has no blob $L_RANDOM"
@@ -598,8 +642,10 @@ else
     mount_na 2.blob.cold blob
     mount_na 2.blob.first blob
 fi
+fi
 
 # ================================================================== case 7: tags at scale
+if want 7 || want 8; then
 log "case 7: tags at scale"
 unmount_imagefs
 tag_samples=""
@@ -780,8 +826,10 @@ else
     na 7.ln.cli peer "$(missing skopeo)"
     na 7.ln.mount peer "$(missing skopeo)"
 fi
+fi
 
 # ================================================================== case 8c: dedupe
+if want 8; then
 log "case 8: store size"
 ifs ls --json >"$RUN/ls.json"
 IMAGES_BYTES=$(python3 -c 'import json,sys; print(sum(r.get("size") or 0 for r in json.load(open(sys.argv[1]))))' "$RUN/ls.json")
@@ -796,6 +844,124 @@ note 8.store "$TAGS tags; df --json: $(python3 -c 'import json,sys; d=json.load(
 
 log "fsck"
 ifs fsck >"$RUN/fsck.out" || die "imagefs fsck failed after the benchmark: $(tail -3 "$RUN/fsck.out")"
+fi
+
+# ================================================================== case 9: scale
+# A store of SCALE_REPOS repositories (scale/teamNN/rNNNN) with 10 tags each over
+# two images, made through the bulk path (`imagefs tag --destinations-from`, one
+# transaction), and the same tree made as directories and symlinks on disk.
+if want 9 && [ "$MOUNT_OK" = 1 ]; then
+    log "case 9: scale ($SCALE_TAGS tags over $SCALE_REPOS repositories)"
+    unmount_imagefs
+    SSTORE=$RUN/scale-store
+    SDISK=$RUN/scale-disk
+    rm -rf "$SSTORE" "$SDISK"
+    sfs() { "$IMAGEFS" --store "$SSTORE" "$@"; }
+    sfs import "$LR:rm000" seed/a:1 >/dev/null
+    sfs import "$LR:rm001" seed/b:1 >/dev/null
+    MA=$(sfs inspect --json seed/a:1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])')
+    MB=$(sfs inspect --json seed/b:1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])')
+    python3 - "$RUN" "$SCALE_TEAMS" "$SCALE_REPOS" "$SDISK" "$MA" "$MB" <<'PY'
+import os, sys
+run, teams, repos, disk, ma, mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+per_team = repos // teams
+with open(f"{run}/scale-a.txt", "w") as a, open(f"{run}/scale-b.txt", "w") as b:
+    for r in range(repos):
+        repo = f"scale/team{r // per_team:02d}/r{r:04d}"
+        base = f"{disk}/{repo}"
+        os.makedirs(f"{base}/tags")
+        for m in (ma, mb):
+            os.makedirs(f"{base}/manifests/{m}")
+        for t in range(10):
+            (a if t % 2 == 0 else b).write(f"{repo}:t{t}\n")
+            os.symlink(f"../manifests/{ma if t % 2 == 0 else mb}", f"{base}/tags/t{t}")
+PY
+    t0=$(date +%s%N)
+    sfs tag seed/a:1 --destinations-from "$RUN/scale-a.txt" >/dev/null
+    sfs tag seed/b:1 --destinations-from "$RUN/scale-b.txt" >/dev/null
+    t1=$(date +%s%N)
+    note 9.scale.mount "store built with the bulk path in $(((t1 - t0) / 1000000)) ms; disk tree: $SDISK"
+    sfs fsck >"$RUN/scale-fsck.out" || die "fsck of the scale store failed: $(tail -3 "$RUN/scale-fsck.out")"
+    n=$(sfs ls --json | python3 -c 'import json,sys; print(sum(1 for r in json.load(sys.stdin) if r["registry"] == "scale" and r["tag"]))')
+    [ "$n" = "$SCALE_TAGS" ] || die "the scale store lists $n tags, expected $SCALE_TAGS"
+    SMP=$MP
+    smount() {
+        local t0 t1
+        t0=$(date +%s%N)
+        timeout "$T_MOUNT" "$IMAGEFS" --store "$SSTORE" mount "$SMP" >/dev/null
+        timeout "$T_MOUNT" stat "$SMP/scale" >/dev/null
+        t1=$(date +%s%N)
+        MOUNT_NS=$((t1 - t0))
+        is_mounted "$SMP" || die "imagefs mount of the scale store failed"
+        IMAGEFS_MOUNTED=1
+        DAEMON_PID=$(daemon_pid) || DAEMON_PID=
+        [ -z "$DAEMON_PID" ] || STARTED_PIDS="$STARTED_PIDS $DAEMON_PID"
+    }
+    sremount() { unmount_imagefs; smount; }
+    stats() { getfattr -n user.imagefs.stats --only-values "$SMP" 2>/dev/null | tr '\n' ' '; }
+    stat_of() { getfattr -n user.imagefs.stats --only-values "$SMP" 2>/dev/null | awk -F= -v k="$1" '$1 == k { print $2 }'; }
+    ONE=scale/team$(printf %02d $((SCALE_TEAMS / 2)))/r$(printf %04d $((SCALE_REPOS / 2 + SCALE_REPOS / SCALE_TEAMS / 2)))
+    [ -d "$SDISK/$ONE" ] || ONE=$(cd "$SDISK" && find scale -mindepth 2 -maxdepth 2 | sort | sed -n "$((SCALE_REPOS / 2))p")
+    samples=""
+    for ((i = 0; i < RUNS; i++)); do sremount; samples="$samples $MOUNT_NS"; done
+    put 9.scale.mount imagefs $samples
+    na 9.scale.mount peer "no peer"
+    lsl() { timeout "$T_MOUNT" ls -l "$1"; }
+    bench_cold 9.scale.ls1.first imagefs "$COLD_RUNS" sremount lsl "$SMP/$ONE/tags"
+    bench_cold 9.scale.ls1.first peer "$COLD_RUNS" - lsl "$SDISK/$ONE/tags"
+    bench 9.scale.ls1.warm imagefs "$RUNS" 1 - lsl "$SMP/$ONE/tags"
+    bench 9.scale.ls1.warm peer "$RUNS" 1 - lsl "$SDISK/$ONE/tags"
+    sfind() { timeout "$T_MOUNT" find "$1/scale" -maxdepth 3 -name tags | wc -l; }
+    bench_cold 9.scale.find imagefs "$COLD_RUNS" sremount sfind "$SMP"
+    bench_cold 9.scale.find peer "$COLD_RUNS" - sfind "$SDISK"
+    [ "$(sfind "$SMP")" = "$SCALE_REPOS" ] || die "find in the scale mount found $(sfind "$SMP") tags directories"
+    lsall() { (cd "$1" && timeout "$T_MOUNT" ls -l scale/*/*/tags) | wc -l; }
+    # Counted walk: FUSE requests and SQL statements per entry on a first walk.
+    sremount
+    S0=$(stats)
+    sfind "$SMP" >/dev/null
+    S1=$(stats)
+    lsall "$SMP" >/dev/null
+    S2=$(stats)
+    note 9.scale.find "daemon counters before: $S0"
+    note 9.scale.find "after find ($SCALE_REPOS repositories + $SCALE_TEAMS teams): $S1"
+    note 9.scale.lsall.cold "after ls -l of every tag ($SCALE_TAGS): $S2"
+    [ -z "$DAEMON_PID" ] || put 9.scale.rss imagefs "$(awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$DAEMON_PID/status")"
+    [ -n "$DAEMON_PID" ] || na 9.scale.rss imagefs "daemon pid not found"
+    na 9.scale.rss peer "no peer"
+    bench_cold 9.scale.lsall.cold imagefs "$COLD_RUNS" sremount lsall "$SMP"
+    bench_cold 9.scale.lsall.cold peer "$COLD_RUNS" - lsall "$SDISK"
+    bench 9.scale.lsall.warm imagefs "$RUNS" 1 - lsall "$SMP"
+    bench 9.scale.lsall.warm peer "$RUNS" 1 - lsall "$SDISK"
+    [ "$(lsall "$SMP")" = "$(lsall "$SDISK")" ] || note 9.scale.lsall.warm "LINE COUNTS DIFFER between the mount and the disk tree"
+    unmount_imagefs
+    bench 9.scale.cli.ls imagefs "$RUNS" 1 - sfs ls
+    bench 9.scale.cli.ls1 imagefs "$RUNS" 1 - sfs ls "$ONE"
+    bench 9.scale.df imagefs "$RUNS" 1 - sfs df
+    for k in cli.ls cli.ls1 df; do na 9.scale.$k peer "no peer"; done
+    samples_rm="" samples_tag=""
+    for ((i = 0; i < RUNS; i++)); do
+        timed sfs rm "$ONE:t0"; samples_rm="$samples_rm $T"
+        timed sfs tag seed/a:1 "$ONE:t0"; samples_tag="$samples_tag $T"
+    done
+    put 9.scale.rm imagefs $samples_rm
+    put 9.scale.tag imagefs $samples_tag
+    na 9.scale.rm peer "no peer"
+    na 9.scale.tag peer "no peer"
+    rm -rf "$SDISK"
+elif want 9; then
+    for k in mount ls1.first ls1.warm find lsall.cold lsall.warm cli.ls cli.ls1 df rss rm tag; do mount_na 9.scale.$k; done
+fi
+
+# Rows of cases not asked for (--cases).
+if [ -n "$CASES" ]; then
+    while IFS=$'\t' read -r kind key case _; do
+        [ "$kind" = row ] || continue
+        want "$case" && continue
+        na "$key" imagefs "not run (--cases $CASES)"
+        na "$key" peer "not run (--cases $CASES)"
+    done <"$RESULTS"
+fi
 
 # ================================================================== the table
 log "writing $OUT"
