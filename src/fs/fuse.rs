@@ -83,6 +83,8 @@ struct Requests {
     read: AtomicU64,
     release: AtomicU64,
     forget: AtomicU64,
+    getxattr: AtomicU64,
+    listxattr: AtomicU64,
 }
 
 fn count(counter: &AtomicU64) {
@@ -470,6 +472,14 @@ impl ImageFs {
             ("req_read", self.requests.read.load(Ordering::Relaxed)),
             ("req_release", self.requests.release.load(Ordering::Relaxed)),
             ("req_forget", self.requests.forget.load(Ordering::Relaxed)),
+            (
+                "req_getxattr",
+                self.requests.getxattr.load(Ordering::Relaxed),
+            ),
+            (
+                "req_listxattr",
+                self.requests.listxattr.load(Ordering::Relaxed),
+            ),
         ];
         lines
             .iter()
@@ -938,6 +948,7 @@ impl Filesystem for ImageFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        count(&self.requests.getxattr);
         if ino.0 == ROOT_INO && name == STATS_XATTR {
             let text = self.stats_text();
             if size == 0 {
@@ -969,6 +980,7 @@ impl Filesystem for ImageFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        count(&self.requests.listxattr);
         match self.vfs.xattrs(ino.0) {
             Ok(xattrs) => {
                 // Names, each followed by a NUL, as listxattr(2) returns them.

@@ -477,29 +477,36 @@ impl Vfs {
             }
             catalog.generation
         };
-        let mut info = NsInfo::default();
+        // The scan returns every repository below `path`: what it says about each
+        // deeper namespace is complete too, so they are all kept from this one query
+        // (a walk down the tree then asks nothing more).
+        let mut infos: HashMap<String, NsInfo> = HashMap::new();
+        infos.entry(path.to_string()).or_default();
         for (name, created_ns) in self.store.repositories_under(registry, path)? {
-            if name == path {
-                info.is_repo = Some(created_ns);
-                continue;
-            }
-            let rest = if path.is_empty() {
-                Some(name.as_str())
-            } else {
-                name.strip_prefix(path)
-                    .and_then(|rest| rest.strip_prefix('/'))
-            };
-            if let Some(rest) = rest {
-                let next = rest.split('/').next().unwrap_or(rest);
-                if info.children.last().map(String::as_str) != Some(next) {
-                    info.children.insert(next.to_string());
+            let mut child = name.as_str();
+            while child != path {
+                let (parent, last) = child.rsplit_once('/').unwrap_or(("", child));
+                let info = infos.entry(parent.to_string()).or_default();
+                if !info.children.insert(last.to_string()) {
+                    break;
                 }
+                child = parent;
             }
+            infos.entry(name).or_default().is_repo = Some(created_ns);
         }
-        let info = Arc::new(info);
+        let infos: HashMap<String, Arc<NsInfo>> = infos
+            .into_iter()
+            .map(|(name, info)| (name, Arc::new(info)))
+            .collect();
+        let info = infos.get(path).cloned().unwrap_or_default();
         let mut catalog = self.catalog();
         if catalog.generation == generation {
-            catalog.namespaces.insert(key, info.clone());
+            for (name, info) in infos {
+                catalog
+                    .namespaces
+                    .entry((registry.to_string(), name))
+                    .or_insert(info);
+            }
         }
         Ok(info)
     }
@@ -525,12 +532,13 @@ impl Vfs {
             }
             catalog.generation
         };
-        let Some(row) = self.store.repository(&repo.registry, &repo.repository)? else {
+        let Some((row, tags)) = self
+            .store
+            .repository_tags(&repo.registry, &repo.repository)?
+        else {
             return Ok(None);
         };
-        let tags = self
-            .store
-            .tags(&repo.registry, &repo.repository)?
+        let tags = tags
             .into_iter()
             .map(|t| (t.name, (t.manifest, t.updated_ns)))
             .collect();

@@ -560,6 +560,21 @@ impl Store {
         Ok(meta::tags(&conn, repo.id)?)
     }
 
+    /// A repository and its tags (two indexed queries); `None` when it does not
+    /// exist.
+    pub fn repository_tags(
+        &self,
+        registry: &str,
+        repository: &str,
+    ) -> Result<Option<(RepoRow, Vec<TagRow>)>> {
+        let conn = self.conn();
+        let Some(repo) = meta::repository(&conn, registry, repository)? else {
+            return Ok(None);
+        };
+        let tags = meta::tags(&conn, repo.id)?;
+        Ok(Some((repo, tags)))
+    }
+
     /// One tag.
     pub fn tag_info(&self, registry: &str, repository: &str, tag: &str) -> Result<Option<TagRow>> {
         let conn = self.conn();

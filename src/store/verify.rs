@@ -20,8 +20,8 @@
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rusqlite::Connection;
 
@@ -76,8 +76,11 @@ pub(crate) struct VerifiedFiles {
     stamps: Mutex<LruCache<FileKey, Stamp>>,
     /// Files being hashed now: concurrent first opens of one big file hash it once.
     in_flight: Mutex<std::collections::HashMap<FileKey, Arc<Mutex<()>>>>,
-    /// The persisted memo, for big files (see the module documentation).
-    persisted: Option<Mutex<Connection>>,
+    /// Where the persisted memo lives, for big files (see the module documentation).
+    persist_path: Option<PathBuf>,
+    /// The persisted memo, opened on first use (commands that never verify a big
+    /// file never open it); `None` inside when it cannot be opened.
+    persisted: OnceLock<Option<Mutex<Connection>>>,
 }
 
 impl Default for VerifiedFiles {
@@ -87,7 +90,8 @@ impl Default for VerifiedFiles {
             // every entry up front (about 10 MiB) in every process.
             stamps: Mutex::new(LruCache::unbounded()),
             in_flight: Mutex::default(),
-            persisted: None,
+            persist_path: None,
+            persisted: OnceLock::new(),
         }
     }
 }
@@ -98,18 +102,8 @@ impl VerifiedFiles {
     /// A memo that also keeps the stamps of big files in the database at `path`;
     /// one that cannot be opened is logged and left out (files are hashed instead).
     pub(crate) fn persistent(path: &Path) -> Self {
-        let persisted = match persisted::open_memo(path) {
-            Ok(conn) => Some(Mutex::new(conn)),
-            Err(error) => {
-                log::warn!(
-                    "{}: {error}; blobs are hashed on every mount",
-                    path.display()
-                );
-                None
-            }
-        };
         VerifiedFiles {
-            persisted,
+            persist_path: Some(path.to_path_buf()),
             ..VerifiedFiles::default()
         }
     }
@@ -138,9 +132,19 @@ impl VerifiedFiles {
     }
 
     fn persisted_for(&self, stamp: &Stamp) -> Option<&Mutex<Connection>> {
+        if stamp.size < PERSIST_MIN_SIZE {
+            return None;
+        }
+        let path = self.persist_path.as_deref()?;
         self.persisted
+            .get_or_init(|| match persisted::open_memo(path) {
+                Ok(conn) => Some(Mutex::new(conn)),
+                Err(error) => {
+                    log::warn!("{}: {error}; big files are hashed again", path.display());
+                    None
+                }
+            })
             .as_ref()
-            .filter(|_| stamp.size >= PERSIST_MIN_SIZE)
     }
 
     /// Checks that the open `file` hashes to `expected` (sha256). `Ok(None)` when it
@@ -226,5 +230,104 @@ impl VerifiedFiles {
     #[cfg(test)]
     pub(crate) fn counts(&self) -> (usize, usize) {
         (lock(&self.stamps).len(), lock(&self.in_flight).len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::fs::{self, File};
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn hashing<'a>(count: &'a Cell<u32>) -> impl FnOnce(&File) -> io::Result<Digest> + 'a {
+        move |file| {
+            count.set(count.get() + 1);
+            Hasher::file(file).map(|(digest, _)| digest)
+        }
+    }
+
+    #[test]
+    fn big_files_stay_verified_across_processes_until_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("verified.db");
+        let path = dir.path().join("blob");
+        let data = vec![3u8; 2 << 20];
+        fs::write(&path, &data).unwrap();
+        let expected = *Digest::of(&data).as_bytes();
+        let hashed = Cell::new(0);
+
+        let first = VerifiedFiles::persistent(&db);
+        let file = File::open(&path).unwrap();
+        assert_eq!(
+            first
+                .check_with(&file, &expected, hashing(&hashed))
+                .unwrap(),
+            None
+        );
+        assert_eq!(hashed.get(), 1);
+
+        // Another process (a new memo on the same database) trusts the stamp.
+        let second = VerifiedFiles::persistent(&db);
+        assert!(second.is_verified(&file, &expected).unwrap());
+        assert_eq!(
+            second
+                .check_with(&file, &expected, hashing(&hashed))
+                .unwrap(),
+            None
+        );
+        assert_eq!(hashed.get(), 1);
+        // Not for another digest.
+        assert!(!second.is_verified(&file, &[0u8; 32]).unwrap());
+
+        // Bytes changed and mtime put back: ctime still moved, so it is hashed again
+        // and refused.
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let mut damaged = data.clone();
+        damaged[1 << 20] ^= 1;
+        fs::write(&path, &damaged).unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+        let third = VerifiedFiles::persistent(&db);
+        let file = File::open(&path).unwrap();
+        assert!(!third.is_verified(&file, &expected).unwrap());
+        let actual = third
+            .check_with(&file, &expected, hashing(&hashed))
+            .unwrap();
+        assert_eq!(actual, Some(Digest::of(&damaged)));
+        assert_eq!(hashed.get(), 2);
+    }
+
+    #[test]
+    fn small_files_are_remembered_in_memory_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("verified.db");
+        let path = dir.path().join("small");
+        fs::write(&path, b"small").unwrap();
+        let expected = *Digest::of(b"small").as_bytes();
+        let hashed = Cell::new(0);
+        let file = File::open(&path).unwrap();
+        let first = VerifiedFiles::persistent(&db);
+        first
+            .check_with(&file, &expected, hashing(&hashed))
+            .unwrap();
+        first
+            .check_with(&file, &expected, hashing(&hashed))
+            .unwrap();
+        assert_eq!(hashed.get(), 1);
+        let second = VerifiedFiles::persistent(&db);
+        second
+            .check_with(&file, &expected, hashing(&hashed))
+            .unwrap();
+        assert_eq!(hashed.get(), 2);
+        // Nothing needed the database: it was never made.
+        assert!(!db.exists());
     }
 }
