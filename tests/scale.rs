@@ -108,7 +108,8 @@ fn stats(mnt: &Path) -> HashMap<String, u64> {
 }
 
 /// Walks `scale/` as `find -maxdepth 3` then `ls -l` of every `tags/` would:
-/// SQL statements and requests per repository on a first walk.
+/// SQL statements (change-token checks apart) and requests per repository on a
+/// first walk.
 fn walk_cost(t: &TestDir, repos: usize) -> (f64, f64) {
     let mount = t.mount(&[]);
     let before = stats(mount.path());

@@ -460,6 +460,7 @@ impl ImageFs {
             ("backing_ids", lock(&self.opener.backing).len() as u64),
             ("vm_rss_kib", vm_rss_kib().unwrap_or(0)),
             ("sql_statements", crate::store::meta::statements_run()),
+            ("token_checks", crate::store::meta::token_checks_run()),
             ("invalidations", self.vfs.invalidations()),
             ("req_lookup", self.requests.lookup.load(Ordering::Relaxed)),
             ("req_getattr", self.requests.getattr.load(Ordering::Relaxed)),

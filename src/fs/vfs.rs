@@ -66,28 +66,33 @@ pub(crate) struct RepoTags {
 }
 
 /// Registries, namespaces and tags as the store had them, each read with one
-/// (indexed) query on first use and kept until the change watcher finds them
-/// changed ([`Vfs::refresh`]) or this process commits a change itself. Lookups,
-/// attributes and link targets in the registry tree then cost no query at all.
+/// (indexed) query on first use and kept while the store's change token stays
+/// the same (one `PRAGMA data_version` per use: a commit by any process shows in
+/// the next answer). Exactly what changed is told to the kernel by the change
+/// watcher ([`Vfs::refresh`]).
 #[derive(Debug)]
 struct Catalog {
-    /// `Store::local_changes` when the entries were read.
-    local: u64,
+    /// The store's change token when the entries were read.
+    token: Option<u64>,
     /// Moves whenever entries are dropped, so a read that raced a drop is not kept.
     generation: u64,
     registries: Option<Arc<Vec<RegistryInfo>>>,
     namespaces: HashMap<(String, String), Arc<NsInfo>>,
     tags: LruCache<RepoKey, Arc<RepoTags>>,
+    /// Tags dropped by a change the watcher has not looked at yet: what the kernel
+    /// was told, for [`Vfs::refresh`] to compare with.
+    dropped_tags: HashMap<RepoKey, Arc<RepoTags>>,
 }
 
 impl Catalog {
     fn new() -> Self {
         Catalog {
-            local: 0,
+            token: None,
             generation: 0,
             registries: None,
             namespaces: HashMap::new(),
             tags: LruCache::new(NonZeroUsize::new(REPO_TAGS).unwrap_or(NonZeroUsize::MIN)),
+            dropped_tags: HashMap::new(),
         }
     }
 
@@ -95,7 +100,10 @@ impl Catalog {
         self.generation += 1;
         self.registries = None;
         self.namespaces.clear();
-        self.tags.clear();
+        while let Some((repo, tags)) = self.tags.pop_lru() {
+            // The oldest drop is what the kernel may still hold.
+            self.dropped_tags.entry(repo).or_insert(tags);
+        }
     }
 }
 
@@ -428,14 +436,14 @@ impl Vfs {
 
     // ---- store reads, with the small caches ----
 
-    /// The catalog, emptied first if this process committed a change since it
-    /// was filled (this mount's own writes show at once).
+    /// The catalog, emptied first if the store changed since it was filled (a
+    /// commit by this mount or any other process shows in the next answer).
     fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
-        let local = self.store.local_changes();
+        let token = self.store.change_token().ok();
         let mut catalog = lock(&self.catalog);
-        if catalog.local != local {
+        if token.is_none() || catalog.token != token {
             catalog.clear();
-            catalog.local = local;
+            catalog.token = token;
         }
         catalog
     }
@@ -600,6 +608,7 @@ impl Vfs {
         let mut old_tags = HashMap::new();
         {
             let mut catalog = lock(&self.catalog);
+            let dropped = std::mem::take(&mut catalog.dropped_tags);
             catalog.generation += 1;
             if !registries_changed.is_empty() {
                 catalog.registries = None;
@@ -609,7 +618,11 @@ impl Vfs {
                     registry: registry.clone(),
                     repository: name.clone(),
                 };
-                if let Some(tags) = catalog.tags.pop(&repo) {
+                if let Some(tags) = dropped
+                    .get(&repo)
+                    .cloned()
+                    .or_else(|| catalog.tags.pop(&repo))
+                {
                     old_tags.insert(repo, tags);
                 }
             }
@@ -626,8 +639,23 @@ impl Vfs {
         let number = |node: &Node| lock(&self.table).number(node);
         if !registries_changed.is_empty() {
             stale.push(Stale::Inode(super::attr::ROOT_INO));
-            for name in &registries_changed {
-                stale.push(Stale::Entry(super::attr::ROOT_INO, (*name).clone()));
+            // Only names that went: a new one may already be linked (the daemon
+            // answers from the store at once), and dropping it would drop the
+            // kernel's whole subtree below it.
+            for name in before.registries.difference(&registries) {
+                stale.push(Stale::Entry(super::attr::ROOT_INO, name.clone()));
+            }
+        }
+        // Names are only dropped when they went away: a name that stays keeps its
+        // dentry (and the inodes below it), its attributes and listing are dropped.
+        let mut existing: HashSet<(&str, &str)> = HashSet::new();
+        if !moved.is_empty() {
+            for (registry, name) in repos.keys() {
+                for path in with_prefixes(name) {
+                    if !existing.insert((registry.as_str(), path)) {
+                        break;
+                    }
+                }
             }
         }
         for (registry, name) in &moved {
@@ -636,18 +664,17 @@ impl Vfs {
                     registry: registry.clone(),
                     path: path.to_string(),
                 });
-                if let Some(ino) = number(&dir) {
-                    stale.push(Stale::Inode(ino));
-                }
-                let parent = dir.kind().parent();
-                if let Some(ino) = number(&parent) {
-                    stale.push(Stale::Entry(ino, dir.kind().name()));
-                }
-                if path == name.as_str() {
-                    if let Some(ino) = number(&dir) {
-                        stale.push(Stale::Entry(ino, "tags".into()));
-                        stale.push(Stale::Entry(ino, "manifests".into()));
+                let Some(ino) = number(&dir) else { continue };
+                stale.push(Stale::Inode(ino));
+                if !existing.contains(&(registry.as_str(), path)) {
+                    if let Some(parent) = number(&dir.kind().parent()) {
+                        stale.push(Stale::Entry(parent, dir.kind().name()));
                     }
+                }
+                if path == name.as_str() && !repos.contains_key(&(registry.clone(), name.clone())) {
+                    // No longer a repository (maybe still a prefix of deeper ones).
+                    stale.push(Stale::Entry(ino, "tags".into()));
+                    stale.push(Stale::Entry(ino, "manifests".into()));
                 }
             }
         }
@@ -662,7 +689,6 @@ impl Vfs {
             matches!(node, Node::Tag(tag)
                 if changed_set.contains(&(tag.repo.registry.as_str(), tag.repo.repository.as_str())))
         });
-        let mut new_tags: HashMap<RepoKey, Option<Arc<RepoTags>>> = HashMap::new();
         for (registry, name) in &changed {
             let repo = RepoKey {
                 registry: registry.clone(),
@@ -676,10 +702,14 @@ impl Vfs {
                     stale.push(Stale::Inode(ino));
                 }
             }
-            if old_tags.contains_key(&repo) {
-                // Read again now, to tell which tags changed.
-                let tags = self.repo_tags(&repo)?;
-                new_tags.insert(repo, tags);
+        }
+        // The tags as they are now, for repositories whose tags the kernel holds.
+        let mut new_tags: HashMap<RepoKey, Option<Arc<RepoTags>>> = HashMap::new();
+        for (_, node) in &held_tags {
+            if let Node::Tag(tag) = node {
+                if !new_tags.contains_key(&tag.repo) {
+                    new_tags.insert(tag.repo.clone(), self.repo_tags(&tag.repo)?);
+                }
             }
         }
         for (ino, node) in held_tags {
@@ -694,6 +724,8 @@ impl Vfs {
             // Unknown before (not kept): it may have changed.
             if old.is_none() || old != new {
                 stale.push(Stale::Inode(ino));
+            }
+            if new.is_none() {
                 if let Some(dir) = number(&node.kind().parent()) {
                     stale.push(Stale::Entry(dir, tag.name.clone()));
                 }

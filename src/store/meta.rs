@@ -329,15 +329,29 @@ fn open_once(path: &std::path::Path) -> Result<Connection> {
 
 /// SQL statements this process has run on the metadata database (a debug figure:
 /// the mount shows it in its statistics, so queries per request can be counted).
+/// `PRAGMA data_version`, the change token (it reads SQLite's shared-memory
+/// header, no table), is counted apart.
 static STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static TOKEN_CHECKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-fn count_statement(_sql: &str) {
-    STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+fn count_statement(sql: &str) {
+    let counter = if sql.starts_with("PRAGMA data_version") {
+        &TOKEN_CHECKS
+    } else {
+        &STATEMENTS
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// How many SQL statements this process has run on metadata databases so far.
+/// How many SQL statements (change-token checks apart) this process has run on
+/// metadata databases so far.
 pub fn statements_run() -> u64 {
     STATEMENTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How many change-token checks (`PRAGMA data_version`) this process has run.
+pub fn token_checks_run() -> u64 {
+    TOKEN_CHECKS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {

@@ -427,13 +427,6 @@ impl Store {
         Ok(version.wrapping_add(self.local_changes.load(Ordering::Relaxed) << 32))
     }
 
-    /// How many changes this process committed (they do not move SQLite's
-    /// `data_version` for its own connection): caches in this process drop what
-    /// they hold when it moves.
-    pub(crate) fn local_changes(&self) -> u64 {
-        self.local_changes.load(Ordering::Relaxed)
-    }
-
     fn note_change(&self) {
         self.local_changes.fetch_add(1, Ordering::Relaxed);
     }
