@@ -5,7 +5,10 @@
 # to bench-results.md and bench-results.json. See scripts/BENCH.md.
 #
 #   scripts/bench.sh [--quick] [--workdir DIR] [--out FILE.md] [--runs N]
-#                    [--no-install] [--no-build]
+#                    [--no-install] [--no-build] [--cases 2,5,7,12]
+#
+# --cases runs only the listed cases (the import of case 1 always runs, untimed
+# when case 1 is not listed; rows of other cases say "not run").
 #
 # Exit status: 0 when every case ran (or is marked n/a with its reason), whatever
 # the timings; non-zero when the script or an imagefs command that must work fails.
@@ -18,8 +21,9 @@ OUT="$REPO/bench-results.md"
 RUNS_OVERRIDE=
 INSTALL=1
 BUILD=1
+CASES=
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -31,22 +35,29 @@ while [ $# -gt 0 ]; do
         --runs=*) RUNS_OVERRIDE=${1#*=} ;;
         --no-install) INSTALL=0 ;;
         --no-build) BUILD=0 ;;
+        --cases) CASES=$2; shift ;;
+        --cases=*) CASES=${1#*=} ;;
         -h | --help) usage; exit 0 ;;
         *) echo "bench.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
     shift
 done
 
+# want N: case N was asked for (every case without --cases).
+want() { [ -z "$CASES" ] || [[ ",$CASES," == *",$1,"* ]]; }
+
 # ------------------------------------------------------------------ profile
 if [ "$QUICK" = 1 ]; then
     PROFILE=quick
     FILES=2000 DIRS=200 BIG=$((8 << 20)) RM_IMAGES=10
     TAG_REPOS=5 TAGS_PER_REPO=4 MANY_TAGS=20 PROMOTE=10 PEER_TAGS=10
+    SCALE_TEAMS=10 SCALE_REPOS=200
     RUNS=1 COLD_RUNS=1 SLOW_RUNS=1
 else
     PROFILE=full
     FILES=20000 DIRS=2000 BIG=$((1 << 30)) RM_IMAGES=100
     TAG_REPOS=50 TAGS_PER_REPO=20 MANY_TAGS=1000 PROMOTE=100 PEER_TAGS=100
+    SCALE_TEAMS=100 SCALE_REPOS=10000
     RUNS=5 COLD_RUNS=3 SLOW_RUNS=3
 fi
 if [ -n "$RUNS_OVERRIDE" ]; then RUNS=$RUNS_OVERRIDE COLD_RUNS=$RUNS_OVERRIDE SLOW_RUNS=$RUNS_OVERRIDE; fi
@@ -85,6 +96,7 @@ BT=$TOOLS_TARGET/release/bench-tools
 # IMAGEFS_BENCH_BIN: another imagefs binary (e.g. bench-tools/fake-mount.sh to test this script)
 IMAGEFS=${IMAGEFS_BENCH_BIN:-$REPO_TARGET/release/imagefs}
 T_MOUNT=120                        # timeout (s) of any single command on a mount
+T_SCALE=900                        # the same for case 12 (100,000 entries on a slow disk)
 
 # ------------------------------------------------------------------ cleanup
 IMAGEFS_MOUNTED=0
@@ -309,6 +321,19 @@ row 11.zran.import 11 "import distro+big, building the seekable index of gzip la
 row 11.zran.size 11 "seekable indexes (cache/layers/*/index/*.zran) vs the 4 gzip layers" "gzip layer bytes" bytes 0 ratio_le 0.04 "≤4% of the layers"
 row 11.zran.read4k 11 "random 4 KiB read of the $GIB text layer's tar through the index (local blob)" "gunzip from the layer's start to the same offset" ms 0 none "" ""
 row 11.zran.read1m 11 "random 1 MiB read of the $GIB text layer's tar through the index (local blob)" "gunzip from the layer's start to the same offset" ms 0 none "" ""
+SCALE_TAGS=$((SCALE_REPOS * 10))
+row 12.scale.mount 12 "scale ($SCALE_TAGS tags, $SCALE_REPOS repos): imagefs mount until it answers" "" ms 0 imagefs_le 1000 "<1 s"
+row 12.scale.ls1.first 12 "scale: ls -l tags/ of one repository, first after mount" "same on the disk tree, cold" ms 0 imagefs_le 50 "<50 ms"
+row 12.scale.ls1.warm 12 "scale: ls -l tags/ of one repository, warm" "same on the disk tree, warm" ms 0 imagefs_le 50 "<50 ms"
+row 12.scale.find 12 "scale: find MOUNT/scale -maxdepth 3 -name tags, first after mount" "same tree of dirs and symlinks on disk, cold" s 0 ratio_le 1.5 "≤1.5x cold disk"
+row 12.scale.lsall.cold 12 "scale: ls -l MOUNT/scale/*/*/tags (every tag), first after mount" "same on the disk tree, cold" s 0 ratio_le 1.5 "≤1.5x cold disk"
+row 12.scale.lsall.warm 12 "scale: ls -l MOUNT/scale/*/*/tags (every tag), warm" "same on the disk tree, warm" s 0 ratio_le 3 "≤3x warm disk"
+row 12.scale.cli.ls 12 "scale: imagefs ls (everything)" "" s 0 imagefs_le 1 "<1 s"
+row 12.scale.cli.ls1 12 "scale: imagefs ls REGISTRY/REPOSITORY (one repository)" "" ms 0 imagefs_le 50 "<50 ms"
+row 12.scale.df 12 "scale: imagefs df" "" s 0 imagefs_le 0.5 "<0.5 s"
+row 12.scale.rss 12 "scale: daemon RSS after listing every repository's tags" "" MiB 0 imagefs_le 100 "<100 MB"
+row 12.scale.rm 12 "scale: imagefs rm of one tag" "" ms 0 imagefs_le 20 "<20 ms"
+row 12.scale.tag 12 "scale: imagefs tag of one tag" "" ms 0 imagefs_le 20 "<20 ms"
 
 # ------------------------------------------------------------------ mount support
 # mount/unmount and rootfs/ are being built: detect them, mark rows n/a otherwise.
@@ -371,6 +396,7 @@ import_all() {
     ifs import "$L:big" bench/big:1 --json >"$RUN/import-big.json"
 }
 store_reset() { rm -rf "$STORE"; }
+if want 1; then
 bench 1.import.skopeo imagefs "$SLOW_RUNS" 0 store_reset import_all
 for k in 1.import.floor 1.import.gzip; do put "$k" imagefs $(awk '$1 == "val" && $2 == "1.import.skopeo" && $3 == "imagefs" { $1 = $2 = $3 = ""; print }' "$RESULTS"); done
 FIRST_IMPORT=$(awk '$1 == "val" && $2 == "1.import.skopeo" && $3 == "imagefs" { $1 = $2 = $3 = ""; print }' "$RESULTS")
@@ -407,9 +433,13 @@ put 1.reimport.bytes imagefs $REIMPORT_BYTES
 GROWTH=$(($(du_blobs) - BLOBS_BEFORE))
 note 1.reimport.bytes "import --json bytes_written per run:$REIMPORT_BYTES; blobs/ grew by $GROWTH bytes over all re-imports"
 [ "$GROWTH" = 0 ] || note 1.reimport.bytes "blobs/ GREW by $GROWTH bytes"
+else
+    store_reset
+    import_all
+fi
 
 # Unpacked trees on disk (the references of cases 4-6): umoci unpack, as root.
-if have umoci; then
+if have umoci && want 5; then
     log "umoci unpack big (reference tree for case 5)"
     timeout 1200 umoci unpack --image "$L:big" "$RUN/bundle-big" >/dev/null
 fi
@@ -418,7 +448,11 @@ fi
 log "case 3: first look, cold"
 IMAGEFS_COUNT= UMOCI_COUNT= RAT_COUNT=
 count_tree() { timeout "$T_MOUNT" find "$1" | wc -l; }
-if have umoci; then
+if have umoci && ! want 3; then
+    if want 4 || want 5 || want 6; then umoci unpack --image "$L:distro" "$RUN/bundle-distro" >/dev/null; fi
+    D=$RUN/bundle-distro/rootfs
+    DB=$RUN/bundle-big/rootfs
+elif have umoci; then
     umoci_reset() { rm -rf "$RUN/bundle-distro"; }
     umoci_first() {
         umoci unpack --image "$L:distro" "$RUN/bundle-distro"
@@ -457,7 +491,9 @@ rat_pid() { # the ratarmount process serving $RMP
     return 1
 }
 RAT_HWM=
-if have ratarmount; then
+if ! want 3; then
+    :
+elif have ratarmount; then
     rat_reset() { unmount_rat; rm -rf "$RAT_IDX"; mkdir -p "$RAT_IDX"; }
     rat_first() {
         mount_rat
@@ -477,7 +513,7 @@ if [ "$MOUNT_OK" = 1 ]; then
     timeout "$T_MOUNT" test -f "$BLOB" && BLOB_OK=1
     [ -n "$DAEMON_PID" ] || log "warning: cannot find the mount daemon's pid (case 8 RSS will be n/a)"
 fi
-if [ "$ROOTFS_OK" = 1 ]; then
+if [ "$ROOTFS_OK" = 1 ] && want 3; then
     imagefs_reset() { unmount_imagefs; rm -rf "$STORE/cache"; }
     imagefs_first() {
         mount_imagefs
@@ -491,12 +527,13 @@ if [ "$ROOTFS_OK" = 1 ]; then
     [ -z "$UMOCI_COUNT" ] || [ "$IMAGEFS_COUNT" = "$UMOCI_COUNT" ] ||
         note 3.first.umoci "ENTRY COUNTS DIFFER: imagefs $IMAGEFS_COUNT, umoci $UMOCI_COUNT"
     [ "$CAN_DROP" = 1 ] || { na 3.first.ratarmount imagefs "$NO_DROP"; }
-else
+elif [ "$ROOTFS_OK" != 1 ]; then
     mount_na 3.first.umoci
     mount_na 3.first.ratarmount
 fi
 
 # ================================================================== case 4: warm metadata
+if want 4; then
 log "case 4: warm metadata"
 meta() { timeout "$T_MOUNT" find "$1" -printf '%s %m\n'; }
 if [ -n "$D" ]; then bench 4.meta.warm peer "$RUNS" 1 - meta "$D"; else na 4.meta.warm peer "$(missing umoci)"; fi
@@ -515,8 +552,10 @@ if [ "$ROOTFS_OK" = 1 ]; then
 else
     mount_na 4.meta.warm
 fi
+fi
 
 # ================================================================== case 5: warm content
+if want 5; then
 log "case 5: warm content"
 cat_all() { (cd "$1" && timeout "$T_MOUNT" find . -type f -print0 | xargs -0 cat) >/dev/null; }
 cat_one() { timeout "$T_MOUNT" cat "$1" >/dev/null; }
@@ -539,8 +578,10 @@ if [ "$ROOTFS_OK" = 1 ]; then
 else
     for k in 5.cat.warm 5.big.random 5.big.text; do mount_na $k; done
 fi
+fi
 
 # ================================================================== case 6: grep
+if want 6; then
 log "case 6: grep"
 grep_tree() {
     local n
@@ -580,8 +621,10 @@ else
     na 6.grep.warm.disk peer "$(missing umoci)"
 fi
 unmount_rat
+fi
 
 # ================================================================== case 8a: RSS after 3-6
+if want 8; then
 if [ "$ROOTFS_OK" = 1 ] && [ -n "${IMAGEFS_HWM:-}" ]; then
     put 8.rss.cases imagefs "$IMAGEFS_HWM"
 elif [ "$ROOTFS_OK" = 1 ]; then
@@ -590,8 +633,10 @@ else
     mount_na 8.rss.cases
 fi
 if [ -n "$RAT_HWM" ]; then put 8.rss.cases peer "$RAT_HWM"; else na 8.rss.cases peer "${PEER_MISSING[ratarmount]:-ratarmount pid not found}"; fi
+fi
 
 # ================================================================== case 2: layer blob
+if want 2; then
 log "case 2: layer blob read"
 DISK_BLOB=$STORE/blobs/sha256/$L_RANDOM
 [ -f "$DISK_BLOB" ] || die "the store has no blob $L_RANDOM"
@@ -609,8 +654,10 @@ else
     mount_na 2.blob.cold blob
     mount_na 2.blob.first blob
 fi
+fi
 
 # ================================================================== case 7: tags at scale
+if want 7 || want 8; then
 log "case 7: tags at scale"
 unmount_imagefs
 tag_samples=""
@@ -791,8 +838,10 @@ else
     na 7.ln.cli peer "$(missing skopeo)"
     na 7.ln.mount peer "$(missing skopeo)"
 fi
+fi
 
 # ================================================================== case 8c: dedupe
+if want 8; then
 log "case 8: store size"
 ifs ls --json >"$RUN/ls.json"
 IMAGES_BYTES=$(python3 -c 'import json,sys; print(sum(r.get("size") or 0 for r in json.load(open(sys.argv[1]))))' "$RUN/ls.json")
@@ -806,6 +855,7 @@ note 8.store "dedupe: the images' sum is $(python3 -c 'import sys; print("%.0f" 
 note 8.store "$TAGS tags; df --json: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("stored_bytes %d, logical_bytes %d, cache_bytes %d" % (d["stored_bytes"], d["logical_bytes"], d["cache_bytes"]))' "$RUN/df.json")"
 
 # ================================================================== case 10: OCI layout
+if want 10; then
 # Every repository of the mount is an OCI image layout (SPEC 7): skopeo writes into
 # it and umoci reads from it, against the same tools on a plain directory. A store
 # of its own (blobs the main store has would be skipped, not written).
@@ -871,7 +921,9 @@ PY
     unmount10
     rm -rf "$S10" "$P10"
 fi
+fi
 # ================================================================== case 11: seekable index
+if want 11; then
 # The seekable index of gzip layers (src/layer/zran): what building it costs the
 # import, its size, and what it buys: a random read of a layer's stream without
 # decompressing from the start. Self-contained: its own stores under $RUN.
@@ -913,8 +965,118 @@ rm -rf "$ZSTORE"
 
 log "fsck"
 ifs fsck >"$RUN/fsck.out" || die "imagefs fsck failed after the benchmark: $(tail -3 "$RUN/fsck.out")"
+fi
+
+fi
+# ================================================================== case 12: scale
+# A store of SCALE_REPOS repositories (scale/teamNN/rNNNN) with 10 tags each over
+# two images, made through the bulk path (`imagefs tag --destinations-from`, one
+# transaction), and the same tree made as directories and symlinks on disk.
+if want 12 && [ "$MOUNT_OK" = 1 ]; then
+    log "case 12: scale ($SCALE_TAGS tags over $SCALE_REPOS repositories)"
+    unmount_imagefs
+    SSTORE=$RUN/scale-store
+    SDISK=$RUN/scale-disk
+    rm -rf "$SSTORE" "$SDISK"
+    sfs() { "$IMAGEFS" --store "$SSTORE" "$@"; }
+    sfs import "$LR:rm000" seed/a:1 >/dev/null
+    sfs import "$LR:rm001" seed/b:1 >/dev/null
+    MA=$(sfs inspect --json seed/a:1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])')
+    MB=$(sfs inspect --json seed/b:1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])')
+    python3 - "$RUN" "$SCALE_TEAMS" "$SCALE_REPOS" "$SDISK" "$MA" "$MB" <<'PY'
+import os, sys
+run, teams, repos, disk, ma, mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+per_team = repos // teams
+with open(f"{run}/scale-a.txt", "w") as a, open(f"{run}/scale-b.txt", "w") as b:
+    for r in range(repos):
+        repo = f"scale/team{r // per_team:02d}/r{r:04d}"
+        base = f"{disk}/{repo}"
+        os.makedirs(f"{base}/tags")
+        for m in (ma, mb):
+            os.makedirs(f"{base}/manifests/{m}")
+        for t in range(10):
+            (a if t % 2 == 0 else b).write(f"{repo}:t{t}\n")
+            os.symlink(f"../manifests/{ma if t % 2 == 0 else mb}", f"{base}/tags/t{t}")
+PY
+    t0=$(date +%s%N)
+    sfs tag seed/a:1 --destinations-from "$RUN/scale-a.txt" >/dev/null
+    sfs tag seed/b:1 --destinations-from "$RUN/scale-b.txt" >/dev/null
+    t1=$(date +%s%N)
+    note 12.scale.mount "store built with the bulk path in $(((t1 - t0) / 1000000)) ms; disk tree: $SDISK"
+    sfs fsck >"$RUN/scale-fsck.out" || die "fsck of the scale store failed: $(tail -3 "$RUN/scale-fsck.out")"
+    n=$(sfs ls --json | python3 -c 'import json,sys; print(sum(1 for r in json.load(sys.stdin) if r["registry"] == "scale" and r["tag"]))')
+    [ "$n" = "$SCALE_TAGS" ] || die "the scale store lists $n tags, expected $SCALE_TAGS"
+    SMP=$MP
+    smount() {
+        local t0 t1
+        t0=$(date +%s%N)
+        timeout "$T_SCALE" "$IMAGEFS" --store "$SSTORE" mount "$SMP" >/dev/null
+        timeout "$T_SCALE" stat "$SMP/scale" >/dev/null
+        t1=$(date +%s%N)
+        MOUNT_NS=$((t1 - t0))
+        is_mounted "$SMP" || die "imagefs mount of the scale store failed"
+        IMAGEFS_MOUNTED=1
+        DAEMON_PID=$(daemon_pid) || DAEMON_PID=
+        [ -z "$DAEMON_PID" ] || STARTED_PIDS="$STARTED_PIDS $DAEMON_PID"
+    }
+    sremount() { unmount_imagefs; smount; }
+    stats() { getfattr -n user.imagefs.stats --only-values "$SMP" 2>/dev/null | tr '\n' ' '; }
+    stat_of() { getfattr -n user.imagefs.stats --only-values "$SMP" 2>/dev/null | awk -F= -v k="$1" '$1 == k { print $2 }'; }
+    ONE=scale/team$(printf %02d $((SCALE_TEAMS / 2)))/r$(printf %04d $((SCALE_REPOS / 2 + SCALE_REPOS / SCALE_TEAMS / 2)))
+    [ -d "$SDISK/$ONE" ] || ONE=$(cd "$SDISK" && find scale -mindepth 2 -maxdepth 2 | sort | sed -n "$((SCALE_REPOS / 2))p")
+    samples=""
+    for ((i = 0; i < RUNS; i++)); do sremount; samples="$samples $MOUNT_NS"; done
+    put 12.scale.mount imagefs $samples
+    na 12.scale.mount peer "no peer"
+    lsl() { timeout "$T_SCALE" ls -l "$1"; }
+    bench_cold 12.scale.ls1.first imagefs "$COLD_RUNS" sremount lsl "$SMP/$ONE/tags"
+    bench_cold 12.scale.ls1.first peer "$COLD_RUNS" - lsl "$SDISK/$ONE/tags"
+    bench 12.scale.ls1.warm imagefs "$RUNS" 1 - lsl "$SMP/$ONE/tags"
+    bench 12.scale.ls1.warm peer "$RUNS" 1 - lsl "$SDISK/$ONE/tags"
+    sfind() { timeout "$T_SCALE" find "$1/scale" -maxdepth 3 -name tags | wc -l; }
+    bench_cold 12.scale.find imagefs "$COLD_RUNS" sremount sfind "$SMP"
+    bench_cold 12.scale.find peer "$COLD_RUNS" - sfind "$SDISK"
+    [ "$(sfind "$SMP")" = "$SCALE_REPOS" ] || die "find in the scale mount found $(sfind "$SMP") tags directories"
+    lsall() { (cd "$1" && timeout "$T_SCALE" ls -l scale/*/*/tags) | wc -l; }
+    # Counted walk: FUSE requests and SQL statements per entry on a first walk.
+    sremount
+    S0=$(stats)
+    sfind "$SMP" >/dev/null
+    S1=$(stats)
+    lsall "$SMP" >/dev/null
+    S2=$(stats)
+    note 12.scale.find "daemon counters before: $S0"
+    note 12.scale.find "after find ($SCALE_REPOS repositories + $SCALE_TEAMS teams): $S1"
+    note 12.scale.lsall.cold "after ls -l of every tag ($SCALE_TAGS): $S2"
+    [ -z "$DAEMON_PID" ] || put 12.scale.rss imagefs "$(awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$DAEMON_PID/status")"
+    [ -n "$DAEMON_PID" ] || na 12.scale.rss imagefs "daemon pid not found"
+    na 12.scale.rss peer "no peer"
+    bench_cold 12.scale.lsall.cold imagefs "$COLD_RUNS" sremount lsall "$SMP"
+    bench_cold 12.scale.lsall.cold peer "$COLD_RUNS" - lsall "$SDISK"
+    bench 12.scale.lsall.warm imagefs "$RUNS" 1 - lsall "$SMP"
+    bench 12.scale.lsall.warm peer "$RUNS" 1 - lsall "$SDISK"
+    [ "$(lsall "$SMP")" = "$(lsall "$SDISK")" ] || note 12.scale.lsall.warm "LINE COUNTS DIFFER between the mount and the disk tree"
+    unmount_imagefs
+    bench 12.scale.cli.ls imagefs "$RUNS" 1 - sfs ls
+    bench 12.scale.cli.ls1 imagefs "$RUNS" 1 - sfs ls "$ONE"
+    bench 12.scale.df imagefs "$RUNS" 1 - sfs df
+    for k in cli.ls cli.ls1 df; do na 12.scale.$k peer "no peer"; done
+    samples_rm="" samples_tag=""
+    for ((i = 0; i < RUNS; i++)); do
+        timed sfs rm "$ONE:t0"; samples_rm="$samples_rm $T"
+        timed sfs tag seed/a:1 "$ONE:t0"; samples_tag="$samples_tag $T"
+    done
+    put 12.scale.rm imagefs $samples_rm
+    put 12.scale.tag imagefs $samples_tag
+    na 12.scale.rm peer "no peer"
+    na 12.scale.tag peer "no peer"
+    rm -rf "$SDISK"
+elif want 12; then
+    for k in mount ls1.first ls1.warm find lsall.cold lsall.warm cli.ls cli.ls1 df rss rm tag; do mount_na 12.scale.$k; done
+fi
 
 # ================================================================== case 9: registry
+if want 9; then
 # docker-registry (distribution 2.8.2) on 127.0.0.1 in the workdir, with a config
 # of its own and an emptied environment (it reads any REGISTRY_* variable as
 # config); stopped by the cleanup (STARTED_PIDS). Pull against skopeo + import
@@ -1015,6 +1177,18 @@ else
     bench 9.push.skopeo peer "$SLOW_RUNS" 0 push_reset skopeo_push_all
     reg_stop
     rm -rf "$RUN/registry-data" "$RUN/registry-push" "$IMPORT_STORE"
+fi
+
+fi
+
+# Rows of cases not asked for (--cases).
+if [ -n "$CASES" ]; then
+    while IFS=$'\t' read -r kind key case _; do
+        [ "$kind" = row ] || continue
+        want "$case" && continue
+        na "$key" imagefs "not run (--cases $CASES)"
+        na "$key" peer "not run (--cases $CASES)"
+    done <"$RESULTS"
 fi
 
 # ================================================================== the table

@@ -1192,6 +1192,115 @@ fn changes_by_other_processes_show_within_a_second() {
     );
 }
 
+/// The daemon's statistics (the hidden `user.imagefs.stats` xattr of the root).
+fn daemon_stats(mnt: &Path) -> HashMap<String, u64> {
+    let path = std::ffi::CString::new(mnt.as_os_str().to_str().expect("utf-8 path"))
+        .expect("no NUL in a path");
+    let text = within(10, move || {
+        let mut buf = vec![0u8; 8192];
+        // SAFETY: valid NUL-terminated strings and a writable buffer of that length.
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                c"user.imagefs.stats".as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        assert!(n >= 0, "getxattr: {}", std::io::Error::last_os_error());
+        buf.truncate(n as usize);
+        String::from_utf8(buf).expect("stats are text")
+    });
+    text.lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once('=')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `ls -l DIR`: every name with its link target (lstat, then readlink).
+fn ls_l(dir: &Path) -> Vec<(String, PathBuf)> {
+    names(dir)
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(&name);
+            std::fs::symlink_metadata(&path).expect("lstat");
+            let target = std::fs::read_link(&path).expect("readlink");
+            (name, target)
+        })
+        .collect()
+}
+
+#[test]
+fn tags_moved_or_removed_elsewhere_show_within_a_second_though_cached_long() {
+    let Some(m) = mounted() else { return };
+    let s = m.sample.clone();
+    let other = m.other_store();
+    let tags = m.path("dev/app/tags");
+    let before = ls_l(&tags);
+    assert_eq!(before.len(), 3, "{before:?}");
+    // The kernel marks a link's atime stale when it first reads its target into
+    // the page cache, so the second lstat of each asks once more; then nothing.
+    assert_eq!(ls_l(&tags), before);
+    // Longer than the old 0.5 s TTL: a warm `ls -l tags/` still asks the daemon
+    // nothing (attributes, names and link targets stay in the kernel).
+    std::thread::sleep(Duration::from_millis(800));
+    let quiet = daemon_stats(&m.mnt);
+    assert_eq!(ls_l(&tags), before);
+    let after = daemon_stats(&m.mnt);
+    for key in ["req_lookup", "req_getattr", "req_readlink", "req_readdir"] {
+        assert_eq!(
+            quiet[key], after[key],
+            "{key}: a warm ls -l asked the daemon"
+        );
+    }
+
+    // Moved to another repository by another process.
+    let target_1 = before[0].1.clone();
+    other
+        .move_tag(
+            &Reference::parse("dev/app:1").unwrap(),
+            &Reference::parse("dev/moved:1").unwrap(),
+        )
+        .unwrap();
+    let moved = m.path("dev/moved/tags/1");
+    let elapsed = wait_until("moved tag at its new place", Duration::from_secs(1), || {
+        std::fs::read_link(&moved).ok() == Some(target_1.clone())
+    });
+    eprintln!("moved tag visible after {elapsed:?}");
+    let old = tags.join("1");
+    wait_until("moved tag gone", Duration::from_secs(1), || {
+        std::fs::symlink_metadata(&old).is_err()
+    });
+    wait_until("moved tag unlisted", Duration::from_secs(1), || {
+        !names(&tags).contains(&"1".to_string())
+    });
+
+    // Removed.
+    other
+        .untag(&Reference::parse("dev/app:latest").unwrap())
+        .unwrap();
+    let latest = tags.join("latest");
+    wait_until("removed tag gone", Duration::from_secs(1), || {
+        std::fs::symlink_metadata(&latest).is_err()
+    });
+    wait_until("removed tag unlisted", Duration::from_secs(1), || {
+        !names(&tags).contains(&"latest".to_string())
+    });
+
+    // Pointed elsewhere: the kernel's cached link target goes too.
+    other
+        .set_tag(&Reference::parse("dev/app:2").unwrap(), &s.index, true)
+        .unwrap();
+    let wanted = PathBuf::from(format!("../manifests/{}", s.index));
+    let two = tags.join("2");
+    wait_until("retargeted link", Duration::from_secs(1), || {
+        std::fs::read_link(&two).ok() == Some(wanted.clone())
+    });
+    assert!(daemon_stats(&m.mnt)["invalidations"] > 0);
+}
+
 #[test]
 fn open_file_keeps_reading_after_its_tag_is_removed() {
     let Some(m) = mounted() else { return };

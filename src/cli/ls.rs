@@ -1,6 +1,8 @@
 //! `imagefs ls [PREFIX]`, and `imagefs ls --remote REGISTRY/REPOSITORY`: the tags
 //! of a remote repository.
 
+use std::io::Write;
+
 use imagefs::{RegistryClient, Store};
 
 use super::{human, print_json, CliError, Context, RemoteArgs};
@@ -84,58 +86,19 @@ struct Row {
 /// Lists tags (and empty registries and repositories).
 pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
     let prefix = args.prefix.as_deref().unwrap_or("").trim_end_matches('/');
-    let matches = |name: &str| {
-        prefix.is_empty()
-            || name == prefix
-            || name.starts_with(&format!("{prefix}/"))
-            || name.starts_with(&format!("{prefix}:"))
-    };
-    let mut rows = Vec::new();
-    let repositories = store.repositories(None).context("ls")?;
-    for registry in store.registries().context("ls")? {
-        let repos: Vec<_> = repositories
-            .iter()
-            .filter(|r| r.registry == registry.name)
-            .collect();
-        if repos.is_empty() && matches(&registry.name) {
-            rows.push(Row {
-                registry: registry.name.clone(),
-                repository: None,
-                tag: None,
-                digest: None,
-                media_type: None,
-                size: None,
-            });
-        }
-        for repo in repos {
-            let full = format!("{}/{}", repo.registry, repo.name);
-            let tags = store.tags(&repo.registry, &repo.name).context("ls")?;
-            if tags.is_empty() && matches(&full) {
-                rows.push(Row {
-                    registry: repo.registry.clone(),
-                    repository: Some(repo.name.clone()),
-                    tag: None,
-                    digest: None,
-                    media_type: None,
-                    size: None,
-                });
-            }
-            for tag in tags {
-                if !matches(&format!("{full}:{}", tag.name)) && !matches(&full) {
-                    continue;
-                }
-                let info = store.blob(&tag.manifest).context("ls")?;
-                rows.push(Row {
-                    registry: repo.registry.clone(),
-                    repository: Some(repo.name.clone()),
-                    tag: Some(tag.name.clone()),
-                    digest: Some(tag.manifest.to_string()),
-                    media_type: info.map(|i| i.media_type),
-                    size: Some(store.image_size(&tag.manifest).context("ls")?),
-                });
-            }
-        }
-    }
+    let rows: Vec<Row> = store
+        .list(prefix)
+        .context("ls")?
+        .into_iter()
+        .map(|entry| Row {
+            registry: entry.registry,
+            repository: entry.repository,
+            tag: entry.tag,
+            digest: entry.digest.map(|d| d.to_string()),
+            media_type: entry.media_type,
+            size: entry.size,
+        })
+        .collect();
     if args.json {
         return print_json(&rows);
     }
@@ -146,7 +109,9 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
         println!("the store is empty: `imagefs import SOURCE` adds images");
         return Ok(());
     }
-    println!("{:<60} {:<19} {:>10}", "REFERENCE", "DIGEST", "SIZE");
+    // One write per line would cost a system call each: 100,000 tags print in one go.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let _ = writeln!(out, "{:<60} {:<19} {:>10}", "REFERENCE", "DIGEST", "SIZE");
     for row in rows {
         let name = match (&row.repository, &row.tag) {
             (Some(repo), Some(tag)) => format!("{}/{repo}:{tag}", row.registry),
@@ -159,7 +124,8 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
             .map(|d| d.chars().take(19).collect::<String>())
             .unwrap_or_default();
         let size = row.size.map(human).unwrap_or_default();
-        println!("{name:<60} {digest:<19} {size:>10}");
+        let _ = writeln!(out, "{name:<60} {digest:<19} {size:>10}");
     }
+    let _ = out.flush();
     Ok(())
 }

@@ -39,9 +39,15 @@ use super::layout::WriteHandle;
 use super::lock;
 use super::vfs::Vfs;
 
-/// How long the kernel may trust what changes with tags and repositories. Short, so
-/// changes made by other processes show within the 1 s the SPEC promises.
+/// How long the kernel may trust names that can vanish without an explicit
+/// invalidation (`manifests/sha256:<hex>` entries). Short, so changes made by other
+/// processes show within the 1 s the SPEC promises.
 pub(crate) const VOLATILE_TTL: Duration = Duration::from_millis(500);
+
+/// How long the kernel may trust what changes with tags and repositories: the
+/// change watcher (`super::DirInvalidator`) invalidates exactly what changed
+/// within 1 s of any commit, so this only bounds the damage of a missed case.
+pub(crate) const EXPLICIT_TTL: Duration = Duration::from_secs(60);
 
 /// How long the kernel may trust what never changes (everything under manifests/).
 pub(crate) const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -77,6 +83,26 @@ struct OpenBlob {
     _backing: Option<Arc<BackingId>>,
 }
 
+/// Requests answered, by kind, for the statistics hook: round trips are counted
+/// where the kernel sends them, so tests and benchmarks can tell what a walk cost.
+#[derive(Debug, Default)]
+struct Requests {
+    lookup: AtomicU64,
+    getattr: AtomicU64,
+    readlink: AtomicU64,
+    readdir: AtomicU64,
+    open: AtomicU64,
+    read: AtomicU64,
+    release: AtomicU64,
+    forget: AtomicU64,
+    getxattr: AtomicU64,
+    listxattr: AtomicU64,
+}
+
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 /// The `Filesystem` implementation over a [`Vfs`].
 #[derive(Debug)]
 pub(crate) struct ImageFs {
@@ -97,6 +123,8 @@ pub(crate) struct ImageFs {
     passthrough_report: Arc<AtomicU64>,
     /// Keeps the cache trimming thread alive while the filesystem lives.
     _trimmer: Option<super::Trimmer>,
+    /// Requests answered, by kind.
+    requests: Requests,
 }
 
 /// Threads for opens that hash or unpack (see [`SlowOpens`]).
@@ -386,8 +414,13 @@ fn reply_xattr_bytes(bytes: &[u8], size: u32, reply: ReplyXattr) {
 
 /// (attribute TTL, entry TTL) for a node.
 fn ttls(attr: &Attr) -> (Duration, Duration) {
+    if attr.ino == ROOT_INO {
+        // Short for the root alone: a `stat` of the mountpoint then reaches the
+        // daemon twice a second, so a dead daemon shows (ENOTCONN) at once.
+        return (VOLATILE_TTL, VOLATILE_TTL);
+    }
     match attr.volatility {
-        Volatility::Volatile => (VOLATILE_TTL, VOLATILE_TTL),
+        Volatility::Volatile => (EXPLICIT_TTL, EXPLICIT_TTL),
         Volatility::ImmutableInVolatileDir => (IMMUTABLE_TTL, VOLATILE_TTL),
         Volatility::Immutable => (IMMUTABLE_TTL, IMMUTABLE_TTL),
     }
@@ -425,6 +458,7 @@ impl ImageFs {
             listings: Mutex::new(LruCache::new(NonZeroUsize::new(LISTINGS).expect("nonzero"))),
             passthrough_report: report.clone(),
             _trimmer: trimmer,
+            requests: Requests::default(),
         };
         (fs, report)
     }
@@ -510,6 +544,28 @@ impl ImageFs {
             ("listings", lock(&self.listings).len() as u64),
             ("backing_ids", lock(&self.opener.backing).len() as u64),
             ("vm_rss_kib", vm_rss_kib().unwrap_or(0)),
+            ("sql_statements", crate::store::meta::statements_run()),
+            ("token_checks", crate::store::meta::token_checks_run()),
+            ("invalidations", self.vfs.invalidations()),
+            ("req_lookup", self.requests.lookup.load(Ordering::Relaxed)),
+            ("req_getattr", self.requests.getattr.load(Ordering::Relaxed)),
+            (
+                "req_readlink",
+                self.requests.readlink.load(Ordering::Relaxed),
+            ),
+            ("req_readdir", self.requests.readdir.load(Ordering::Relaxed)),
+            ("req_open", self.requests.open.load(Ordering::Relaxed)),
+            ("req_read", self.requests.read.load(Ordering::Relaxed)),
+            ("req_release", self.requests.release.load(Ordering::Relaxed)),
+            ("req_forget", self.requests.forget.load(Ordering::Relaxed)),
+            (
+                "req_getxattr",
+                self.requests.getxattr.load(Ordering::Relaxed),
+            ),
+            (
+                "req_listxattr",
+                self.requests.listxattr.load(Ordering::Relaxed),
+            ),
         ];
         lines
             .iter()
@@ -532,6 +588,15 @@ impl Filesystem for ImageFs {
         let plus = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
         if config.add_capabilities(plus).is_err() {
             log::debug!("kernel without READDIRPLUS");
+        }
+        // The kernel keeps link targets (tags, platforms, image symlinks) in its page
+        // cache: `ls -l tags/` asks no READLINK twice. Tags that move are dropped
+        // from it by the change watcher's inval_inode.
+        if config
+            .add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS)
+            .is_err()
+        {
+            log::debug!("kernel without FUSE_CACHE_SYMLINKS");
         }
         // O_TRUNC arrives with the OPEN (an `index.json` rewritten in place), and
         // tools' writes come in big requests.
@@ -560,16 +625,19 @@ impl Filesystem for ImageFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        count(&self.requests.lookup);
         self.reply_entry(self.vfs.lookup(parent.0, name.as_bytes()), reply);
     }
 
     // BATCH_FORGET: fuser's default calls this once per inode (its `ForgetOne`
     // type is not exported, so it cannot be overridden).
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        count(&self.requests.forget);
         self.vfs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        count(&self.requests.getattr);
         match self.vfs.getattr(ino.0) {
             Ok(attr) => reply.attr(&ttls(&attr).0, &self.file_attr(&attr)),
             Err(error) => reply.error(errno(&error)),
@@ -609,6 +677,7 @@ impl Filesystem for ImageFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        count(&self.requests.readlink);
         match self.vfs.readlink(ino.0) {
             Ok(target) => reply.data(&target),
             Err(error) => reply.error(errno(&error)),
@@ -711,6 +780,7 @@ impl Filesystem for ImageFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        count(&self.requests.open);
         let truncate = flags.0 & libc::O_TRUNC != 0;
         if flags.acc_mode() != OpenAccMode::O_RDONLY || truncate {
             return match self.vfs.open_write(ino.0, truncate, req.pid()) {
@@ -782,6 +852,7 @@ impl Filesystem for ImageFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        count(&self.requests.read);
         let file = match lock(&self.opener.files).get(&fh.0).map(|open| &open.opened) {
             // A clone of the descriptor, so the table lock is not held during I/O.
             Some(Opened::File(file)) => file.try_clone(),
@@ -864,6 +935,7 @@ impl Filesystem for ImageFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        count(&self.requests.release);
         let released = lock(&self.opener.files).remove(&fh.0);
         if let Some(OpenBlob {
             opened: Opened::Write(handle),
@@ -917,6 +989,7 @@ impl Filesystem for ImageFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        count(&self.requests.readdir);
         let entries = match self.dir_entries(ino.0, offset) {
             Ok(entries) => entries,
             Err(error) => return reply.error(error),
@@ -944,6 +1017,7 @@ impl Filesystem for ImageFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        count(&self.requests.readdir);
         let entries = match self.dir_entries(ino.0, offset) {
             Ok(entries) => entries,
             Err(error) => return reply.error(error),
@@ -1050,6 +1124,7 @@ impl Filesystem for ImageFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        count(&self.requests.getxattr);
         if ino.0 == ROOT_INO && name == STATS_XATTR {
             let text = self.stats_text();
             if size == 0 {
@@ -1081,6 +1156,7 @@ impl Filesystem for ImageFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        count(&self.requests.listxattr);
         match self.vfs.xattrs(ino.0) {
             Ok(xattrs) => {
                 // Names, each followed by a NUL, as listxattr(2) returns them.

@@ -397,6 +397,20 @@ impl InodeTable {
         self.nodes.get(&ino).map(|n| n.node.clone())
     }
 
+    /// The number of `node` if it has one (never numbers it).
+    pub(super) fn number(&self, node: &Node) -> Option<Ino> {
+        self.by_node.get(node).copied()
+    }
+
+    /// The nodes the kernel holds that match `which`, with their numbers.
+    pub(super) fn held_matching(&self, which: impl Fn(&Node) -> bool) -> Vec<(Ino, Node)> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.lookups > 0 && which(&n.node))
+            .map(|(ino, n)| (*ino, n.node.clone()))
+            .collect()
+    }
+
     /// Numbers of the nodes the kernel holds that match `which`.
     pub(super) fn held_nodes(&self, which: impl Fn(&Node) -> bool) -> Vec<Ino> {
         self.nodes

@@ -19,11 +19,12 @@
 //! Caching: everything under `manifests/sha256:<hex>/` is immutable and cached by
 //! the kernel for a day (entries, attributes, and the contents of files under
 //! 1 MiB with `FOPEN_KEEP_CACHE`; bigger files use passthrough). The kernel keeps
-//! every directory listing (no OPENDIR at all: see `fuse::ImageFs::opendir`);
-//! those of registries, repositories, `tags/` and `manifests/` are dropped by
-//! [`DirInvalidator`] when the store changes, and their names and attributes
-//! have a 0.5 s TTL, so changes by other processes show within 1 s. Listings
-//! carry attributes (READDIRPLUS).
+//! every directory listing (no OPENDIR at all: see `fuse::ImageFs::opendir`), and
+//! link targets (`FUSE_CACHE_SYMLINKS`). The registry tree (registries,
+//! repositories, `tags/`, `manifests/`, tags) is cached for a minute too, and
+//! [`DirInvalidator`] drops exactly what changed when the store changes, so
+//! changes by other processes show within 1 s. Listings carry attributes
+//! (READDIRPLUS).
 //!
 //! Memory: the daemon follows the kernel's lookup counts and FORGETs (see [`inodes`]);
 //! an inode the kernel no longer holds keeps its number (stable while mounted, as
@@ -232,18 +233,29 @@ impl Trimmer {
 /// How often the mount looks for changes to the store made by anyone.
 pub const CHANGE_POLL: Duration = Duration::from_millis(200);
 
-/// The kernel keeps every directory listing (see `fuse::ImageFs::opendir`); this
-/// thread drops the ones that can change — the root, registries and repository
-/// paths, `tags/` and `manifests/` — together with their attributes, whenever the
-/// store's change token moves (a commit by any process, this one included). With
-/// [`CHANGE_POLL`] and the 0.5 s TTL of names in those directories, a change shows
-/// in every mount within 1 s. The thread ends with the filesystem.
+/// The kernel keeps every directory listing (see `fuse::ImageFs::opendir`), and
+/// the names, attributes and link targets of the registry tree (root, registries,
+/// repository paths, `tags/`, `manifests/`, tags) for [`fuse::EXPLICIT_TTL`]. This
+/// thread tells it to forget exactly what changed whenever the store's change
+/// token moves (a commit by any process, this one included): [`vfs::Vfs::refresh`]
+/// finds the repositories whose tags changed and the namespaces that gained or
+/// lost a repository, and the kernel is sent `inval_entry` for changed names and
+/// `inval_inode` for changed nodes (their attributes, listings and link targets).
+/// With [`CHANGE_POLL`], a change shows in every mount within 1 s. If the store
+/// cannot be read, every such node the kernel holds is dropped instead. The thread
+/// ends with the filesystem.
 struct DirInvalidator;
 
 impl DirInvalidator {
     fn start(view: std::sync::Weak<vfs::Vfs>, notifier: fuser::Notifier) {
-        // The token as the mount starts: any later change invalidates.
-        let mut seen = view.upgrade().and_then(|v| v.store().change_token().ok());
+        // The token and the state of the store as the mount starts (before it
+        // answers anything): any later change is compared with these.
+        let mut seen = view.upgrade().and_then(|v| {
+            if let Err(error) = v.refresh() {
+                log::debug!("change watcher: {error}");
+            }
+            v.store().change_token().ok()
+        });
         let spawned = std::thread::Builder::new()
             .name("imagefs-changes".into())
             .spawn(move || loop {
@@ -261,14 +273,27 @@ impl DirInvalidator {
                 if seen == Some(token) {
                     continue;
                 }
-                for ino in view.changing_dirs() {
+                let stale = view.refresh().unwrap_or_else(|error| {
+                    log::warn!("change watcher: {error}; dropping every changing node");
+                    view.changing_nodes()
+                        .into_iter()
+                        .map(vfs::Stale::Inode)
+                        .collect()
+                });
+                view.count_invalidations(stale.len());
+                for item in stale {
                     // ENOENT: the kernel no longer has it, nothing to drop.
-                    let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, 0);
+                    let _ = match &item {
+                        vfs::Stale::Inode(ino) => notifier.inval_inode(fuser::INodeNo(*ino), 0, 0),
+                        vfs::Stale::Entry(dir, name) => {
+                            notifier.inval_entry(fuser::INodeNo(*dir), std::ffi::OsStr::new(name))
+                        }
+                    };
                 }
                 seen = Some(token);
             });
         if let Err(error) = spawned {
-            log::error!("change watcher thread: {error}; directory listings may stay stale");
+            log::error!("change watcher thread: {error}; the registry tree may stay stale");
         }
     }
 }

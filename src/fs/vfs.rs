@@ -8,7 +8,7 @@
 //! `super::write`, link resolution in `super::links`. Must not touch blob bytes
 //! (the adapter opens files) and must not know about TTLs or replies.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +18,8 @@ use lru::LruCache;
 
 use crate::digest::Digest;
 use crate::layer::NodeId;
-use crate::store::{ManifestView, RepoRow, Store};
+use crate::store::meta::RepoPrint;
+use crate::store::{ManifestView, RegistryInfo, Store};
 
 use super::attr::{Attr, DirEntry, Ino, NodeType};
 use super::errno::VfsError;
@@ -26,7 +27,9 @@ use super::image_view::{ImageTree, ImageViews, TreeCacheStats};
 use super::inodes::{InodeTable, TableStats};
 use super::layout::LayoutState;
 use super::lock;
-use super::nodes::{Lives, ManifestAt, Node, RepoKey, Result, TreeKind};
+use super::nodes::{
+    Lives, ManifestAt, ManifestsDir, Namespace, Node, RepoKey, Result, TagsDir, TreeKind,
+};
 use super::write::MkdirState;
 
 /// Manifests whose [`ManifestView`] is kept in memory (a few hundred bytes each;
@@ -44,17 +47,91 @@ pub(crate) struct VfsStats {
     pub(crate) trees: TreeCacheStats,
 }
 
-/// Listing of repositories, cached until the store's change token moves.
+/// Repositories whose tags are kept in memory (about 100 bytes a tag).
+const REPO_TAGS: usize = 16384;
+
+/// What a namespace (a registry, or a repository path in it) holds.
 #[derive(Debug, Default)]
-struct RepoCache {
-    token: Option<u64>,
-    repos: Arc<Vec<RepoRow>>,
+pub(crate) struct NsInfo {
+    /// When the path is itself a repository: its creation time.
+    pub(crate) is_repo: Option<i64>,
+    /// The next path components of the repositories below it.
+    pub(crate) children: BTreeSet<String>,
 }
+
+/// A repository's tags: name -> (manifest, last change).
+#[derive(Debug)]
+pub(crate) struct RepoTags {
+    pub(crate) created_ns: i64,
+    pub(crate) tags: BTreeMap<String, (Digest, i64)>,
+}
+
+/// Registries, namespaces and tags as the store had them, each read with one
+/// (indexed) query on first use and kept while the store's change token stays
+/// the same (one `PRAGMA data_version` per use: a commit by any process shows in
+/// the next answer). Exactly what changed is told to the kernel by the change
+/// watcher ([`Vfs::refresh`]).
+#[derive(Debug)]
+struct Catalog {
+    /// The store's change token when the entries were read.
+    token: Option<u64>,
+    /// Moves whenever entries are dropped, so a read that raced a drop is not kept.
+    generation: u64,
+    registries: Option<Arc<Vec<RegistryInfo>>>,
+    namespaces: HashMap<(String, String), Arc<NsInfo>>,
+    tags: LruCache<RepoKey, Arc<RepoTags>>,
+    /// Tags dropped by a change the watcher has not looked at yet: what the kernel
+    /// was told, for [`Vfs::refresh`] to compare with.
+    dropped_tags: HashMap<RepoKey, Arc<RepoTags>>,
+}
+
+impl Catalog {
+    fn new() -> Self {
+        Catalog {
+            token: None,
+            generation: 0,
+            registries: None,
+            namespaces: HashMap::new(),
+            tags: LruCache::new(NonZeroUsize::new(REPO_TAGS).unwrap_or(NonZeroUsize::MIN)),
+            dropped_tags: HashMap::new(),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.generation += 1;
+        self.registries = None;
+        self.namespaces.clear();
+        while let Some((repo, tags)) = self.tags.pop_lru() {
+            // The oldest drop is what the kernel may still hold.
+            self.dropped_tags.entry(repo).or_insert(tags);
+        }
+    }
+}
+
+/// What the change watcher saw last: every repository's print and the registries.
+#[derive(Debug, Default)]
+struct Seen {
+    repos: HashMap<(String, String), RepoPrint>,
+    registries: BTreeSet<String>,
+}
+
+/// One thing the kernel must forget because the store changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stale {
+    /// An inode's attributes, cached listing and link target.
+    Inode(Ino),
+    /// The name `name` in directory `parent`.
+    Entry(Ino, String),
+}
+
+/// A repository or path prefix by `(registry, path)`.
+type RepoName = (String, String);
 
 /// What one sweep already asked the store.
 #[derive(Default)]
 struct SweepCache {
-    repos: Option<Arc<Vec<RepoRow>>>,
+    /// Every repository, and every repository path prefix (`(registry, "")` too).
+    repos: Option<(HashSet<RepoName>, HashSet<RepoName>)>,
     registries: Option<HashSet<String>>,
     tags: HashMap<RepoKey, HashSet<String>>,
     manifests: HashMap<RepoKey, HashSet<Digest>>,
@@ -70,13 +147,17 @@ pub(crate) struct Vfs {
     mount_time_ns: i64,
     table: Mutex<InodeTable>,
     views: Mutex<LruCache<Digest, Arc<ManifestView>>>,
-    repo_cache: Mutex<RepoCache>,
+    catalog: Mutex<Catalog>,
+    /// What the change watcher saw last (`None` before its first look).
+    seen: Mutex<Option<Seen>>,
     /// What this mount's `mkdir`s made (see [`MkdirState`]).
     mkdirs: MkdirState,
     /// Files tools are writing through repositories' OCI layouts.
     layout: LayoutState,
     /// Set while one thread sweeps unheld inode numbers.
     sweeping: AtomicBool,
+    /// Entries and inodes the change watcher told the kernel to forget.
+    invalidations: std::sync::atomic::AtomicU64,
 }
 
 impl Vfs {
@@ -98,10 +179,12 @@ impl Vfs {
             views: Mutex::new(LruCache::new(
                 NonZeroUsize::new(MANIFEST_VIEWS).unwrap_or(NonZeroUsize::MIN),
             )),
-            repo_cache: Mutex::new(RepoCache::default()),
+            catalog: Mutex::new(Catalog::new()),
+            seen: Mutex::new(None),
             mkdirs: MkdirState::default(),
             layout: LayoutState::new(),
             sweeping: AtomicBool::new(false),
+            invalidations: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -218,19 +301,35 @@ impl Vfs {
     }
 
     /// Whether what `node` stands for is still in the store. Any error counts as
-    /// "exists": only a sure absence drops a number.
+    /// "exists": only a sure absence drops a number. The store is asked once per
+    /// sweep for repositories and once per repository for its tags or manifests.
     fn still_exists(&self, node: &Node, known: &mut SweepCache) -> bool {
-        let repos = match &known.repos {
-            Some(repos) => repos.clone(),
-            None => match self.all_repos() {
-                Ok(repos) => known.repos.insert(repos).clone(),
-                Err(_) => return true,
-            },
+        if known.repos.is_none() {
+            let Ok(rows) = self.store.repositories(None) else {
+                return true;
+            };
+            let mut repos = HashSet::new();
+            let mut prefixes = HashSet::new();
+            for row in rows {
+                let mut path = row.name.as_str();
+                while let Some((prefix, _)) = path.rsplit_once('/') {
+                    if !prefixes.insert((row.registry.clone(), prefix.to_string())) {
+                        break;
+                    }
+                    path = prefix;
+                }
+                prefixes.insert((row.registry.clone(), String::new()));
+                repos.insert((row.registry, row.name));
+            }
+            known.repos = Some((repos, prefixes));
+        }
+        let Some((repos, prefixes)) = &known.repos else {
+            return true;
         };
         let has_repo = |repo: &RepoKey| {
-            repos
-                .iter()
-                .any(|r| r.registry == repo.registry && r.name == repo.repository)
+            // Borrowed lookups would need a key type of their own; a clone is cheap
+            // next to the query it saves.
+            repos.contains(&(repo.registry.clone(), repo.repository.clone()))
         };
         match node.kind().lives() {
             Lives::Always => true,
@@ -244,15 +343,9 @@ impl Vfs {
                         Err(_) => return true,
                     },
                 };
+                let key = (registry.to_string(), path.to_string());
                 registries.contains(registry)
-                    && (path.is_empty()
-                        || repos.iter().any(|r| {
-                            r.registry == registry
-                                && (r.name == path
-                                    || r.name
-                                        .strip_prefix(path)
-                                        .is_some_and(|rest| rest.starts_with('/')))
-                        }))
+                    && (path.is_empty() || repos.contains(&key) || prefixes.contains(&key))
             }
             Lives::Repo(repo) => has_repo(repo),
             Lives::Staged(name) => self.layout.file(name).is_some(),
@@ -298,8 +391,28 @@ impl Vfs {
 
     /// The directories the kernel holds whose listing can change: the root, the
     /// registry tree, `tags/` and `manifests/` of repositories.
+    #[cfg(test)]
     pub(crate) fn changing_dirs(&self) -> Vec<Ino> {
         lock(&self.table).held_nodes(|node| node.kind().listing_changes())
+    }
+
+    /// [`Vfs::changing_dirs`] and the tags the kernel holds: everything that can
+    /// change with the store outside the immutable manifests.
+    pub(crate) fn changing_nodes(&self) -> Vec<Ino> {
+        lock(&self.table)
+            .held_nodes(|node| node.kind().listing_changes() || matches!(node, Node::Tag(_)))
+    }
+
+    /// Counts invalidations sent to the kernel, for the statistics hook.
+    pub(crate) fn count_invalidations(&self, n: usize) {
+        self.invalidations
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Invalidations sent to the kernel so far.
+    pub(crate) fn invalidations(&self) -> u64 {
+        self.invalidations
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sizes of the tables and caches, for the statistics hook.
@@ -334,30 +447,87 @@ impl Vfs {
 
     // ---- store reads, with the small caches ----
 
-    fn all_repos(&self) -> Result<Arc<Vec<RepoRow>>> {
-        // Read the token first: a change racing the query then only causes a re-read.
+    /// The catalog, emptied first if the store changed since it was filled (a
+    /// commit by this mount or any other process shows in the next answer).
+    fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
         let token = self.store.change_token().ok();
-        if let Some(token) = token {
-            let cache = lock(&self.repo_cache);
-            if cache.token == Some(token) {
-                return Ok(cache.repos.clone());
-            }
+        let mut catalog = lock(&self.catalog);
+        if token.is_none() || catalog.token != token {
+            catalog.clear();
+            catalog.token = token;
         }
-        let repos = Arc::new(self.store.repositories(None)?);
-        let mut cache = lock(&self.repo_cache);
-        cache.token = token;
-        cache.repos = repos.clone();
-        Ok(repos)
+        catalog
+    }
+
+    /// Every registry (kept in the catalog).
+    pub(super) fn registries(&self) -> Result<Arc<Vec<RegistryInfo>>> {
+        let generation = {
+            let catalog = self.catalog();
+            if let Some(known) = &catalog.registries {
+                return Ok(known.clone());
+            }
+            catalog.generation
+        };
+        let rows = Arc::new(self.store.registries()?);
+        let mut catalog = self.catalog();
+        if catalog.generation == generation {
+            catalog.registries = Some(rows.clone());
+        }
+        Ok(rows)
     }
 
     /// When `registry` was made, if it exists.
     pub(super) fn registry_created(&self, registry: &str) -> Result<Option<i64>> {
         Ok(self
-            .store
             .registries()?
-            .into_iter()
+            .iter()
             .find(|r| r.name == registry)
             .map(|r| r.created_ns))
+    }
+
+    /// What a namespace holds (kept in the catalog): read with one range scan of
+    /// the repositories at or below `path`.
+    pub(super) fn ns(&self, registry: &str, path: &str) -> Result<Arc<NsInfo>> {
+        let key = (registry.to_string(), path.to_string());
+        let generation = {
+            let catalog = self.catalog();
+            if let Some(known) = catalog.namespaces.get(&key) {
+                return Ok(known.clone());
+            }
+            catalog.generation
+        };
+        // The scan returns every repository below `path`: what it says about each
+        // deeper namespace is complete too, so they are all kept from this one query
+        // (a walk down the tree then asks nothing more).
+        let mut infos: HashMap<String, NsInfo> = HashMap::new();
+        infos.entry(path.to_string()).or_default();
+        for (name, created_ns) in self.store.repositories_under(registry, path)? {
+            let mut child = name.as_str();
+            while child != path {
+                let (parent, last) = child.rsplit_once('/').unwrap_or(("", child));
+                let info = infos.entry(parent.to_string()).or_default();
+                if !info.children.insert(last.to_string()) {
+                    break;
+                }
+                child = parent;
+            }
+            infos.entry(name).or_default().is_repo = Some(created_ns);
+        }
+        let infos: HashMap<String, Arc<NsInfo>> = infos
+            .into_iter()
+            .map(|(name, info)| (name, Arc::new(info)))
+            .collect();
+        let info = infos.get(path).cloned().unwrap_or_default();
+        let mut catalog = self.catalog();
+        if catalog.generation == generation {
+            for (name, info) in infos {
+                catalog
+                    .namespaces
+                    .entry((registry.to_string(), name))
+                    .or_insert(info);
+            }
+        }
+        Ok(info)
     }
 
     /// What a namespace holds: whether it is a repository (its creation time), and
@@ -367,27 +537,212 @@ impl Vfs {
         registry: &str,
         path: &str,
     ) -> Result<(Option<i64>, BTreeSet<String>)> {
-        let repos = self.all_repos()?;
-        let mut is_repo = None;
-        let mut children = BTreeSet::new();
-        for repo in repos.iter().filter(|r| r.registry == registry) {
-            if repo.name == path {
-                is_repo = Some(repo.created_ns);
-                continue;
+        let info = self.ns(registry, path)?;
+        Ok((info.is_repo, info.children.clone()))
+    }
+
+    /// The tags of repository `repo` (kept in the catalog); `None` when there is
+    /// no such repository.
+    pub(super) fn repo_tags(&self, repo: &RepoKey) -> Result<Option<Arc<RepoTags>>> {
+        let generation = {
+            let mut catalog = self.catalog();
+            if let Some(known) = catalog.tags.get(repo) {
+                return Ok(Some(known.clone()));
             }
-            let rest = if path.is_empty() {
-                Some(repo.name.as_str())
-            } else {
-                repo.name
-                    .strip_prefix(path)
-                    .and_then(|rest| rest.strip_prefix('/'))
-            };
-            if let Some(rest) = rest {
-                let next = rest.split('/').next().unwrap_or(rest);
-                children.insert(next.to_string());
+            catalog.generation
+        };
+        let Some((row, tags)) = self
+            .store
+            .repository_tags(&repo.registry, &repo.repository)?
+        else {
+            return Ok(None);
+        };
+        let tags = tags
+            .into_iter()
+            .map(|t| (t.name, (t.manifest, t.updated_ns)))
+            .collect();
+        let known = Arc::new(RepoTags {
+            created_ns: row.created_ns,
+            tags,
+        });
+        let mut catalog = self.catalog();
+        if catalog.generation == generation {
+            catalog.tags.put(repo.clone(), known.clone());
+        }
+        Ok(Some(known))
+    }
+
+    /// Called by the change watcher when the store's change token moved: finds out
+    /// what changed (one scan of the repositories with a print of their tags,
+    /// then one query per changed repository), drops it from the catalog, and
+    /// returns exactly what the kernel must forget of it. The first call only
+    /// takes note of the store.
+    pub(crate) fn refresh(&self) -> Result<Vec<Stale>> {
+        let repos: HashMap<(String, String), RepoPrint> =
+            self.store.repository_prints()?.into_iter().collect();
+        let registries: BTreeSet<String> = self
+            .store
+            .registries()?
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        let mut seen = lock(&self.seen);
+        let Some(before) = seen.replace(Seen {
+            repos: repos.clone(),
+            registries: registries.clone(),
+        }) else {
+            return Ok(Vec::new());
+        };
+        drop(seen);
+        let mut changed: Vec<(String, String)> = repos
+            .iter()
+            .filter(|(key, print)| before.repos.get(*key) != Some(*print))
+            .map(|(key, _)| key.clone())
+            .collect();
+        changed.extend(
+            before
+                .repos
+                .keys()
+                .filter(|key| !repos.contains_key(*key))
+                .cloned(),
+        );
+        // Repositories that appeared or went: their paths' namespaces change.
+        let moved: Vec<&(String, String)> = changed
+            .iter()
+            .filter(|key| before.repos.get(*key).map(|p| p.id) != repos.get(*key).map(|p| p.id))
+            .collect();
+        let registries_changed: Vec<&String> = registries
+            .symmetric_difference(&before.registries)
+            .collect();
+
+        // Drop from the catalog, keeping the old tags to compare.
+        let mut old_tags = HashMap::new();
+        {
+            let mut catalog = lock(&self.catalog);
+            let dropped = std::mem::take(&mut catalog.dropped_tags);
+            catalog.generation += 1;
+            if !registries_changed.is_empty() {
+                catalog.registries = None;
+            }
+            for (registry, name) in &changed {
+                let repo = RepoKey {
+                    registry: registry.clone(),
+                    repository: name.clone(),
+                };
+                if let Some(tags) = dropped
+                    .get(&repo)
+                    .cloned()
+                    .or_else(|| catalog.tags.pop(&repo))
+                {
+                    old_tags.insert(repo, tags);
+                }
+            }
+            for (registry, name) in &moved {
+                for path in with_prefixes(name) {
+                    catalog
+                        .namespaces
+                        .remove(&(registry.clone(), path.to_string()));
+                }
             }
         }
-        Ok((is_repo, children))
+
+        let mut stale = Vec::new();
+        let number = |node: &Node| lock(&self.table).number(node);
+        if !registries_changed.is_empty() {
+            stale.push(Stale::Inode(super::attr::ROOT_INO));
+            // Only names that went: a new one may already be linked (the daemon
+            // answers from the store at once), and dropping it would drop the
+            // kernel's whole subtree below it.
+            for name in before.registries.difference(&registries) {
+                stale.push(Stale::Entry(super::attr::ROOT_INO, name.clone()));
+            }
+        }
+        // Names are only dropped when they went away: a name that stays keeps its
+        // dentry (and the inodes below it), its attributes and listing are dropped.
+        let mut existing: HashSet<(&str, &str)> = HashSet::new();
+        if !moved.is_empty() {
+            for (registry, name) in repos.keys() {
+                for path in with_prefixes(name) {
+                    if !existing.insert((registry.as_str(), path)) {
+                        break;
+                    }
+                }
+            }
+        }
+        for (registry, name) in &moved {
+            for path in with_prefixes(name) {
+                let dir = Node::Namespace(Namespace {
+                    registry: registry.clone(),
+                    path: path.to_string(),
+                });
+                let Some(ino) = number(&dir) else { continue };
+                stale.push(Stale::Inode(ino));
+                if !existing.contains(&(registry.as_str(), path)) {
+                    if let Some(parent) = number(&dir.kind().parent()) {
+                        stale.push(Stale::Entry(parent, dir.kind().name()));
+                    }
+                }
+                if path == name.as_str() && !repos.contains_key(&(registry.clone(), name.clone())) {
+                    // No longer a repository (maybe still a prefix of deeper ones).
+                    stale.push(Stale::Entry(ino, "tags".into()));
+                    stale.push(Stale::Entry(ino, "manifests".into()));
+                }
+            }
+        }
+        if changed.is_empty() {
+            return Ok(stale);
+        }
+        let changed_set: HashSet<(&str, &str)> = changed
+            .iter()
+            .map(|(g, r)| (g.as_str(), r.as_str()))
+            .collect();
+        let held_tags = lock(&self.table).held_matching(|node| {
+            matches!(node, Node::Tag(tag)
+                if changed_set.contains(&(tag.repo.registry.as_str(), tag.repo.repository.as_str())))
+        });
+        for (registry, name) in &changed {
+            let repo = RepoKey {
+                registry: registry.clone(),
+                repository: name.clone(),
+            };
+            for dir in [
+                Node::Tags(TagsDir(repo.clone())),
+                Node::Manifests(ManifestsDir(repo.clone())),
+            ] {
+                if let Some(ino) = number(&dir) {
+                    stale.push(Stale::Inode(ino));
+                }
+            }
+        }
+        // The tags as they are now, for repositories whose tags the kernel holds.
+        let mut new_tags: HashMap<RepoKey, Option<Arc<RepoTags>>> = HashMap::new();
+        for (_, node) in &held_tags {
+            if let Node::Tag(tag) = node {
+                if !new_tags.contains_key(&tag.repo) {
+                    new_tags.insert(tag.repo.clone(), self.repo_tags(&tag.repo)?);
+                }
+            }
+        }
+        for (ino, node) in held_tags {
+            let Node::Tag(tag) = &node else { continue };
+            let old = old_tags
+                .get(&tag.repo)
+                .and_then(|tags| tags.tags.get(&tag.name));
+            let new = new_tags
+                .get(&tag.repo)
+                .and_then(|tags| tags.as_ref())
+                .and_then(|tags| tags.tags.get(&tag.name));
+            // Unknown before (not kept): it may have changed.
+            if old.is_none() || old != new {
+                stale.push(Stale::Inode(ino));
+            }
+            if new.is_none() {
+                if let Some(dir) = number(&node.kind().parent()) {
+                    stale.push(Stale::Entry(dir, tag.name.clone()));
+                }
+            }
+        }
+        Ok(stale)
     }
 
     /// The store's view of manifest `manifest` (kept: it never changes).
@@ -423,4 +778,18 @@ impl Vfs {
         };
         Ok(tree)
     }
+}
+
+/// `path` and each of its prefixes, down to `""` (the registry itself).
+fn with_prefixes(path: &str) -> Vec<&str> {
+    let mut out = vec![path];
+    let mut rest = path;
+    while let Some((prefix, _)) = rest.rsplit_once('/') {
+        out.push(prefix);
+        rest = prefix;
+    }
+    if !path.is_empty() {
+        out.push("");
+    }
+    out
 }

@@ -132,7 +132,7 @@ impl Cas {
         Ok(Cas {
             blobs_dir,
             tmp_dir,
-            verified: Arc::default(),
+            verified: Arc::new(VerifiedFiles::persistent(&store_root.join("verified.db"))),
         })
     }
 

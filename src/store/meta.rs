@@ -31,6 +31,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use crate::digest::{DiffId, Digest};
 
 mod origins;
+pub(crate) mod verified;
 mod why;
 pub use origins::{add_origins, origins, Origin};
 pub use why::{
@@ -333,7 +334,35 @@ fn open_once(path: &std::path::Path) -> Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     migrate(&mut conn)?;
+    conn.trace(Some(count_statement));
     Ok(conn)
+}
+
+/// SQL statements this process has run on the metadata database (a debug figure:
+/// the mount shows it in its statistics, so queries per request can be counted).
+/// `PRAGMA data_version`, the change token (it reads SQLite's shared-memory
+/// header, no table), is counted apart.
+static STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static TOKEN_CHECKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn count_statement(sql: &str) {
+    let counter = if sql.starts_with("PRAGMA data_version") {
+        &TOKEN_CHECKS
+    } else {
+        &STATEMENTS
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How many SQL statements (change-token checks apart) this process has run on
+/// metadata databases so far.
+pub fn statements_run() -> u64 {
+    STATEMENTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How many change-token checks (`PRAGMA data_version`) this process has run.
+pub fn token_checks_run() -> u64 {
+    TOKEN_CHECKS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
@@ -440,6 +469,135 @@ pub fn repositories(conn: &Connection, registry: Option<&str>) -> Result<Vec<Rep
             name: r.get(2)?,
             created_ns: r.get(3)?,
         })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The repositories of `registry` at or below repository path `path` (all of them
+/// when `path` is empty), sorted by name, with their creation times: one range scan
+/// of the `(registry_id, name)` index (`'0'` is the byte after `'/'`).
+pub fn repositories_under(
+    conn: &Connection,
+    registry: &str,
+    path: &str,
+) -> Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.name, r.created_ns FROM registries g
+         JOIN repositories r ON r.registry_id = g.id
+         WHERE g.name = ?1 AND (?2 = '' OR r.name = ?2
+               OR (r.name >= ?2 || '/' AND r.name < ?2 || '0'))
+         ORDER BY r.name",
+    )?;
+    let rows = stmt.query_map([registry, path], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// What identifies the state of one repository's tags: a repository whose row or
+/// tags change (any add, removal or move of a tag: `updated_ns` is set on every
+/// write) gets another print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepoPrint {
+    /// The repository's row id.
+    pub id: i64,
+    /// Its creation time.
+    pub created_ns: i64,
+    /// How many tags it has.
+    pub tags: i64,
+    /// The newest tag change.
+    pub newest_ns: i64,
+    /// The sum of its tags' change times (wrapping), so that removing an older tag
+    /// while adding one shows too.
+    pub sum_ns: i64,
+}
+
+/// Every repository `(registry, name)` with its [`RepoPrint`], in one scan.
+pub fn repository_prints(conn: &Connection) -> Result<Vec<((String, String), RepoPrint)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT g.name, r.name, r.id, r.created_ns, COUNT(t.name),
+                COALESCE(MAX(t.updated_ns), 0), COALESCE(SUM(t.updated_ns % 1000000007), 0)
+         FROM repositories r JOIN registries g ON g.id = r.registry_id
+         LEFT JOIN tags t ON t.repository_id = r.id GROUP BY r.id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            (r.get(0)?, r.get(1)?),
+            RepoPrint {
+                id: r.get(2)?,
+                created_ns: r.get(3)?,
+                tags: r.get(4)?,
+                newest_ns: r.get(5)?,
+                sum_ns: r.get(6)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// One row of a listing of tags: a tag, or an empty repository (`tag` None), or
+/// an empty registry (`repository` None).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListingRow {
+    /// Registry name.
+    pub registry: String,
+    /// Repository path.
+    pub repository: Option<String>,
+    /// Tag name and target.
+    pub tag: Option<(String, Digest)>,
+}
+
+/// Registries (all, or only `registry`), their repositories (all, or only those at
+/// or below repository path `path`) and tags, sorted, in one query that range-scans
+/// the indexes.
+pub fn listing(
+    conn: &Connection,
+    registry: Option<&str>,
+    path: Option<&str>,
+) -> Result<Vec<ListingRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT g.name, r.name, t.name, t.manifest FROM registries g
+         LEFT JOIN repositories r ON r.registry_id = g.id AND (?2 IS NULL OR r.name = ?2
+               OR (r.name >= ?2 || '/' AND r.name < ?2 || '0'))
+         LEFT JOIN tags t ON t.repository_id = r.id
+         WHERE ?1 IS NULL OR g.name = ?1
+         ORDER BY g.name, r.name, t.name",
+    )?;
+    let rows = stmt.query_map(params![registry, path], |r| {
+        let tag = match (
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, Option<String>>(3)?,
+        ) {
+            (Some(name), Some(manifest)) => Some((name, parse_digest(manifest)?)),
+            _ => None,
+        };
+        Ok(ListingRow {
+            registry: r.get(0)?,
+            repository: r.get(1)?,
+            tag,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Every distinct `(repository id, manifest)` a tag points at.
+pub fn tag_targets(conn: &Connection) -> Result<Vec<(i64, Digest)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT DISTINCT repository_id, manifest FROM tags ORDER BY 1, 2")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, parse_digest(r.get(1)?)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Every stored blob `top` reaches through counted edges (subjects left out), `top`
+/// included, with its size.
+pub fn reach(conn: &Connection, top: &Digest) -> Result<Vec<(Digest, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "WITH RECURSIVE reach(d) AS (
+            SELECT ?1
+            UNION SELECT e.child FROM refs e JOIN reach ON e.parent = reach.d
+                  WHERE e.counted AND e.kind != 'subject')
+         SELECT b.digest, b.size FROM reach JOIN blobs b ON b.digest = reach.d",
+    )?;
+    let rows = stmt.query_map([top.to_string()], |r| {
+        Ok((parse_digest(r.get(0)?)?, r.get::<_, i64>(1)? as u64))
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -765,17 +923,41 @@ pub fn insert_blobs(tx: &Transaction<'_>, blobs: &[NewBlob]) -> Result<Vec<Diges
     Ok(inserted)
 }
 
-/// Every stored blob digest.
+/// Every stored blob, by digest, in one query.
 pub fn all_blobs(conn: &Connection) -> Result<Vec<BlobInfo>> {
-    let mut stmt = conn.prepare("SELECT digest FROM blobs ORDER BY digest")?;
-    let digests: Vec<Digest> = stmt
-        .query_map([], |r| parse_digest(r.get(0)?))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut out = Vec::with_capacity(digests.len());
-    for digest in digests {
-        if let Some(info) = blob(conn, &digest)? {
-            out.push(info);
-        }
+    let mut stmt = conn.prepare(
+        "SELECT digest, size, media_type, kind, refcount, diff_id, created_ns
+         FROM blobs ORDER BY digest",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            parse_digest(r.get(0)?)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, Option<String>>(5)?,
+            r.get::<_, i64>(6)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (digest, size, media_type, kind, refcount, diff_id, created_ns) = row?;
+        let diff_id = match diff_id {
+            Some(text) => Some(
+                Digest::parse(&text).map_err(|e| MetaError::Corrupt(format!("diff_id: {e}")))?,
+            ),
+            None => None,
+        };
+        out.push(BlobInfo {
+            digest,
+            size: size as u64,
+            media_type,
+            kind: BlobKind::parse(&kind)?,
+            refcount: refcount as u64,
+            diff_id,
+            created_ns,
+        });
     }
     Ok(out)
 }

@@ -6,6 +6,7 @@
 //! STORE/
 //!   blobs/sha256/<hex>   every blob exactly once, read-only files
 //!   imagefs.db           SQLite (WAL): registries, repositories, tags, references, counts, leases
+//!   verified.db          SQLite (WAL): stamps of big files hashed right (derived; deletable)
 //!   tmp/                 staging for blobs being written (never read as content)
 //!   cache/               derived data only (layer indexes, unpacked files); deletable
 //! ```
@@ -33,7 +34,7 @@ mod verify;
 mod view;
 mod why;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -265,6 +266,24 @@ pub struct RegistryInfo {
     pub created_ns: i64,
 }
 
+/// One line of [`Store::list`]: a tag with its image, or an empty repository
+/// (`tag` None), or an empty registry (`repository` None).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListEntry {
+    /// Registry.
+    pub registry: String,
+    /// Repository path.
+    pub repository: Option<String>,
+    /// Tag.
+    pub tag: Option<String>,
+    /// The manifest the tag points at.
+    pub digest: Option<Digest>,
+    /// Its media type.
+    pub media_type: Option<String>,
+    /// The image's size (every blob it reaches, once).
+    pub size: Option<u64>,
+}
+
 /// Space accounting for `df`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct DfReport {
@@ -442,6 +461,91 @@ impl Store {
         Ok(meta::repositories(&self.conn(), registry)?)
     }
 
+    /// Repositories of `registry` at or below path `path` (all when empty), sorted,
+    /// with their creation times (one indexed range scan).
+    pub fn repositories_under(&self, registry: &str, path: &str) -> Result<Vec<(String, i64)>> {
+        Ok(meta::repositories_under(&self.conn(), registry, path)?)
+    }
+
+    /// Every repository with a print of its tags' state (one scan), to find out
+    /// which repositories changed since an earlier call.
+    pub(crate) fn repository_prints(&self) -> Result<Vec<((String, String), meta::RepoPrint)>> {
+        Ok(meta::repository_prints(&self.conn())?)
+    }
+
+    /// Registries, repositories and tags whose `REGISTRY/REPOSITORY[:TAG]` is `prefix`
+    /// or starts with `prefix` followed by `/` or `:` (everything for an empty
+    /// prefix), with each image's size; empty registries and repositories too.
+    /// Costs one indexed query plus a few per distinct manifest, whatever the
+    /// number of tags.
+    pub fn list(&self, prefix: &str) -> Result<Vec<ListEntry>> {
+        let prefix = prefix.trim_end_matches('/');
+        let (registry, rest) = match prefix.split_once('/') {
+            Some((registry, rest)) => (Some(registry), Some(rest)),
+            None if prefix.is_empty() => (None, None),
+            None => (Some(prefix.split(':').next().unwrap_or(prefix)), None),
+        };
+        // `dev/app:1`: repository `app`, tags `1`; `dev/app`: `app` and below.
+        let (path, tag) = match rest {
+            Some(rest) => match rest.split_once(':') {
+                Some((path, tag)) => (Some(path), Some(tag)),
+                None => (Some(rest), None),
+            },
+            None => (None, None),
+        };
+        let matches = |name: &str| {
+            prefix.is_empty()
+                || name == prefix
+                || name
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/') || rest.starts_with(':'))
+        };
+        let rows = meta::listing(&self.conn(), registry, path)?;
+        let mut described: HashMap<Digest, (Option<String>, u64)> = HashMap::new();
+        let mut out = Vec::new();
+        for row in rows {
+            let entry = match (&row.repository, &row.tag) {
+                (None, _) if !matches(&row.registry) || path.is_some() => continue,
+                (Some(repository), None)
+                    if tag.is_some() || !matches(&format!("{}/{repository}", row.registry)) =>
+                {
+                    continue
+                }
+                (Some(repository), Some((name, _))) => {
+                    let full = format!("{}/{repository}", row.registry);
+                    if !matches(&full) && !matches(&format!("{full}:{name}")) {
+                        continue;
+                    }
+                    row
+                }
+                _ => row,
+            };
+            let image = match &entry.tag {
+                Some((_, manifest)) => Some(match described.get(manifest) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let media_type = self.blob(manifest)?.map(|i| i.media_type);
+                        let known = (media_type, self.image_size(manifest)?);
+                        described.insert(*manifest, known.clone());
+                        known
+                    }
+                }),
+                None => None,
+            };
+            out.push(ListEntry {
+                registry: entry.registry,
+                repository: entry.repository,
+                tag: entry.tag.as_ref().map(|(name, _)| name.clone()),
+                digest: entry.tag.map(|(_, digest)| digest),
+                media_type: image
+                    .as_ref()
+                    .and_then(|(media_type, _)| media_type.clone()),
+                size: image.map(|(_, size)| size),
+            });
+        }
+        Ok(out)
+    }
+
     /// One repository.
     pub fn repository(&self, registry: &str, repository: &str) -> Result<Option<RepoRow>> {
         Ok(meta::repository(&self.conn(), registry, repository)?)
@@ -462,6 +566,21 @@ impl Store {
         let conn = self.conn();
         let repo = self.require_repository(&conn, registry, repository)?;
         Ok(meta::tags(&conn, repo.id)?)
+    }
+
+    /// A repository and its tags (two indexed queries); `None` when it does not
+    /// exist.
+    pub fn repository_tags(
+        &self,
+        registry: &str,
+        repository: &str,
+    ) -> Result<Option<(RepoRow, Vec<TagRow>)>> {
+        let conn = self.conn();
+        let Some(repo) = meta::repository(&conn, registry, repository)? else {
+            return Ok(None);
+        };
+        let tags = meta::tags(&conn, repo.id)?;
+        Ok(Some((repo, tags)))
     }
 
     /// One tag.
@@ -543,11 +662,17 @@ impl Store {
     /// manifest or index (any registry). With `replace` false an existing tag is
     /// `AlreadyExists`. Creates the registry and repository as needed. No data is copied.
     pub fn set_tag(&self, destination: &Reference, manifest: &Digest, replace: bool) -> Result<()> {
-        let Some(tag) = destination.tag() else {
-            return Err(StoreError::Invalid(format!(
-                "{destination}: a tag is needed here, not a digest"
-            )));
-        };
+        self.set_tags(std::slice::from_ref(destination), manifest, replace)
+    }
+
+    /// [`Store::set_tag`] for many destinations in one transaction (all or none):
+    /// the bulk path for tools and benchmarks that make thousands of tags.
+    pub fn set_tags(
+        &self,
+        destinations: &[Reference],
+        manifest: &Digest,
+        replace: bool,
+    ) -> Result<()> {
         let mut doomed = Vec::new();
         {
             let mut conn = self.conn();
@@ -560,12 +685,19 @@ impl Store {
                     info.kind
                 )));
             }
-            let (repo_id, _) =
-                meta::ensure_repository(&tx, &destination.registry, &destination.repository)?;
-            if !replace && meta::tag(&tx, repo_id, tag)?.is_some() {
-                return Err(StoreError::AlreadyExists(format!("tag {destination}")));
+            for destination in destinations {
+                let Some(tag) = destination.tag() else {
+                    return Err(StoreError::Invalid(format!(
+                        "{destination}: a tag is needed here, not a digest"
+                    )));
+                };
+                let (repo_id, _) =
+                    meta::ensure_repository(&tx, &destination.registry, &destination.repository)?;
+                if !replace && meta::tag(&tx, repo_id, tag)?.is_some() {
+                    return Err(StoreError::AlreadyExists(format!("tag {destination}")));
+                }
+                meta::set_tag(&tx, repo_id, tag, manifest, &mut doomed)?;
             }
-            meta::set_tag(&tx, repo_id, tag, manifest, &mut doomed)?;
             crate::failpoint::hit("tag.before_commit");
             tx.commit()?;
         }
@@ -1000,53 +1132,76 @@ impl Store {
             blob_count: blobs.len() as u64,
             ..Default::default()
         };
-        let reach = meta::repository_blobs(&conn)?;
+        // What each repository reaches: its distinct tag targets, each manifest's
+        // reach asked once (thousands of repositories share a few images).
+        let targets = meta::tag_targets(&conn)?;
+        let mut reach_of: HashMap<Digest, Vec<(Digest, u64)>> = HashMap::new();
+        for (_, manifest) in &targets {
+            if !reach_of.contains_key(manifest) {
+                reach_of.insert(*manifest, meta::reach(&conn, manifest)?);
+            }
+        }
+        let all_repos = meta::repositories(&conn, None)?;
         drop(conn);
-        // blob -> set of repositories / registries using it.
-        let mut users: HashMap<Digest, (u64, HashSet<(String, String)>)> = HashMap::new();
-        for (registry, repository, digest, size) in &reach {
-            users
-                .entry(*digest)
-                .or_insert_with(|| (*size, HashSet::new()))
-                .1
-                .insert((registry.clone(), repository.clone()));
+        let repo_index: HashMap<i64, usize> = all_repos
+            .iter()
+            .enumerate()
+            .map(|(index, repo)| (repo.id, index))
+            .collect();
+        // blob -> (size, repositories using it), repositories by index.
+        let mut users: HashMap<Digest, (u64, Vec<usize>)> = HashMap::new();
+        for (repo_id, manifest) in &targets {
+            let Some(&index) = repo_index.get(repo_id) else {
+                continue;
+            };
+            for (digest, size) in &reach_of[manifest] {
+                let (_, list) = users.entry(*digest).or_insert_with(|| (*size, Vec::new()));
+                // Targets come sorted by repository: a repeat is the last one pushed.
+                if list.last() != Some(&index) {
+                    list.push(index);
+                }
+            }
         }
         let mut repos: BTreeMap<String, DfEntry> = BTreeMap::new();
         let mut registries: BTreeMap<String, DfEntry> = BTreeMap::new();
-        for (size, repo_set) in users.values() {
-            let registry_set: HashSet<&String> = repo_set.iter().map(|(g, _)| g).collect();
-            report.logical_bytes += size * repo_set.len() as u64;
-            if repo_set.len() > 1 {
-                report.shared_bytes += size;
+        let mut repo_totals: Vec<DfEntry> = vec![DfEntry::default(); all_repos.len()];
+        for (size, repo_list) in users.values_mut() {
+            repo_list.sort_unstable();
+            repo_list.dedup();
+            let registry_set: BTreeSet<&str> = repo_list
+                .iter()
+                .map(|&i| all_repos[i].registry.as_str())
+                .collect();
+            report.logical_bytes += *size * repo_list.len() as u64;
+            if repo_list.len() > 1 {
+                report.shared_bytes += *size;
             } else {
-                report.unique_bytes += size;
+                report.unique_bytes += *size;
             }
-            for (registry, repository) in repo_set {
-                let entry = repos.entry(format!("{registry}/{repository}")).or_default();
-                entry.total_bytes += size;
-                if repo_set.len() == 1 {
-                    entry.unique_bytes += size;
+            for &index in repo_list.iter() {
+                let entry = &mut repo_totals[index];
+                entry.total_bytes += *size;
+                if repo_list.len() == 1 {
+                    entry.unique_bytes += *size;
                 } else {
-                    entry.shared_bytes += size;
+                    entry.shared_bytes += *size;
                 }
             }
             for registry in &registry_set {
-                let entry = registries.entry((*registry).clone()).or_default();
-                entry.total_bytes += size;
+                let entry = registries.entry((*registry).to_string()).or_default();
+                entry.total_bytes += *size;
                 if registry_set.len() == 1 {
-                    entry.unique_bytes += size;
+                    entry.unique_bytes += *size;
                 } else {
-                    entry.shared_bytes += size;
+                    entry.shared_bytes += *size;
                 }
             }
         }
+        for (repo, totals) in all_repos.iter().zip(repo_totals) {
+            repos.insert(format!("{}/{}", repo.registry, repo.name), totals);
+        }
         for registry in self.registries()? {
             registries.entry(registry.name).or_default();
-        }
-        for repo in self.repositories(None)? {
-            repos
-                .entry(format!("{}/{}", repo.registry, repo.name))
-                .or_default();
         }
         report.registries = registries
             .into_iter()

@@ -64,19 +64,19 @@ impl Kind for Namespace {
         let created = vfs
             .registry_created(&self.registry)?
             .ok_or(VfsError::NotFound)?;
-        let (is_repo, children) = vfs.namespace(&self.registry, &self.path)?;
-        if !self.path.is_empty() && is_repo.is_none() && children.is_empty() {
+        let info = vfs.ns(&self.registry, &self.path)?;
+        if !self.path.is_empty() && info.is_repo.is_none() && info.children.is_empty() {
             return Err(VfsError::NotFound);
         }
-        let own = if is_repo.is_some() {
+        let own = if info.is_repo.is_some() {
             2 + layout::subdirs(vfs, &self.repo())
         } else {
             0
         };
         Ok(Attr::dir(
             ino,
-            2 + own + children.len(),
-            is_repo.unwrap_or(created),
+            2 + own + info.children.len(),
+            info.is_repo.unwrap_or(created),
             Volatility::Volatile,
         ))
     }
@@ -94,25 +94,25 @@ impl Kind for Namespace {
 
     fn child(&self, vfs: &Vfs, name: &[u8]) -> Result<Node> {
         let name = utf8(name)?;
-        let (is_repo, children) = vfs.namespace(&self.registry, &self.path)?;
-        if is_repo.is_some() {
+        let info = vfs.ns(&self.registry, &self.path)?;
+        if info.is_repo.is_some() {
             if let Some(node) = layout::child(vfs, &self.repo(), name) {
                 return Ok(node);
             }
         }
         match name {
-            "tags" if is_repo.is_some() => Ok(Node::Tags(TagsDir(self.repo()))),
-            "manifests" if is_repo.is_some() => Ok(Node::Manifests(ManifestsDir(self.repo()))),
-            _ if children.contains(name) => Ok(self.below(name)),
+            "tags" if info.is_repo.is_some() => Ok(Node::Tags(TagsDir(self.repo()))),
+            "manifests" if info.is_repo.is_some() => Ok(Node::Manifests(ManifestsDir(self.repo()))),
+            _ if info.children.contains(name) => Ok(self.below(name)),
             _ => Err(VfsError::NotFound),
         }
     }
 
     fn children(&self, vfs: &Vfs) -> Result<Vec<(String, Node, NodeType)>> {
-        let (is_repo, names) = vfs.namespace(&self.registry, &self.path)?;
+        let info = vfs.ns(&self.registry, &self.path)?;
         let dir = NodeType::Directory;
-        let mut children = Vec::with_capacity(names.len() + 2);
-        if is_repo.is_some() {
+        let mut children = Vec::with_capacity(info.children.len() + 2);
+        if info.is_repo.is_some() {
             // tags/ before manifests/: `rm -rf` walks in this order, and once the
             // tags are gone manifests/ is empty.
             children.push(("tags".into(), Node::Tags(TagsDir(self.repo())), dir));
@@ -122,12 +122,12 @@ impl Kind for Namespace {
                 dir,
             ));
             children.extend(layout::children(vfs, &self.repo()));
-        } else if !self.path.is_empty() && names.is_empty() {
+        } else if !self.path.is_empty() && info.children.is_empty() {
             return Err(VfsError::NotFound);
         }
-        for name in names {
-            let child = self.below(&name);
-            children.push((name, child, dir));
+        for name in &info.children {
+            let child = self.below(name);
+            children.push((name.clone(), child, dir));
         }
         Ok(children)
     }

@@ -30,7 +30,7 @@ impl Kind for Root {
     }
 
     fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
-        let registries = vfs.store().registries()?.len();
+        let registries = vfs.registries()?.len();
         Ok(Attr::dir(
             ino,
             2 + registries,
@@ -58,12 +58,11 @@ impl Kind for Root {
 
     fn children(&self, vfs: &Vfs) -> Result<Vec<(String, Node, NodeType)>> {
         Ok(vfs
-            .store()
             .registries()?
-            .into_iter()
+            .iter()
             .map(|row| {
                 let node = registry(&row.name);
-                (row.name, node, NodeType::Directory)
+                (row.name.clone(), node, NodeType::Directory)
             })
             .collect())
     }

@@ -48,10 +48,14 @@ impl Kind for TagsDir {
     }
 
     fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
-        let repo = &self.0;
-        let tags = vfs.store().tags(&repo.registry, &repo.repository)?;
-        let newest = tags.iter().map(|t| t.updated_ns).max();
-        repo.dir_attr(vfs, ino, 2, newest)
+        let repo = vfs.repo_tags(&self.0)?.ok_or(VfsError::NotFound)?;
+        let newest = repo.tags.values().map(|(_, updated)| *updated).max();
+        Ok(Attr::dir(
+            ino,
+            2,
+            newest.unwrap_or(0).max(repo.created_ns),
+            Volatility::Volatile,
+        ))
     }
 
     fn lives(&self) -> Lives<'_> {
@@ -64,21 +68,19 @@ impl Kind for TagsDir {
 
     fn child(&self, vfs: &Vfs, name: &[u8]) -> Result<Node> {
         let name = utf8(name)?;
-        vfs.store()
-            .tag_info(&self.0.registry, &self.0.repository, name)?
-            .ok_or(VfsError::NotFound)?;
+        let repo = vfs.repo_tags(&self.0)?.ok_or(VfsError::NotFound)?;
+        if !repo.tags.contains_key(name) {
+            return Err(VfsError::NotFound);
+        }
         Ok(self.tag(name))
     }
 
     fn children(&self, vfs: &Vfs) -> Result<Vec<(String, Node, NodeType)>> {
-        Ok(vfs
-            .store()
-            .tags(&self.0.registry, &self.0.repository)?
-            .into_iter()
-            .map(|row| {
-                let node = self.tag(&row.name);
-                (row.name, node, NodeType::Symlink)
-            })
+        let repo = vfs.repo_tags(&self.0)?.ok_or(VfsError::NotFound)?;
+        Ok(repo
+            .tags
+            .keys()
+            .map(|name| (name.clone(), self.tag(name), NodeType::Symlink))
             .collect())
     }
 
@@ -129,6 +131,14 @@ impl Kind for TagsDir {
     }
 }
 
+impl Tag {
+    /// The manifest the tag points at and its last change (from the catalog).
+    fn target(&self, vfs: &Vfs) -> Result<(Digest, i64)> {
+        let repo = vfs.repo_tags(&self.repo)?.ok_or(VfsError::NotFound)?;
+        repo.tags.get(&self.name).copied().ok_or(VfsError::NotFound)
+    }
+}
+
 impl Kind for Tag {
     fn parent(&self) -> Node {
         Node::Tags(TagsDir(self.repo.clone()))
@@ -139,14 +149,11 @@ impl Kind for Tag {
     }
 
     fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
-        let row = vfs
-            .store()
-            .tag_info(&self.repo.registry, &self.repo.repository, &self.name)?
-            .ok_or(VfsError::NotFound)?;
+        let (manifest, updated_ns) = self.target(vfs)?;
         Ok(Attr::link(
             ino,
-            &tag_link(&row.manifest),
-            row.updated_ns,
+            &tag_link(&manifest),
+            updated_ns,
             Volatility::Volatile,
         ))
     }
@@ -156,10 +163,6 @@ impl Kind for Tag {
     }
 
     fn own_link(&self, vfs: &Vfs) -> Result<Option<String>> {
-        let row = vfs
-            .store()
-            .tag_info(&self.repo.registry, &self.repo.repository, &self.name)?
-            .ok_or(VfsError::NotFound)?;
-        Ok(Some(tag_link(&row.manifest)))
+        Ok(Some(tag_link(&self.target(vfs)?.0)))
     }
 }
