@@ -34,7 +34,7 @@ use crate::digest::Digest;
 use crate::error::ErrorKind;
 use crate::image::{self, media_types, Descriptor, ANNOTATION_REF_NAME};
 use crate::reference;
-use crate::store::{StoreError, TagChange, DEFAULT_LAYOUT_GRACE, MAX_JSON_BLOB};
+use crate::store::{Store, StoreError, TagChange, DEFAULT_LAYOUT_GRACE, MAX_JSON_BLOB};
 
 use super::errno::VfsError;
 use super::lock;
@@ -46,6 +46,9 @@ pub(crate) const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// Processes whose last read or write of an `index.json` is remembered.
 const WRITERS_KEPT: usize = 1024;
+
+/// Manifests whose media type and size are kept for generating `index.json`.
+const MANIFEST_TYPES_KEPT: usize = 4096;
 
 /// The tags of an `index.json`: tag -> descriptor, sorted by tag.
 pub(crate) type TagMap = BTreeMap<String, Descriptor>;
@@ -81,11 +84,27 @@ pub(crate) struct LayoutState {
     seen: Mutex<LruCache<(u32, RepoKey), Arc<TagMap>>>,
     /// Serializes the commits of `index.json` writes in this mount.
     writers: Mutex<()>,
+    /// Media type and size of manifests named in an `index.json` (a blob's row never
+    /// changes while it exists), so that generating one costs no SQL per tag.
+    manifest_types: Mutex<LruCache<Digest, (String, u64)>>,
     /// How long a blob written and not referenced yet is kept.
     pub(crate) grace: Duration,
 }
 
 impl LayoutState {
+    /// The media type and size of stored manifest `digest` (`None`: not stored).
+    fn manifest_type(&self, store: &Store, digest: &Digest) -> Result<Option<(String, u64)>> {
+        if let Some(known) = lock(&self.manifest_types).get(digest) {
+            return Ok(Some(known.clone()));
+        }
+        let Some(info) = store.blob(digest)? else {
+            return Ok(None);
+        };
+        let known = (info.media_type, info.size);
+        lock(&self.manifest_types).put(*digest, known.clone());
+        Ok(Some(known))
+    }
+
     /// Empty; the grace period is `$IMAGEFS_LAYOUT_GRACE` seconds when set, else
     /// [`DEFAULT_LAYOUT_GRACE`].
     pub(crate) fn new() -> Self {
@@ -99,6 +118,9 @@ impl LayoutState {
                 NonZeroUsize::new(WRITERS_KEPT).expect("nonzero"),
             )),
             writers: Mutex::new(()),
+            manifest_types: Mutex::new(LruCache::new(
+                NonZeroUsize::new(MANIFEST_TYPES_KEPT).expect("nonzero"),
+            )),
             grace,
         }
     }
@@ -383,15 +405,19 @@ impl Vfs {
     /// The tags of `repo` as its `index.json` shows them.
     pub(crate) fn layout_tags(&self, repo: &RepoKey) -> Result<TagMap> {
         let mut tags = TagMap::new();
-        for row in self.store().tags(&repo.registry, &repo.repository)? {
-            let Some(info) = self.store().blob(&row.manifest)? else {
+        let Some(known) = self.repo_tags(repo)? else {
+            return Ok(tags);
+        };
+        for (name, (manifest, _)) in &known.tags {
+            let Some((media_type, size)) = self.layout().manifest_type(self.store(), manifest)?
+            else {
                 continue;
             };
-            let mut descriptor = Descriptor::new(info.media_type, row.manifest, info.size);
+            let mut descriptor = Descriptor::new(media_type, *manifest, size);
             descriptor
                 .annotations
-                .insert(ANNOTATION_REF_NAME.to_string(), row.name.clone());
-            tags.insert(row.name, descriptor);
+                .insert(ANNOTATION_REF_NAME.to_string(), name.clone());
+            tags.insert(name.clone(), descriptor);
         }
         Ok(tags)
     }
@@ -664,7 +690,7 @@ impl Vfs {
                 }
             }
         }
-        let _one_at_a_time = lock(&self.layout().writers);
+        let one_at_a_time = lock(&self.layout().writers);
         let read = match self.layout().seen_by(pid, repo) {
             Some(tags) => tags,
             None => Arc::new(self.layout_tags(repo)?),
@@ -699,6 +725,10 @@ impl Vfs {
             applied.removed
         );
         self.layout().saw(pid, repo, Arc::new(written));
+        drop(one_at_a_time);
+        // The kernel still holds the old tags of this repository: have them dropped
+        // before the writer goes on (the next `ls tags/` shows the new ones).
+        self.changes.run_now(std::time::Duration::from_secs(1));
         Ok(())
     }
 

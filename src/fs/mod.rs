@@ -246,6 +246,17 @@ pub const CHANGE_POLL: Duration = Duration::from_millis(200);
 /// ends with the filesystem.
 struct DirInvalidator;
 
+/// Tells the kernel to forget one changed node or name. ENOENT means the kernel no
+/// longer has it: nothing to drop.
+fn invalidate(notifier: &fuser::Notifier, item: &vfs::Stale) {
+    let _ = match item {
+        vfs::Stale::Inode(ino) => notifier.inval_inode(fuser::INodeNo(*ino), 0, 0),
+        vfs::Stale::Entry(dir, name) => {
+            notifier.inval_entry(fuser::INodeNo(*dir), std::ffi::OsStr::new(name))
+        }
+    };
+}
+
 impl DirInvalidator {
     fn start(view: std::sync::Weak<vfs::Vfs>, notifier: fuser::Notifier) {
         // The token and the state of the store as the mount starts (before it
@@ -256,41 +267,55 @@ impl DirInvalidator {
             }
             v.store().change_token().ok()
         });
+        let rounds = view
+            .upgrade()
+            .map(|v| v.changes.clone())
+            .unwrap_or_default();
         let spawned = std::thread::Builder::new()
             .name("imagefs-changes".into())
-            .spawn(move || loop {
-                std::thread::sleep(CHANGE_POLL);
-                let Some(view) = view.upgrade() else {
-                    return;
-                };
-                let token = match view.store().change_token() {
-                    Ok(token) => token,
-                    Err(error) => {
-                        log::debug!("change token: {error}");
-                        continue;
+            .spawn(move || {
+                // What the last change dropped is dropped once more a round later: a
+                // reply computed just before a commit can reach the kernel just after
+                // that commit's invalidation, and would otherwise be kept for the
+                // whole TTL.
+                let mut again: Vec<vfs::Stale> = Vec::new();
+                loop {
+                    // Waits holding no reference to the view, so that it is dropped
+                    // (and its staging files removed) as soon as the filesystem ends.
+                    let request = rounds.next_round(CHANGE_POLL);
+                    let Some(view) = view.upgrade() else {
+                        return;
+                    };
+                    for item in std::mem::take(&mut again) {
+                        invalidate(&notifier, &item);
                     }
-                };
-                if seen == Some(token) {
-                    continue;
-                }
-                let stale = view.refresh().unwrap_or_else(|error| {
-                    log::warn!("change watcher: {error}; dropping every changing node");
-                    view.changing_nodes()
-                        .into_iter()
-                        .map(vfs::Stale::Inode)
-                        .collect()
-                });
-                view.count_invalidations(stale.len());
-                for item in stale {
-                    // ENOENT: the kernel no longer has it, nothing to drop.
-                    let _ = match &item {
-                        vfs::Stale::Inode(ino) => notifier.inval_inode(fuser::INodeNo(*ino), 0, 0),
-                        vfs::Stale::Entry(dir, name) => {
-                            notifier.inval_entry(fuser::INodeNo(*dir), std::ffi::OsStr::new(name))
+                    let token = match view.store().change_token() {
+                        Ok(token) => token,
+                        Err(error) => {
+                            log::debug!("change token: {error}");
+                            view.changes.round_done(request);
+                            continue;
                         }
                     };
+                    if seen == Some(token) {
+                        view.changes.round_done(request);
+                        continue;
+                    }
+                    let stale = view.refresh().unwrap_or_else(|error| {
+                        log::warn!("change watcher: {error}; dropping every changing node");
+                        view.changing_nodes()
+                            .into_iter()
+                            .map(vfs::Stale::Inode)
+                            .collect()
+                    });
+                    view.count_invalidations(stale.len());
+                    for item in &stale {
+                        invalidate(&notifier, item);
+                    }
+                    again = stale;
+                    seen = Some(token);
+                    view.changes.round_done(request);
                 }
-                seen = Some(token);
             });
         if let Err(error) = spawned {
             log::error!("change watcher thread: {error}; the registry tree may stay stale");

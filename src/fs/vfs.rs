@@ -156,6 +156,8 @@ pub(crate) struct Vfs {
     layout: LayoutState,
     /// Set while one thread sweeps unheld inode numbers.
     sweeping: AtomicBool,
+    /// Rounds of the change watcher asked for by this mount's own writes.
+    pub(super) changes: Arc<ChangeRounds>,
     /// Entries and inodes the change watcher told the kernel to forget.
     invalidations: std::sync::atomic::AtomicU64,
 }
@@ -184,6 +186,7 @@ impl Vfs {
             mkdirs: MkdirState::default(),
             layout: LayoutState::new(),
             sweeping: AtomicBool::new(false),
+            changes: Arc::default(),
             invalidations: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -792,4 +795,74 @@ fn with_prefixes(path: &str) -> Vec<&str> {
         out.push("");
     }
     out
+}
+
+/// Rounds of the change watcher (`super::DirInvalidator`) that this mount's own
+/// writes ask for: a rewritten `index.json` changes tags behind the kernel's back,
+/// and the kernel keeps names and link targets of the registry tree for a long TTL,
+/// so such a write has the watcher invalidate what changed before it returns,
+/// instead of at the next poll.
+#[derive(Debug, Default)]
+pub(crate) struct ChangeRounds {
+    state: Mutex<RoundState>,
+    wake: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct RoundState {
+    /// A watcher runs (none in a view without FUSE).
+    watching: bool,
+    /// Rounds asked for so far.
+    asked: u64,
+    /// The highest request a finished round has served.
+    served: u64,
+}
+
+impl ChangeRounds {
+    /// Asks the watcher for a round now and waits, at most `limit`, until a round
+    /// that started after this call has ended. Returns at once without a watcher.
+    pub(crate) fn run_now(&self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        let mut state = lock(&self.state);
+        if !state.watching {
+            return;
+        }
+        state.asked += 1;
+        let wanted = state.asked;
+        self.wake.notify_all();
+        while state.served < wanted {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                log::debug!("change watcher did not answer within {limit:?}");
+                return;
+            }
+            state = self
+                .wake
+                .wait_timeout(state, deadline - now)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+        }
+    }
+
+    /// The watcher: waits for `poll` or a request, whichever comes first; returns
+    /// the request a round starting now serves.
+    pub(super) fn next_round(&self, poll: std::time::Duration) -> u64 {
+        let mut state = lock(&self.state);
+        state.watching = true;
+        if state.asked == state.served {
+            state = self
+                .wake
+                .wait_timeout(state, poll)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+        }
+        state.asked
+    }
+
+    /// The watcher: the round serving `request` has ended.
+    pub(super) fn round_done(&self, request: u64) {
+        let mut state = lock(&self.state);
+        state.served = state.served.max(request);
+        self.wake.notify_all();
+    }
 }

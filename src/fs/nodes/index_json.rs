@@ -24,11 +24,10 @@ impl Kind for IndexJson {
     fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
         let row = self.0.row(vfs)?;
         let (bytes, _) = vfs.index_json(&self.0)?;
-        let newest = vfs
-            .store()
-            .tags(&self.0.registry, &self.0.repository)?
-            .iter()
-            .map(|t| t.updated_ns)
+        let newest = row
+            .tags
+            .values()
+            .map(|(_, updated_ns)| *updated_ns)
             .max()
             .unwrap_or(0);
         Ok(Attr::regular(

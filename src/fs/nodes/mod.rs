@@ -27,6 +27,7 @@ mod tags;
 mod tree;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::layer::Xattr;
@@ -35,8 +36,7 @@ use crate::reference::{Reference, Target};
 use super::attr::{Attr, DirEntry, FileContent, Ino, NodeType, Volatility};
 use super::errno::VfsError;
 use super::layout::{RenameTarget, WriteHandle};
-use super::vfs::Vfs;
-use crate::store::RepoRow;
+use super::vfs::{RepoTags, Vfs};
 
 pub(crate) use blobs::{BlobsDir, BlobsSha256, LayoutBlob};
 pub(crate) use index_json::IndexJson;
@@ -78,11 +78,10 @@ impl RepoKey {
         })
     }
 
-    /// The repository's row; `NotFound` once it is gone.
-    pub(crate) fn row(&self, vfs: &Vfs) -> Result<RepoRow> {
-        vfs.store()
-            .repository(&self.registry, &self.repository)?
-            .ok_or(VfsError::NotFound)
+    /// The repository as the view's catalog has it (its creation time and tags: no
+    /// SQL while the store is unchanged); `NotFound` once it is gone.
+    pub(crate) fn row(&self, vfs: &Vfs) -> Result<Arc<RepoTags>> {
+        vfs.repo_tags(self)?.ok_or(VfsError::NotFound)
     }
 
     /// The attributes of a directory of this repository's own with `nlink` links,
