@@ -72,9 +72,7 @@ impl LayerIndex {
         if bytes.len() < HEADER_LEN + CHECKSUM_LEN || &bytes[..8] != MAGIC {
             return Err(corrupt("not an imagefs layer index"));
         }
-        let mut header = Reader {
-            bytes: &bytes[8..HEADER_LEN],
-        };
+        let mut header = Reader::new(&bytes[8..HEADER_LEN]);
         let version = header.u32()?;
         if version != VERSION {
             return Err(LayerError::CorruptIndex(format!(
@@ -90,9 +88,7 @@ impl LayerIndex {
         if Sha256::digest(body).as_slice() != checksum {
             return Err(corrupt("checksum mismatch"));
         }
-        let mut reader = Reader {
-            bytes: &body[HEADER_LEN..],
-        };
+        let mut reader = Reader::new(&body[HEADER_LEN..]);
         let diff_id = DiffId(
             Digest::from_hex(&hex::encode(reader.array::<32>()?))
                 .map_err(|_| corrupt("bad diff_id"))?,
@@ -112,7 +108,7 @@ impl LayerIndex {
                 reason: String::from_utf8_lossy(reader.bytes()?).into_owned(),
             });
         }
-        if !reader.bytes.is_empty() {
+        if !reader.rest().is_empty() {
             return Err(corrupt("trailing bytes"));
         }
         Ok(LayerIndex {
@@ -282,36 +278,61 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-struct Reader<'b> {
+/// A record cut short: the bytes ended inside it.
+#[derive(Debug)]
+pub(crate) struct Truncated;
+
+impl From<Truncated> for LayerError {
+    fn from(_: Truncated) -> Self {
+        LayerError::CorruptIndex("truncated record".to_string())
+    }
+}
+
+/// Reads little-endian fields off a byte slice: the layer index's encoding here,
+/// and the seekable index's (`zran::format`).
+pub(crate) struct Reader<'b> {
     bytes: &'b [u8],
 }
 
 impl<'b> Reader<'b> {
-    fn take(&mut self, n: usize) -> Result<&'b [u8], LayerError> {
+    /// A reader of `bytes` from their start.
+    pub(crate) fn new(bytes: &'b [u8]) -> Self {
+        Reader { bytes }
+    }
+    /// What is left to read.
+    pub(crate) fn rest(&self) -> &'b [u8] {
+        self.bytes
+    }
+    /// The next `n` bytes.
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'b [u8], Truncated> {
         if self.bytes.len() < n {
-            return Err(LayerError::CorruptIndex("truncated record".to_string()));
+            return Err(Truncated);
         }
         let (head, tail) = self.bytes.split_at(n);
         self.bytes = tail;
         Ok(head)
     }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], LayerError> {
+    /// The next `N` bytes as an array.
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], Truncated> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
-    fn u8(&mut self) -> Result<u8, LayerError> {
+    /// One byte.
+    pub(crate) fn u8(&mut self) -> Result<u8, Truncated> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32, LayerError> {
+    /// A little-endian u32.
+    pub(crate) fn u32(&mut self) -> Result<u32, Truncated> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Result<u64, LayerError> {
+    /// A little-endian u64.
+    pub(crate) fn u64(&mut self) -> Result<u64, Truncated> {
         Ok(u64::from_le_bytes(self.array()?))
     }
     fn bytes(&mut self) -> Result<&'b [u8], LayerError> {
         let len = self.u32()? as usize;
-        self.take(len)
+        Ok(self.take(len)?)
     }
     /// A count of records of at least `min_size` bytes each, checked against what is left.
     fn count(&mut self, min_size: usize) -> Result<usize, LayerError> {

@@ -29,6 +29,13 @@ use sha2::{Digest as _, Sha256};
 use crate::digest::{DiffId, Digest};
 
 use super::{Checkpoint, GzipIndex, ZranError};
+use crate::layer::format::{Reader, Truncated};
+
+impl From<Truncated> for ZranError {
+    fn from(_: Truncated) -> Self {
+        corrupt("truncated record")
+    }
+}
 
 const MAGIC: &[u8; 8] = b"IMGFSZRN";
 /// The encoding's version; a file of another version is refused (rebuild it).
@@ -85,7 +92,7 @@ impl GzipIndex {
         if bytes.len() < HEADER_LEN + CHECKSUM_LEN || &bytes[..8] != MAGIC {
             return Err(corrupt("not an imagefs gzip index"));
         }
-        let mut header = Reader(&bytes[8..HEADER_LEN]);
+        let mut header = Reader::new(&bytes[8..HEADER_LEN]);
         let version = header.u32()?;
         if version != FORMAT_VERSION {
             return Err(corrupt(format!(
@@ -103,13 +110,13 @@ impl GzipIndex {
         if Sha256::digest(body).as_slice() != checksum {
             return Err(corrupt("checksum mismatch"));
         }
-        let mut reader = Reader(&body[HEADER_LEN..]);
+        let mut reader = Reader::new(&body[HEADER_LEN..]);
         let layer = Digest::from_bytes(reader.array()?);
         let diff_id = DiffId(Digest::from_bytes(reader.array()?));
         let compressed_size = reader.u64()?;
         let uncompressed_size = reader.u64()?;
         let count = usize::try_from(reader.u64()?).map_err(|_| corrupt("bad count"))?;
-        if count.saturating_mul(MIN_CHECKPOINT) > reader.0.len() {
+        if count.saturating_mul(MIN_CHECKPOINT) > reader.rest().len() {
             return Err(corrupt("checkpoint count larger than the file"));
         }
         let mut checkpoints = Vec::with_capacity(count);
@@ -131,7 +138,7 @@ impl GzipIndex {
                 span_sha256,
             });
         }
-        if !reader.0.is_empty() {
+        if !reader.rest().is_empty() {
             return Err(corrupt("trailing bytes"));
         }
         let index = GzipIndex {
@@ -211,32 +218,5 @@ impl GzipIndex {
     /// Reads an index written by [`GzipIndex::write_to`].
     pub fn read_from(path: &Path) -> Result<GzipIndex, ZranError> {
         GzipIndex::from_bytes(&std::fs::read(path)?)
-    }
-}
-
-struct Reader<'b>(&'b [u8]);
-
-impl<'b> Reader<'b> {
-    fn take(&mut self, n: usize) -> Result<&'b [u8], ZranError> {
-        if self.0.len() < n {
-            return Err(corrupt("truncated record"));
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], ZranError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-    fn u8(&mut self) -> Result<u8, ZranError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32, ZranError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> Result<u64, ZranError> {
-        Ok(u64::from_le_bytes(self.array()?))
     }
 }
