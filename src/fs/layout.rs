@@ -627,25 +627,7 @@ impl Vfs {
                     self.layout().take_file(name);
                 }
                 handle.private = None;
-                let what = format!(
-                    "{}/{}/blobs/sha256/{}",
-                    repo.registry,
-                    repo.repository,
-                    digest.hex()
-                );
-                self.store()
-                    .commit_staged_blob(
-                        &path,
-                        &digest,
-                        None,
-                        (&repo.registry, &repo.repository),
-                        self.layout().grace,
-                    )
-                    .map_err(|e| {
-                        // Nothing is kept of a blob that failed.
-                        self.store().remove_staged(&path);
-                        refused(&what, e)
-                    })?;
+                self.commit_layout_blob(&repo, &path, &digest)?;
                 // The kernel's entry for the name now stands for the stored blob.
                 if let Some(name) = staged {
                     self.renamed(
@@ -732,6 +714,35 @@ impl Vfs {
         Ok(())
     }
 
+    /// Makes staged file `path` the blob `digest` of `repo` (hashed and verified,
+    /// under a grace lease); nothing is kept when it fails.
+    fn commit_layout_blob(
+        &self,
+        repo: &RepoKey,
+        path: &std::path::Path,
+        digest: &Digest,
+    ) -> Result<()> {
+        let what = format!(
+            "{}/{}/blobs/sha256/{}",
+            repo.registry,
+            repo.repository,
+            digest.hex()
+        );
+        self.store()
+            .commit_staged_blob(
+                path,
+                digest,
+                None,
+                (&repo.registry, &repo.repository),
+                self.layout().grace,
+            )
+            .map_err(|e| {
+                self.store().remove_staged(path);
+                refused(&what, e)
+            })?;
+        Ok(())
+    }
+
     /// `mv` of staged file `from` to `to`: into `blobs/sha256/<hex>` (hashed and
     /// verified: a mismatch fails and keeps nothing), over `index.json` (applied as
     /// a write of it by process `pid`), over `oci-layout` (same content only), or to
@@ -752,25 +763,7 @@ impl Vfs {
                     return Err(VfsError::Exists);
                 }
                 self.layout().take_file(from);
-                let what = format!(
-                    "{}/{}/blobs/sha256/{}",
-                    repo.registry,
-                    repo.repository,
-                    digest.hex()
-                );
-                self.store()
-                    .commit_staged_blob(
-                        &staged.path,
-                        &digest,
-                        None,
-                        (&repo.registry, &repo.repository),
-                        self.layout().grace,
-                    )
-                    .map_err(|e| {
-                        // Nothing is kept of a rename that failed.
-                        self.store().remove_staged(&staged.path);
-                        refused(&what, e)
-                    })?;
+                self.commit_layout_blob(&repo, &staged.path, &digest)?;
                 Ok(Node::LayoutBlob(super::nodes::LayoutBlob { repo, digest }))
             }
             RenameTarget::IndexJson(repo) => {
