@@ -66,6 +66,13 @@ pub(crate) struct RepoTags {
     pub(crate) tags: BTreeMap<String, (Digest, i64)>,
 }
 
+impl RepoTags {
+    /// When a tag of the repository last changed (`None`: it has no tags).
+    pub(crate) fn newest_change(&self) -> Option<i64> {
+        self.tags.values().map(|(_, updated_ns)| *updated_ns).max()
+    }
+}
+
 /// Registries, namespaces and tags as the store had them, each read with one
 /// (indexed) query on first use and kept while the store's change token stays
 /// the same (one `PRAGMA data_version` per use: a commit by any process shows in

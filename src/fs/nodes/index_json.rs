@@ -24,12 +24,7 @@ impl Kind for IndexJson {
     fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
         let row = self.0.row(vfs)?;
         let (bytes, _) = vfs.index_json(&self.0)?;
-        let newest = row
-            .tags
-            .values()
-            .map(|(_, updated_ns)| *updated_ns)
-            .max()
-            .unwrap_or(0);
+        let newest = row.newest_change().unwrap_or(0);
         Ok(Attr::regular(
             ino,
             bytes.len() as u64,

@@ -48,14 +48,8 @@ impl Kind for TagsDir {
     }
 
     fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
-        let repo = vfs.repo_tags(&self.0)?.ok_or(VfsError::NotFound)?;
-        let newest = repo.tags.values().map(|(_, updated)| *updated).max();
-        Ok(Attr::dir(
-            ino,
-            2,
-            newest.unwrap_or(0).max(repo.created_ns),
-            Volatility::Volatile,
-        ))
+        let newest = self.0.row(vfs)?.newest_change();
+        self.0.dir_attr(vfs, ino, 2, newest)
     }
 
     fn lives(&self) -> Lives<'_> {
