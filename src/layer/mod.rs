@@ -76,7 +76,7 @@ pub enum LayerError {
         /// The problem.
         why: String,
     },
-    /// More entries than [`Limits::max_entries`].
+    /// More entries than the limit on entries in one layer (2 million).
     #[error("layer tar has more than {0} entries")]
     TooManyEntries(usize),
     /// An index file that is corrupt, half-written, or from another format version:
