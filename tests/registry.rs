@@ -948,39 +948,6 @@ fn kill_9_mid_blob_leaves_only_what_fsck_repair_removes() {
 
 // ---- interop with skopeo and umoci ----
 
-/// `find -printf` of everything below `dir`, as tests/rootfs.rs compares trees:
-/// `path|type|mode|uid|gid|size|link|nlink`, directory sizes left out.
-fn listing(dir: &Path) -> Vec<String> {
-    let out = Cmd::new("sh")
-        .arg("-c")
-        .arg("find . -mindepth 1 -printf '%P|%y|%m|%U|%G|%s|%l|%n\\n'")
-        .current_dir(dir)
-        .timeout_secs(30)
-        .stdout();
-    let mut lines: Vec<String> = out
-        .lines()
-        .map(|line| {
-            let mut fields: Vec<&str> = line.split('|').collect();
-            if fields.get(1) == Some(&"d") {
-                fields[5] = "-";
-            }
-            fields.join("|")
-        })
-        .collect();
-    lines.sort_by(|a, b| a.split('|').next().cmp(&b.split('|').next()));
-    lines
-}
-
-/// sha256 of every regular file below `dir`, by path.
-fn hashes(dir: &Path) -> String {
-    Cmd::new("sh")
-        .arg("-c")
-        .arg("find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum")
-        .current_dir(dir)
-        .timeout_secs(30)
-        .stdout()
-}
-
 fn skopeo(args: &[&str]) {
     Cmd::new("skopeo").args(args).timeout_secs(120).assert_ok();
 }
@@ -1048,8 +1015,8 @@ fn skopeo_copy_in_imagefs_pull_out_same_digests_and_rootfs() {
     let m = t.mount(&[]);
     let ours = m.join(format!("{host}/sk/alpine/tags/3.19/rootfs"));
     let theirs = t.join("unpacked/rootfs");
-    assert_eq!(listing(&ours), listing(&theirs));
-    assert_eq!(hashes(&ours), hashes(&theirs));
+    assert_eq!(util::tree_listing(&ours), util::tree_listing(&theirs));
+    assert_eq!(util::tree_hashes(&ours), util::tree_hashes(&theirs));
     drop(m);
 }
 
