@@ -46,6 +46,7 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
             .transpose()
             .context(&what)?,
         jobs: args.jobs.max(1),
+        lazy: false,
         progress: super::progress::transfer_progress("pulling"),
     };
     let report = store.pull(&reference, &options).context(&what)?;

@@ -33,6 +33,9 @@ pub struct PullOptions {
     pub platform: Option<Platform>,
     /// How many blobs travel at once (at least 1).
     pub jobs: usize,
+    /// Store manifests and configs now and fetch layer bytes only when read
+    /// (SPEC 6, `pull --lazy`).
+    pub lazy: bool,
     /// Where progress goes.
     pub progress: Arc<dyn Progress>,
 }
@@ -44,6 +47,7 @@ impl Default for PullOptions {
             local: None,
             platform: None,
             jobs: DEFAULT_PULL_JOBS,
+            lazy: false,
             progress: Arc::new(NoProgress),
         }
     }
@@ -56,6 +60,7 @@ impl std::fmt::Debug for PullOptions {
             .field("local", &self.local)
             .field("platform", &self.platform)
             .field("jobs", &self.jobs)
+            .field("lazy", &self.lazy)
             .finish_non_exhaustive()
     }
 }
