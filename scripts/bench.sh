@@ -105,7 +105,7 @@ is_mounted() { awk -v mp="$1" '$2 == mp { found = 1 } END { exit !found }' /proc
 cleanup() {
     local rc=$?
     set +e
-    for mp in "$MP" "$RMP" "$RUN/mnt10"; do
+    for mp in "$MP" "$RMP" "$RUN/mnt10" "$RUN/mnt13"; do
         if is_mounted "$mp"; then
             log "cleanup: unmounting $mp"
             if [ "$mp" != "$RMP" ]; then
@@ -334,6 +334,12 @@ row 12.scale.df 12 "scale: imagefs df" "" s 0 imagefs_le 0.5 "<0.5 s"
 row 12.scale.rss 12 "scale: daemon RSS after listing every repository's tags" "" MiB 0 imagefs_le 100 "<100 MB"
 row 12.scale.rm 12 "scale: imagefs rm of one tag" "" ms 0 imagefs_le 20 "<20 ms"
 row 12.scale.tag 12 "scale: imagefs tag of one tag" "" ms 0 imagefs_le 20 "<20 ms"
+
+row 13.lazy.first 13 "pull --lazy big + mount + first cat rootfs/etc/os-release (index artifact)" "imagefs pull big + mount + the same cat" s 0 ratio_le 0.02 "≤0.02 of a full pull"
+row 13.lazy.umoci 13 "pull --lazy big + mount + first cat rootfs/etc/os-release (index artifact)" "skopeo copy docker:// -> oci: + umoci unpack + cat" s 0 none "" ""
+row 13.lazy.bytes 13 "bytes fetched for that first cat (pull --lazy included)" "big's size (manifest, config, layers)" bytes 0 ratio_le 0.01 "≤1% of the image"
+row 13.lazy.find 13 "find rootfs right after pull --lazy: bytes fetched" "" bytes 0 imagefs_eq 0 "0 bytes"
+row 13.lazy.grep 13 "pull --lazy big + mount + grep -rl NEEDLE rootfs (worst case)" "imagefs pull big + mount + the same grep" s 0 ratio_le 1.3 "≤1.3x"
 
 # ------------------------------------------------------------------ mount support
 # mount/unmount and rootfs/ are being built: detect them, mark rows n/a otherwise.
@@ -1075,14 +1081,9 @@ elif want 12; then
     for k in mount ls1.first ls1.warm find lsall.cold lsall.warm cli.ls cli.ls1 df rss rm tag; do mount_na 12.scale.$k; done
 fi
 
-# ================================================================== case 9: registry
-if want 9; then
 # docker-registry (distribution 2.8.2) on 127.0.0.1 in the workdir, with a config
 # of its own and an emptied environment (it reads any REGISTRY_* variable as
-# config); stopped by the cleanup (STARTED_PIDS). Pull against skopeo + import
-# and against a local import; push into an empty registry against skopeo.
-log "case 9: registry"
-need_tool docker-registry docker-registry
+# config); stopped by the cleanup (STARTED_PIDS). Cases 9 and 13.
 REG_PID=
 reg_start() { # DATA-DIR: a registry on a free port, empty when DATA-DIR is
     local data=$1 i
@@ -1116,10 +1117,17 @@ reg_stop() {
     wait "$REG_PID" 2>/dev/null || true
     REG_PID=
 }
+
+# ================================================================== case 9: registry
+if want 9; then
+# Pull against skopeo + import and against a local import; push into an empty
+# registry against skopeo.
+log "case 9: registry"
+need_tool docker-registry docker-registry
 if ! have docker-registry; then
-    for k in 9.pull.skopeo 9.pull.import 9.pull.shared 9.push.skopeo; do na "$k" imagefs "$(missing docker-registry)"; done
+    for k in 9.pull.skopeo 9.pull.import 9.pull.shared 9.push.skopeo; do na "$k" imagefs "$(missing docker-registry)"; na "$k" peer "$(missing docker-registry)"; done
 elif ! have skopeo; then
-    for k in 9.pull.skopeo 9.pull.import 9.pull.shared 9.push.skopeo; do na "$k" imagefs "$(missing skopeo) (it fills the registry)"; done
+    for k in 9.pull.skopeo 9.pull.import 9.pull.shared 9.push.skopeo; do na "$k" imagefs "$(missing skopeo) (it fills the registry)"; na "$k" peer "$(missing skopeo)"; done
 else
     reg_start "$RUN/registry-data"
     for image in distro big; do
@@ -1179,6 +1187,98 @@ else
     rm -rf "$RUN/registry-data" "$RUN/registry-push" "$IMPORT_STORE"
 fi
 
+fi
+
+# ================================================================== case 13: lazy pull
+# The big image pushed from the case-1 store with `imagefs push` (which attaches
+# the index artifact) to a loopback registry. From nothing to the first
+# `cat rootfs/etc/os-release`: pull --lazy + mount + cat against a full pull +
+# mount + cat and against skopeo copy + umoci unpack + cat. Bytes are counted by
+# scripts/count-proxy.py in front of the registry, in separate untimed runs.
+if want 13; then
+log "case 13: lazy pull"
+need_tool docker-registry docker-registry
+K13="13.lazy.first 13.lazy.umoci 13.lazy.bytes 13.lazy.find 13.lazy.grep"
+if ! have docker-registry; then
+    for k in $K13; do na "$k" imagefs "$(missing docker-registry)"; na "$k" peer "$(missing docker-registry)"; done
+elif [ "$MOUNT_OK" = 0 ] || ! "$IMAGEFS" pull --help 2>/dev/null | grep -q -- --lazy; then
+    for k in $K13; do
+        na "$k" imagefs "n/a (not built): imagefs pull has no --lazy"
+        na "$k" peer "n/a: the imagefs side is not built"
+    done
+else
+    reg_start "$RUN/registry13"
+    ifs push bench/big:1 "$REG/bench/big:1" >/dev/null
+    S13=$RUN/store13
+    MP13=$RUN/mnt13
+    mkdir -p "$MP13"
+    m13() { timeout "$T_MOUNT" "$IMAGEFS" --store "$S13" mount "$MP13" >/dev/null; }
+    u13() { is_mounted "$MP13" && timeout "$T_MOUNT" "$IMAGEFS" unmount "$MP13" >/dev/null; return 0; }
+    reset13() { u13; rm -rf "$S13"; }
+    first_lazy() { # REGISTRY
+        "$IMAGEFS" --store "$S13" pull --lazy "$1/bench/big:1" >/dev/null
+        m13
+        grep -q imagefs-bench "$MP13/$1/bench/big/tags/1/rootfs/etc/os-release"
+    }
+    first_full() {
+        "$IMAGEFS" --store "$S13" pull "$REG/bench/big:1" >/dev/null
+        m13
+        grep -q imagefs-bench "$MP13/$REG/bench/big/tags/1/rootfs/etc/os-release"
+    }
+    bench 13.lazy.first imagefs "$SLOW_RUNS" 0 reset13 first_lazy "$REG"
+    bench 13.lazy.first peer "$SLOW_RUNS" 0 reset13 first_full
+    put 13.lazy.umoci imagefs $(awk '$1 == "val" && $2 == "13.lazy.first" && $3 == "imagefs" { $1 = $2 = $3 = ""; print }' "$RESULTS")
+    if have skopeo && have umoci; then
+        sk_reset() { reset13; rm -rf "$RUN/sk13" "$RUN/sk13-bundle"; }
+        first_skopeo() {
+            skopeo copy -q --src-tls-verify=false "docker://$REG/bench/big:1" "oci:$RUN/sk13:big"
+            umoci unpack --image "$RUN/sk13:big" "$RUN/sk13-bundle" >/dev/null
+            grep -q imagefs-bench "$RUN/sk13-bundle/rootfs/etc/os-release"
+        }
+        bench 13.lazy.umoci peer "$SLOW_RUNS" 0 sk_reset first_skopeo
+        rm -rf "$RUN/sk13" "$RUN/sk13-bundle"
+    else
+        na 13.lazy.umoci peer "$(missing skopeo) or $(missing umoci)"
+    fi
+    # Bytes, through the counting proxy.
+    python3 "$REPO/scripts/count-proxy.py" "$REG" "$RUN/proxy13.port" >>"$RUN/proxy13.log" 2>&1 &
+    PROXY_PID=$!
+    STARTED_PIDS="$STARTED_PIDS $PROXY_PID"
+    for ((i = 0; i < 100; i++)); do [ -s "$RUN/proxy13.port" ] && break; sleep 0.1; done
+    [ -s "$RUN/proxy13.port" ] || die "count-proxy did not start: $(tail -3 "$RUN/proxy13.log")"
+    PX=127.0.0.1:$(cat "$RUN/proxy13.port")
+    px_count() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen("http://%s/__count" % sys.argv[1], timeout=10).read().split()[0].decode())' "$PX"; }
+    px_reset() { python3 -c 'import sys, urllib.request; urllib.request.urlopen(urllib.request.Request("http://%s/__reset" % sys.argv[1], data=b"", method="POST"), timeout=10)' "$PX"; }
+    reset13
+    px_reset
+    first_lazy "$PX"
+    put 13.lazy.bytes imagefs "$(px_count)"
+    put 13.lazy.bytes peer "$("$IMAGEFS" --store "$S13" ls --json "$PX/bench/big" | python3 -c 'import json,sys; print(sum(r.get("size") or 0 for r in json.load(sys.stdin)))')"
+    note 13.lazy.bytes "pull --lazy (manifest, config, index artifact) + the cat's ranges, as the registry sent them"
+    reset13
+    "$IMAGEFS" --store "$S13" pull --lazy "$PX/bench/big:1" >/dev/null
+    m13
+    px_reset
+    find "$MP13/$PX/bench/big/tags/1/rootfs" | wc -l >"$RUN/find13.out"
+    put 13.lazy.find imagefs "$(px_count)"
+    note 13.lazy.find "find rootfs listed $(cat "$RUN/find13.out") paths"
+    grep_lazy() {
+        "$IMAGEFS" --store "$S13" pull --lazy "$REG/bench/big:1" >/dev/null
+        m13
+        [ "$(timeout "$T_MOUNT" grep -rl -- "$NEEDLE" "$MP13/$REG/bench/big/tags/1/rootfs" | wc -l)" -gt 0 ] || die "grep found no $NEEDLE in the lazy image"
+    }
+    grep_full() {
+        "$IMAGEFS" --store "$S13" pull "$REG/bench/big:1" >/dev/null
+        m13
+        [ "$(timeout "$T_MOUNT" grep -rl -- "$NEEDLE" "$MP13/$REG/bench/big/tags/1/rootfs" | wc -l)" -gt 0 ] || die "grep found no $NEEDLE in the pulled image"
+    }
+    bench 13.lazy.grep imagefs "$SLOW_RUNS" 0 reset13 grep_lazy
+    bench 13.lazy.grep peer "$SLOW_RUNS" 0 reset13 grep_full
+    reset13
+    kill "$PROXY_PID" 2>/dev/null
+    reg_stop
+    rm -rf "$RUN/registry13" "$S13"
+fi
 fi
 
 # Rows of cases not asked for (--cases).
