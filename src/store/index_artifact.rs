@@ -64,13 +64,13 @@ pub(crate) const MAX_INDEX_BLOB: u64 = 64 << 20;
 /// own size (at least 4 MiB: a layer of many empty files has a large index and a
 /// tiny blob), at most [`MAX_INDEX_BLOB`].
 pub(crate) fn entries_cap(layer_size: u64) -> u64 {
-    layer_size.max(4 << 20).min(MAX_INDEX_BLOB)
+    layer_size.clamp(4 << 20, MAX_INDEX_BLOB)
 }
 
 /// The largest gzip index accepted for a layer of `layer_size` bytes: a tenth of it
 /// (at least 1 MiB), at most [`MAX_INDEX_BLOB`]. Built ones take about 1-4%.
 pub(crate) fn gzip_cap(layer_size: u64) -> u64 {
-    (layer_size / 10).max(1 << 20).min(MAX_INDEX_BLOB)
+    (layer_size / 10).clamp(1 << 20, MAX_INDEX_BLOB)
 }
 
 /// One layer of the manifest, as its (verified) manifest and config say. (`pub` only
