@@ -618,3 +618,77 @@ fn fetch_trusts_only_an_artifact_of_the_manifest_that_checks_out() {
     let (_, got) = fetch_fresh(&t, "good-again", &client, "team/app", &app, &layers);
     assert_eq!(got, vec![base, own, patch]);
 }
+
+/// A registry with the referrers API (played by the proxy in front of 2.8.2: it
+/// answers the artifact's PUT with `OCI-Subject` and serves `/referrers/`): push
+/// leaves the tag fallback alone, and the pull side finds the artifact through
+/// the API without asking for the tag.
+#[test]
+fn with_a_referrers_api_no_fallback_tag_is_written_or_read() {
+    let Some((reg, t)) = setup("artifact-api") else {
+        return;
+    };
+    let built = Store::open(&t.store()).unwrap();
+    let app = stored(&t, "docker.io/library/sample-app:1.1");
+    let proxy = FaultProxy::start(reg.addr);
+    let via = proxy.host();
+    proxy.add_for(
+        "PUT",
+        "/manifests/sha256:",
+        Fault::AddHeader(format!("OCI-Subject: {app}")),
+        0,
+    );
+    let report = push(
+        &t,
+        "docker.io/library/sample-app:1.1",
+        &format!("{via}/team/app:1.1"),
+        &[],
+    );
+    assert_eq!(report["index_attached"], true, "{report}");
+    let attached = &report["index_artifacts"][0];
+    assert_eq!(attached["listed_in"], "referrers API");
+    let artifact = attached["digest"].as_str().unwrap().to_string();
+    let direct = client(&reg.host());
+    let none = direct
+        .get_manifest("team/app", &referrers_tag(&app.to_string()))
+        .unwrap_err();
+    assert_eq!(none.kind(), RemoteErrorKind::NotFound, "{none}");
+    check_artifact(&reg.host(), "team/app", &app, &artifact, &built);
+
+    // The API lists it (with someone else's referrer first).
+    let size = direct
+        .get_manifest("team/app", &artifact)
+        .unwrap()
+        .bytes
+        .len();
+    let listed = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_types::OCI_INDEX,
+        "manifests": [
+            {"mediaType": media_types::OCI_MANIFEST, "digest": Digest::of(b"x").to_string(),
+             "size": 1, "artifactType": "application/spdx+json"},
+            {"mediaType": media_types::OCI_MANIFEST, "digest": artifact, "size": size,
+             "artifactType": media_types::IMAGEFS_INDEX_ARTIFACT},
+        ],
+    }))
+    .unwrap();
+    proxy.clear();
+    proxy.add_for(
+        "GET",
+        "/referrers/",
+        Fault::Answer(media_types::OCI_INDEX.to_string(), listed),
+        0,
+    );
+    let layers = artifact_layers(&built, &app);
+    let (_, got) = fetch_fresh(&t, "via-api", &client(&via), "team/app", &app, &layers);
+    assert_eq!(got.len(), 3, "{got:?}");
+    let requests = proxy.requests();
+    assert!(
+        requests.iter().any(|r| r.contains("/referrers/")),
+        "{requests:?}"
+    );
+    assert!(
+        !requests.iter().any(|r| r.contains("/manifests/sha256-")),
+        "the tag fallback was read: {requests:?}"
+    );
+}
