@@ -18,7 +18,7 @@ mod util;
 use std::fs;
 use std::path::Path;
 
-use imagefs::image::media_types;
+use imagefs::image::{media_types, Parsed};
 use imagefs::testing::index_artifact::ArtifactLayer;
 use imagefs::testing::StoreInternals;
 use imagefs::{DiffId, Digest, RegistryClient, RemoteErrorKind, RemoteOptions, Store};
@@ -96,11 +96,13 @@ fn skopeo_raw(reference: &str) -> Value {
 /// The layers of a stored image manifest, as the lazy pull gives them to
 /// `fetch_index_artifact`: descriptor digest, size, media type, config diff_id.
 fn artifact_layers(store: &Store, manifest: &Digest) -> Vec<ArtifactLayer> {
-    let manifest: Value = serde_json::from_slice(&store.read_blob(manifest).unwrap()).unwrap();
+    let manifest_bytes = store.read_blob(manifest).unwrap();
+    let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
     let config = digest(manifest["config"]["digest"].as_str().unwrap());
-    let config: Value = serde_json::from_slice(&store.read_blob(&config).unwrap()).unwrap();
+    let config_bytes = store.read_blob(&config).unwrap();
+    let config: Value = serde_json::from_slice(&config_bytes).unwrap();
     let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
-    manifest["layers"]
+    let layers: Vec<ArtifactLayer> = manifest["layers"]
         .as_array()
         .unwrap()
         .iter()
@@ -111,7 +113,17 @@ fn artifact_layers(store: &Store, manifest: &Digest) -> Vec<ArtifactLayer> {
             media_type: layer["mediaType"].as_str().unwrap().to_string(),
             diff_id: DiffId(digest(diff_id.as_str().unwrap())),
         })
-        .collect()
+        .collect();
+    // What the lazy pull builds from the parsed manifest and config is the same.
+    let Ok(Parsed::Manifest(parsed)) = imagefs::image::parse_top(&manifest_bytes, None) else {
+        panic!("not a manifest");
+    };
+    let parsed_config = imagefs::image::parse_config(&config_bytes).unwrap();
+    assert_eq!(
+        ArtifactLayer::of_image(&parsed, &parsed_config).as_ref(),
+        Some(&layers)
+    );
+    layers
 }
 
 /// The stored digest of a tag of the test's store.

@@ -88,6 +88,31 @@ pub struct ArtifactLayer {
 }
 
 impl ArtifactLayer {
+    /// The layers of a verified image manifest with its config's `diff_ids`, in
+    /// order (what `pull --lazy` passes to [`Store::fetch_index_artifact`]); `None`
+    /// when the counts differ.
+    pub fn of_image(
+        manifest: &image::Manifest,
+        config: &image::ImageConfig,
+    ) -> Option<Vec<ArtifactLayer>> {
+        if manifest.layers.len() != config.diff_ids.len() {
+            return None;
+        }
+        Some(
+            manifest
+                .layers
+                .iter()
+                .zip(&config.diff_ids)
+                .map(|(layer, diff_id)| ArtifactLayer {
+                    digest: layer.digest,
+                    size: layer.size,
+                    media_type: layer.media_type.clone(),
+                    diff_id: *diff_id,
+                })
+                .collect(),
+        )
+    }
+
     fn is_gzip(&self) -> bool {
         LayerCompression::from_media_type(&self.media_type) == Some(LayerCompression::Gzip)
     }
