@@ -282,6 +282,21 @@ fn push_attaches_the_artifact_once_keeps_others_and_no_index_attaches_none() {
     assert_eq!(second["index_artifacts"][0]["blobs_uploaded"], 0);
     assert_eq!(fallback(&host, "team/app", &app), listed);
 
+    // Another repository of the registry: the artifact's blobs are mounted from
+    // the first (where push recorded the image), not sent again; same digest.
+    let copy = push(
+        &t,
+        "docker.io/library/sample-app:1.1",
+        &format!("{host}/team/copy:1.1"),
+        &[],
+    );
+    assert_eq!(copy["index_artifacts"][0]["digest"], artifact.as_str());
+    assert_eq!(copy["index_artifacts"][0]["blobs_uploaded"], 0, "{copy}");
+    assert!(
+        !reg.log_text().contains("PUT /v2/team/copy/blobs/uploads/"),
+        "a blob was uploaded to team/copy"
+    );
+
     // Another tag of the same image in the same repository: still one.
     push(
         &t,

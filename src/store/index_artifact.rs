@@ -18,7 +18,8 @@
 //! - Building ([`build`]): deterministic bytes (no timestamps, layers in manifest
 //!   order, fixed key order), so pushing the same image twice gives one digest.
 //! - Attaching ([`Store::attach_index_artifact`], called by `push`): uploads the
-//!   blobs the repository lacks (HEAD first), PUTs the manifest by digest and, when
+//!   blobs the repository lacks (HEAD first; mounted instead from another
+//!   repository of the registry the image is known to be in), PUTs the manifest by digest and, when
 //!   the registry does not answer with `OCI-Subject` (it has no referrers API, as
 //!   distribution 2.8), merges the artifact's descriptor into the OCI index under
 //!   the `sha256-<subject hex>` tag: others' descriptors are kept, an older imagefs
@@ -48,8 +49,8 @@ use serde_json::Value;
 use crate::digest::{DiffId, Digest};
 use crate::image::{self, media_types, Descriptor, LayerCompression, Parsed};
 use crate::layer::{ContentRef, GzipIndex, LayerIndex};
-use crate::remote::{self, Client, ErrorKind, RemoteError};
-use crate::store::meta::BlobInfo;
+use crate::remote::{self, Client, ErrorKind, MountOutcome, RemoteError};
+use crate::store::meta::{self, BlobInfo};
 use crate::store::{Store, StoreError};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -471,12 +472,30 @@ impl Store {
         }
         let subject = Descriptor::new(parsed.media_type.clone(), manifest.digest, manifest.size);
         let artifact = build(&subject, &layers);
+        // The same image pushed to (or pulled from) another repository of this
+        // registry has the same artifact there: its blobs are mounted, not sent.
+        let registry = &client.endpoint().name;
+        let mount_from: Vec<String> = meta::origins(&self.conn(), &manifest.digest)?
+            .into_iter()
+            .filter(|o| o.registry == *registry && o.repository != repository)
+            .map(|o| o.repository)
+            .collect();
         let mut blobs_uploaded = 0;
         for (digest, blob) in &artifact.blobs {
             let present = client
                 .head_blob(repository, digest)?
                 .is_some_and(|head| head.size.is_none_or(|size| size == blob.len() as u64));
-            if !present {
+            if present {
+                continue;
+            }
+            // A refused mount (not there, no access) is not fatal: upload instead.
+            let mounted = mount_from.iter().any(|from| {
+                matches!(
+                    client.mount_blob(repository, digest, from),
+                    Ok(MountOutcome::Mounted)
+                )
+            });
+            if !mounted {
                 client.push_blob_bytes(repository, digest, blob)?;
                 blobs_uploaded += 1;
             }
