@@ -43,6 +43,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
@@ -433,12 +434,13 @@ impl Store {
     /// Builds and attaches the index artifact of the stored image manifest
     /// `manifest` in `repository` (its manifest is there already). `None` when it
     /// is not an image with layers, or no layer has indexes (lazy layers not
-    /// indexed yet are left out).
+    /// indexed yet are left out). Up to `jobs` blobs travel at once.
     pub(crate) fn attach_index_artifact(
         &self,
         client: &Client,
         repository: &str,
         manifest: &BlobInfo,
+        jobs: usize,
     ) -> Result<Option<AttachedIndex>> {
         let bytes = self.read_blob(&manifest.digest)?;
         let parsed = image::parse_top(&bytes, Some(&manifest.media_type)).map_err(|source| {
@@ -480,13 +482,13 @@ impl Store {
             .filter(|o| o.registry == *registry && o.repository != repository)
             .map(|o| o.repository)
             .collect();
-        let mut blobs_uploaded = 0;
-        for (digest, blob) in &artifact.blobs {
+        // Each blob: HEAD, else a mount, else an upload; up to `jobs` at once.
+        let send = |(digest, blob): &(Digest, Vec<u8>)| -> Result<bool, RemoteError> {
             let present = client
                 .head_blob(repository, digest)?
                 .is_some_and(|head| head.size.is_none_or(|size| size == blob.len() as u64));
             if present {
-                continue;
+                return Ok(false);
             }
             // A refused mount (not there, no access) is not fatal: upload instead.
             let mounted = mount_from.iter().any(|from| {
@@ -497,6 +499,42 @@ impl Store {
             });
             if !mounted {
                 client.push_blob_bytes(repository, digest, blob)?;
+            }
+            Ok(!mounted)
+        };
+        let next = AtomicUsize::new(0);
+        let outcomes: Vec<Result<bool, RemoteError>> = std::thread::scope(|scope| {
+            let worker = || {
+                let mut done = Vec::new();
+                while let Some(blob) = artifact.blobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let outcome = send(blob);
+                    let failed = outcome.is_err();
+                    done.push(outcome);
+                    if failed {
+                        break;
+                    }
+                }
+                done
+            };
+            let handles: Vec<_> = (0..jobs.clamp(1, artifact.blobs.len()))
+                .map(|_| scope.spawn(worker))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|handle| match handle.join() {
+                    Ok(done) => done,
+                    Err(_) => vec![Err(RemoteError::new(
+                        ErrorKind::Transport,
+                        registry.clone(),
+                        "index artifact",
+                        "a blob upload thread panicked",
+                    ))],
+                })
+                .collect()
+        });
+        let mut blobs_uploaded = 0;
+        for outcome in outcomes {
+            if outcome? {
                 blobs_uploaded += 1;
             }
         }

@@ -167,7 +167,13 @@ impl Store {
         }
         report.digest = Some(top);
         if options.index {
-            self.push_index_artifacts(client, &remote.repository, &manifests, &mut report);
+            self.push_index_artifacts(
+                client,
+                &remote.repository,
+                &manifests,
+                options.jobs,
+                &mut report,
+            );
         }
         // Everything reachable is now in that repository: later pushes to other
         // repositories of the registry can mount from it.
@@ -197,10 +203,11 @@ impl Store {
         client: &Client,
         repository: &str,
         manifests: &[BlobInfo],
+        jobs: usize,
         report: &mut PushReport,
     ) {
         for info in manifests.iter().filter(|m| m.kind == BlobKind::Manifest) {
-            match self.attach_index_artifact(client, repository, info) {
+            match self.attach_index_artifact(client, repository, info, jobs) {
                 Ok(Some(attached)) => report.index_artifacts.push(attached),
                 Ok(None) => {}
                 Err(e) => report.index_warnings.push(format!(
