@@ -659,6 +659,13 @@ impl Store {
             Ok(fetched) => fetched,
             Err(e) => return classify(e).map(Err),
         };
+        if fetched.bytes.len() as u64 != candidate.size {
+            return Ok(Err(format!(
+                "the manifest is {} bytes, its descriptor says {}",
+                fetched.bytes.len(),
+                candidate.size
+            )));
+        }
         let parsed = match image::parse_top(&fetched.bytes, Some(media_types::OCI_MANIFEST)) {
             Ok(Parsed::Manifest(parsed)) => parsed,
             Ok(Parsed::Index(_)) => return Ok(Err("not a manifest".into())),
