@@ -20,6 +20,7 @@ use std::path::Path;
 
 use imagefs::image::{media_types, Parsed};
 use imagefs::testing::index_artifact::ArtifactLayer;
+use imagefs::testing::layer::LayerIndex;
 use imagefs::testing::StoreInternals;
 use imagefs::{DiffId, Digest, RegistryClient, RemoteErrorKind, RemoteOptions, Store};
 use registry::{Fault, FaultProxy, Registry, RegistryConfig};
@@ -644,6 +645,24 @@ fn fetch_trusts_only_an_artifact_of_the_manifest_that_checks_out() {
     list_under(&client, "team/app", &app, &[&good]);
     let (_, got) = fetch_fresh(&t, "good-again", &client, "team/app", &app, &layers);
     assert_eq!(got, vec![base, own, patch]);
+
+    // An entry index the cache has already (say, from streaming the layer once)
+    // is kept as it is; only the missing gzip index is added beside it.
+    let pre = Store::open(&t.join("pre")).unwrap();
+    let mut own_index = LayerIndex::read_from(&built.layer_index_path(&own)).unwrap();
+    own_index.entries.truncate(1);
+    let path = pre.layer_index_path(&own);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    own_index.write_to(&path).unwrap();
+    let got = pre
+        .fetch_index_artifact(&client, "team/app", &app, &layers)
+        .unwrap();
+    assert_eq!(got, vec![base, own, patch]);
+    assert_eq!(fs::read(&path).unwrap(), own_index.to_bytes());
+    assert_eq!(
+        fs::read(pre.gzip_index_path(&own)).unwrap(),
+        fs::read(built.gzip_index_path(&own)).unwrap()
+    );
 }
 
 /// A registry with the referrers API (played by the proxy in front of 2.8.2: it
