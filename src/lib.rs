@@ -98,8 +98,8 @@ pub use store::{
     StoreError, TagRow, DEFAULT_CACHE_SIZE, MAX_JSON_BLOB, WARNINGS_KEPT,
 };
 pub use store::{
-    digest_tag, parse_platform, platform_text, Origin, PullOptions, PullReport, PushOptions,
-    PushReport, DEFAULT_IMPORT_JOBS, DEFAULT_PULL_JOBS,
+    digest_tag, parse_platform, platform_text, AttachedIndex, Origin, PullOptions, PullReport,
+    PushOptions, PushReport, DEFAULT_IMPORT_JOBS, DEFAULT_PULL_JOBS,
 };
 pub use store::{
     short_digest, Chain, FreedBlob, FreedBlobs, LeaseHolder, Step, TagBytes, Via, WhyReport,

@@ -35,14 +35,57 @@ pub mod failpoint {
     pub use crate::failpoint::*;
 }
 
+/// The index artifact (README "Index artifacts"): what a lazy pull gives
+/// [`StoreInternals::fetch_index_artifact`].
+pub mod index_artifact {
+    pub use crate::store::index_artifact::ArtifactLayer;
+}
+
 /// Access to a store's blob files, for tests that write or check them directly.
 pub trait StoreInternals {
     /// The store's blob files.
     fn cas(&self) -> &crate::store::Cas;
+
+    /// `Store::fetch_index_artifact`, the lazy pull's way to a layer's indexes.
+    fn fetch_index_artifact(
+        &self,
+        client: &crate::remote::Client,
+        repository: &str,
+        manifest: &crate::Digest,
+        layers: &[index_artifact::ArtifactLayer],
+    ) -> Result<Vec<crate::Digest>, crate::store::StoreError>;
+
+    /// Where the layer's entry index is kept (`cache/layers/<hex>/index/<hex>.idx`).
+    fn layer_index_path(&self, layer: &crate::Digest) -> std::path::PathBuf;
+
+    /// Where the layer's seekable gzip index is kept (`.../index/<hex>.zran`).
+    fn gzip_index_path(&self, layer: &crate::Digest) -> std::path::PathBuf;
 }
 
 impl StoreInternals for crate::store::Store {
     fn cas(&self) -> &crate::store::Cas {
         crate::store::Store::cas(self)
+    }
+
+    fn fetch_index_artifact(
+        &self,
+        client: &crate::remote::Client,
+        repository: &str,
+        manifest: &crate::Digest,
+        layers: &[index_artifact::ArtifactLayer],
+    ) -> Result<Vec<crate::Digest>, crate::store::StoreError> {
+        crate::store::Store::fetch_index_artifact(self, client, repository, manifest, layers)
+    }
+
+    fn layer_index_path(&self, layer: &crate::Digest) -> std::path::PathBuf {
+        self.layer_cache_dir(layer)
+            .join(crate::layer::INDEX_DIR)
+            .join(format!("{}.idx", layer.hex()))
+    }
+
+    fn gzip_index_path(&self, layer: &crate::Digest) -> std::path::PathBuf {
+        self.layer_cache_dir(layer)
+            .join(crate::layer::INDEX_DIR)
+            .join(format!("{}.zran", layer.hex()))
     }
 }

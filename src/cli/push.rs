@@ -3,7 +3,7 @@
 
 use imagefs::{PushOptions, Store};
 
-use super::{human, parse_reference, print_json, CliError, Context, RemoteArgs};
+use super::{human, parse_reference, print_json, printable, CliError, Context, RemoteArgs};
 
 /// `push LOCAL-REF [REMOTE-REF] [--jobs N] [--json]`
 #[derive(Debug, clap::Args)]
@@ -16,6 +16,9 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = imagefs::DEFAULT_PULL_JOBS,
           value_parser = clap::value_parser!(usize))]
     pub jobs: usize,
+    /// Do not attach the store's layer indexes as an index artifact
+    #[arg(long)]
+    pub no_index: bool,
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
@@ -36,8 +39,12 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
         remote: args.remote.options().context(&what)?,
         jobs: args.jobs.max(1),
         progress: super::progress::transfer_progress("pushing"),
+        index: !args.no_index,
     };
     let report = store.push(&local, &remote, &options).context(&what)?;
+    for warning in &report.index_warnings {
+        eprintln!("imagefs: warning: {what}: {}", printable(warning));
+    }
     if args.json {
         return print_json(&report);
     }
@@ -52,5 +59,11 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
         report.blobs_skipped,
         report.manifests_pushed
     );
+    for attached in &report.index_artifacts {
+        println!(
+            "index artifact {} for {} ({} layers, in {})",
+            attached.digest, attached.subject, attached.layers, attached.listed_in
+        );
+    }
     Ok(())
 }

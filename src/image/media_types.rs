@@ -26,6 +26,18 @@ pub const DOCKER_LAYER_TAR_GZIP: &str = "application/vnd.docker.image.rootfs.dif
 pub const DOCKER_FOREIGN_LAYER_TAR_GZIP: &str =
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 
+/// The imagefs index artifact: the `artifactType` of the OCI manifest that carries
+/// an image manifest's layer indexes (README "Index artifacts").
+pub const IMAGEFS_INDEX_ARTIFACT: &str = "application/vnd.imagefs.layer-index.v1";
+/// A blob of the index artifact: a layer's entry index (`LayerIndex` bytes).
+pub const IMAGEFS_LAYER_ENTRIES: &str = "application/vnd.imagefs.layer-entries.v1";
+/// A blob of the index artifact: a gzip layer's seekable index (`GzipIndex` bytes).
+pub const IMAGEFS_GZIP_INDEX: &str = "application/vnd.imagefs.gzip-index.v1";
+/// The annotation of each index artifact blob: the digest of the layer it indexes.
+pub const IMAGEFS_LAYER_DIGEST_ANNOTATION: &str = "dev.imagefs.layer.digest";
+/// The bytes of the OCI empty descriptor's blob (`application/vnd.oci.empty.v1+json`).
+pub const OCI_EMPTY_BYTES: &[u8] = b"{}";
+
 /// Media types that Docker schema 1 used; recognised only to refuse them clearly.
 const DOCKER_SCHEMA1: &[&str] = &[
     "application/vnd.docker.distribution.manifest.v1+json",

@@ -122,6 +122,16 @@ pub enum MountOutcome {
     NotMounted,
 }
 
+/// What a manifest `PUT` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutManifest {
+    /// The digest of the bytes sent (checked against the registry's answer).
+    pub digest: Digest,
+    /// The registry answered with `OCI-Subject`: it lists the manifest among its
+    /// subject's referrers itself.
+    pub subject_indexed: bool,
+}
+
 /// One page of a tag list, and the next page's URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagList {
@@ -689,6 +699,20 @@ impl Client {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<Digest, RemoteError> {
+        self.put_manifest_with_subject(repository, reference, media_type, bytes)
+            .map(|put| put.digest)
+    }
+
+    /// [`Client::put_manifest`], also telling whether the registry answered with
+    /// `OCI-Subject` (OCI distribution 1.1: it indexed the manifest's `subject` in
+    /// its referrers API, so the `sha256-<hex>` tag fallback is not needed).
+    pub fn put_manifest_with_subject(
+        &self,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<PutManifest, RemoteError> {
         let repo = self.repo(repository);
         let object = format!("manifest {reference}");
         let response = self.execute(Request {
@@ -722,7 +746,11 @@ impl Client {
                 ));
             }
         }
-        Ok(digest)
+        let subject_indexed = header_str(response.headers(), "oci-subject").is_some();
+        Ok(PutManifest {
+            digest,
+            subject_indexed,
+        })
     }
 
     /// Every tag of a repository, following `Link: <...>; rel="next"` pages. `page`

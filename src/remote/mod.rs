@@ -24,6 +24,7 @@ mod source;
 mod tests;
 
 pub use auth::Credentials;
+pub(crate) use client::referrers_tag;
 pub use client::{Client, FetchedManifest, MountOutcome, Options};
 pub use error::{ErrorKind, RemoteError};
 pub use source::RegistrySource;

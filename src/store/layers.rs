@@ -282,6 +282,112 @@ impl Store {
         Ok((index, gzip))
     }
 
+    /// The stream entry index and, when `gzip`, the seekable index of a layer as
+    /// `cache/` holds them, when both are there, valid and for this layer.
+    fn read_cached_indexes(
+        &self,
+        layer: &Digest,
+        cache: &CacheDir,
+        gzip: bool,
+    ) -> Option<(LayerIndex, Option<GzipIndex>)> {
+        let entries = LayerIndex::read_from(&cache.index_path(layer)).ok()?;
+        let seekable = if gzip {
+            let index = GzipIndex::read_from(&cache.gzip_index_path(layer)).ok()?;
+            if index.layer() != *layer || index.diff_id() != entries.diff_id {
+                return None;
+            }
+            Some(index)
+        } else {
+            None
+        };
+        Some((entries, seekable))
+    }
+
+    /// True when the layer's cache holds its entry index and, for a gzip layer
+    /// (`gzip`), its seekable index (index artifacts: nothing to fetch).
+    pub(crate) fn has_cached_indexes(&self, layer: &Digest, gzip: bool) -> bool {
+        if !self.layer_cache_dir(layer).exists() {
+            return false;
+        }
+        self.layer_cache(layer)
+            .ok()
+            .and_then(|cache| self.read_cached_indexes(layer, &cache, gzip))
+            .is_some()
+    }
+
+    /// The stream entry index (never the unpacked one) and, for a gzip layer, the
+    /// seekable index, as an index artifact carries them: from `cache/`, or rebuilt
+    /// from the blob when missing and the blob is here. `None` for a layer that has
+    /// neither its blob nor its indexes (a lazy layer not indexed yet).
+    pub(crate) fn artifact_indexes(
+        &self,
+        layer: &Digest,
+    ) -> Result<Option<(LayerIndex, Option<GzipIndex>)>> {
+        let gzip = self.layer_compression(layer)? == LayerCompression::Gzip;
+        let cache = self.layer_cache(layer)?;
+        let found = match self.read_cached_indexes(layer, &cache, gzip) {
+            Some(found) => found,
+            None => {
+                if !self.blob_path(layer).exists() {
+                    return Ok(None);
+                }
+                let _lock = FileLock::acquire(&cache.root().join(LOCK))?;
+                match self.read_cached_indexes(layer, &cache, gzip) {
+                    Some(found) => found,
+                    None => self.rebuild_indexes(layer, &cache)?,
+                }
+            }
+        };
+        self.check_diff_id(layer, &found.0)?;
+        Ok(Some(found))
+    }
+
+    /// Saves indexes fetched from an index artifact (the caller checked them against
+    /// the layer) into the layer's cache. Never replaces what the store built: when
+    /// the blob is here nothing is saved (the store indexes its own blob, `false`),
+    /// and an index file already valid for this layer is kept. `true` when the
+    /// layer's cache now holds its indexes.
+    pub(crate) fn save_fetched_indexes(
+        &self,
+        layer: &Digest,
+        entries: &LayerIndex,
+        gzip: Option<&GzipIndex>,
+    ) -> Result<bool> {
+        if self.blob_path(layer).exists() {
+            return Ok(false);
+        }
+        let cache = self.layer_cache(layer)?;
+        let _lock = FileLock::acquire(&cache.root().join(LOCK))?;
+        if self.blob_path(layer).exists() {
+            return Ok(false);
+        }
+        let entries_path = cache.index_path(layer);
+        let existing = LayerIndex::read_from(&entries_path).ok();
+        if existing
+            .as_ref()
+            .is_some_and(|e| e.diff_id != entries.diff_id)
+        {
+            // Something else sits there for this layer: not ours to judge or replace.
+            return Ok(false);
+        }
+        if let Some(gzip) = gzip {
+            let path = cache.gzip_index_path(layer);
+            let kept = GzipIndex::read_from(&path)
+                .ok()
+                .is_some_and(|index| index.layer() == *layer);
+            if !kept {
+                gzip.write_to(&path)
+                    .map_err(|e| layer_error(layer, layer::ZranError::Io(e)))?;
+            }
+        }
+        if existing.is_none() {
+            entries
+                .write_to(&entries_path)
+                .map_err(|e| layer_error(layer, e))?;
+        }
+        Ok(true)
+    }
+
     /// What the merged rootfs of an image with layer blobs `layers` (base first)
     /// leaves out, for each layer that has something (by the layer module's rules
     /// for skipped entries).

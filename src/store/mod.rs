@@ -23,6 +23,7 @@
 
 pub(crate) mod cas;
 mod import;
+pub(crate) mod index_artifact;
 mod layers;
 pub(crate) mod meta;
 mod pipeline;
@@ -45,6 +46,7 @@ pub use cas::{Cas, CasError};
 pub use import::{
     ImageWarnings, ImportOptions, ImportReport, DEFAULT_IMPORT_JOBS, DEFAULT_PULL_JOBS,
 };
+pub use index_artifact::AttachedIndex;
 pub use layers::{EntryWarning, LayerWarnings, WARNINGS_KEPT};
 pub use meta::{
     BlobInfo, BlobKind, Edge, EdgeKind, MetaError, Origin, PlatformRow, RepoRow, TagRow,

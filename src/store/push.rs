@@ -18,6 +18,7 @@ use crate::image;
 use crate::reference::{Reference, Target};
 use crate::remote::{Client, MountOutcome, Options, RemoteError};
 use crate::store::import::DEFAULT_PULL_JOBS;
+use crate::store::index_artifact::AttachedIndex;
 use crate::store::meta::{self, BlobInfo, BlobKind, EdgeKind, Origin};
 use crate::store::progress::{NoProgress, Progress, ProgressReader};
 use crate::store::{Store, StoreError};
@@ -33,6 +34,9 @@ pub struct PushOptions {
     pub jobs: usize,
     /// Where progress goes.
     pub progress: Arc<dyn Progress>,
+    /// Attach the store's layer indexes as an index artifact to every image
+    /// manifest pushed (`--no-index` turns it off).
+    pub index: bool,
 }
 
 impl Default for PushOptions {
@@ -41,6 +45,7 @@ impl Default for PushOptions {
             remote: Options::default(),
             jobs: DEFAULT_PULL_JOBS,
             progress: Arc::new(NoProgress),
+            index: true,
         }
     }
 }
@@ -50,6 +55,7 @@ impl std::fmt::Debug for PushOptions {
         f.debug_struct("PushOptions")
             .field("remote", &self.remote)
             .field("jobs", &self.jobs)
+            .field("index", &self.index)
             .finish_non_exhaustive()
     }
 }
@@ -73,6 +79,13 @@ pub struct PushReport {
     pub blobs_skipped: u64,
     /// Manifests and indexes written (the others were there already).
     pub manifests_pushed: u64,
+    /// True when at least one index artifact is attached (README "Index
+    /// artifacts").
+    pub index_attached: bool,
+    /// The index artifacts attached: one per image manifest with layers.
+    pub index_artifacts: Vec<AttachedIndex>,
+    /// Why an index artifact could not be attached (the image itself was pushed).
+    pub index_warnings: Vec<String>,
 }
 
 /// A blob to send and the repositories of the same registry it may be mounted from.
@@ -153,6 +166,15 @@ impl Store {
             report.manifests_pushed += 1;
         }
         report.digest = Some(top);
+        if options.index {
+            self.push_index_artifacts(
+                client,
+                &remote.repository,
+                &manifests,
+                options.jobs,
+                &mut report,
+            );
+        }
         // Everything reachable is now in that repository: later pushes to other
         // repositories of the registry can mount from it.
         let origin = Origin {
@@ -171,6 +193,31 @@ impl Store {
         }
         tx.commit()?;
         Ok(report)
+    }
+
+    /// Attaches the index artifact of every image manifest pushed (an index's
+    /// children each get one). A refusal is a warning in the report: the image
+    /// itself is pushed.
+    fn push_index_artifacts(
+        &self,
+        client: &Client,
+        repository: &str,
+        manifests: &[BlobInfo],
+        jobs: usize,
+        report: &mut PushReport,
+    ) {
+        for info in manifests.iter().filter(|m| m.kind == BlobKind::Manifest) {
+            match self.attach_index_artifact(client, repository, info, jobs) {
+                Ok(Some(attached)) => report.index_artifacts.push(attached),
+                Ok(None) => {}
+                Err(e) => report.index_warnings.push(format!(
+                    "index artifact of {}: not attached: {}",
+                    info.digest,
+                    super::pull::remote_cause(e)
+                )),
+            }
+        }
+        report.index_attached = !report.index_artifacts.is_empty();
     }
 
     /// The manifests to push, children before parents (the top last), and the

@@ -793,6 +793,12 @@ pub enum Fault {
     StallAfter(usize),
     /// Forward without the `Range` header: a 200 with the whole blob.
     IgnoreRange,
+    /// Forward, adding this header line (`Name: value`) to the answer (e.g.
+    /// `OCI-Subject`, as a registry with the referrers API answers).
+    AddHeader(String),
+    /// Answer 200 with this `Content-Type` and body, without asking the registry
+    /// (e.g. a referrers API the registry lacks).
+    Answer(String, Vec<u8>),
 }
 
 /// One rule: requests whose target contains `path_contains` (and whose method is
@@ -1093,6 +1099,26 @@ fn serve_proxy(
             if stream.write_all(head.as_bytes()).is_ok() {
                 hold_open(&mut stream, stop);
             }
+        }
+        Some(Fault::AddHeader(line)) => {
+            if let Some(answer) = forward(&request, upstream) {
+                let at = answer
+                    .windows(2)
+                    .position(|w| w == b"\r\n")
+                    .map_or(answer.len(), |i| i + 2);
+                let mut changed = answer[..at].to_vec();
+                changed.extend_from_slice(format!("{line}\r\n").as_bytes());
+                changed.extend_from_slice(&answer[at..]);
+                let _ = stream.write_all(&changed);
+            }
+        }
+        Some(Fault::Answer(content_type, body)) => {
+            respond(
+                &mut stream,
+                "200 OK",
+                &[("Content-Type", content_type)],
+                &body,
+            );
         }
         Some(Fault::StallAfter(keep)) => {
             if let Some(answer) = forward(&request, upstream) {
