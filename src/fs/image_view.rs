@@ -361,6 +361,11 @@ impl ImageViews {
     /// unpacking, a truncated file) is unpacked again, never served.
     pub(crate) fn open_content(&self, layer: &Digest, entry: u32) -> Result<File, StoreError> {
         let entry = entry as usize;
+        // A lazy layer: the file is fetched by ranges and materialized alone (with
+        // its neighbours in the same spans), not the whole layer.
+        if let Some(file) = self.store.open_lazy_entry(layer, entry)? {
+            return Ok(file);
+        }
         let known = lock(&self.unpacked).get(layer).cloned();
         let mut unpacked_now = false;
         let unpacked = match known {

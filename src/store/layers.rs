@@ -204,6 +204,15 @@ impl Store {
         Ok(index)
     }
 
+    /// True when the layer's entry index is in the cache (nothing to fetch or build).
+    pub(crate) fn layer_index_cached(&self, layer: &Digest) -> bool {
+        let dir = self.layer_cache_dir(layer);
+        let path = dir
+            .join(layer::INDEX_DIR)
+            .join(format!("{}.idx", layer.hex()));
+        LayerIndex::read_from(&path).is_ok()
+    }
+
     /// The layer's entry index: the unpacked one when the layer is unpacked, else the
     /// stream index, rebuilt from the blob when missing or corrupt.
     pub(crate) fn layer_index(&self, layer: &Digest) -> Result<LayerIndex> {
@@ -252,6 +261,9 @@ impl Store {
         layer: &Digest,
         cache: &CacheDir,
     ) -> Result<(LayerIndex, Option<GzipIndex>)> {
+        if self.is_absent(layer)? {
+            return self.index_lazy_layer(layer, cache);
+        }
         let compression = self.layer_compression(layer)?;
         let blob = self.cas.open_blob(layer)?;
         let reader = BufReader::with_capacity(1 << 20, blob);
