@@ -502,3 +502,103 @@ fn kill_of_the_daemon_mid_fetch_leaves_nothing_taken_for_good_data() {
     let bytes = read(rootfs(&m, &host).join("filler")).unwrap();
     assert!(bytes == s.source.read("filler"));
 }
+
+#[test]
+fn registry_quirks_redirect_416_and_ignored_range() {
+    let Some(s) = setup("lazy-quirks") else {
+        return;
+    };
+    let t = &s.t;
+    let proxy = FaultProxy::start(s.registry.addr);
+    let host = proxy.host();
+    let reference = format!("{host}/lazy/img:1");
+    let state = |store: &Path| {
+        json(
+            imagefs(t, store)
+                .args(["inspect", "--json"])
+                .arg(&reference)
+                .assert_ok(),
+        )["layers"][0]["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let store = t.store();
+    imagefs(t, &store)
+        .args(["pull", "--lazy"])
+        .arg(&reference)
+        .assert_ok();
+    let m = t.mount(&[]);
+    let root = rootfs(&m, &host);
+    // A ranged GET redirected to another host: followed, without Authorization.
+    proxy.add_for("GET", "/blobs/sha256:", Fault::RedirectOtherHost, 1);
+    assert_eq!(read(root.join("target")).unwrap(), s.source.read("target"));
+    let authorizations = proxy.other_host_authorizations();
+    assert_eq!(authorizations.len(), 1, "the redirect was not followed");
+    assert!(authorizations.iter().all(Option::is_none));
+    assert_eq!(state(&store), "lazy");
+    // A 416: the layer is fetched whole instead, checked, and stored.
+    proxy.add_for("GET", "/blobs/sha256:", Fault::Status(416, None), 1);
+    assert_eq!(
+        read(root.join("more/m7")).unwrap(),
+        s.source.read("more/m7")
+    );
+    assert_eq!(state(&store), "present");
+    drop(m);
+
+    // A registry that ignores Range (200, whole blob): the same.
+    let other = t.join("store-2");
+    imagefs(t, &other)
+        .args(["pull", "--lazy"])
+        .arg(&reference)
+        .assert_ok();
+    assert_eq!(state(&other), "lazy");
+    let m = Mount::start(&other, &t.join("mnt-2"), &[]);
+    proxy.add_for("GET", "/blobs/sha256:", Fault::IgnoreRange, 1);
+    let root = rootfs(&m, &host);
+    assert!(read(root.join("big")).unwrap() == s.source.read("big"));
+    assert_eq!(state(&other), "present");
+}
+
+#[test]
+fn a_layer_that_does_not_match_its_diff_id_is_bad_eio_and_named_by_fsck() {
+    if !util::require_tool("skopeo") {
+        return;
+    }
+    let Some(s) = setup("lazy-bad") else {
+        return;
+    };
+    let t = &s.t;
+    let host = s.registry.host();
+    // The same layer under a config whose diff_id is wrong, copied in by skopeo
+    // (imagefs refuses to store such an image).
+    let (layer, _) = big_layer(&TestDir::new("lazy-bad-src"));
+    let image = ImageBuilder::new()
+        .built_layer(layer)
+        .build()
+        .unwrap()
+        .corrupt(sample::Corruption::WrongDiffId { layer: 0 })
+        .unwrap();
+    let layout = t.join("bad-layout");
+    sample::write_oci_layout(&layout, &[(Some("bad:1"), &Built::from(image))]).unwrap();
+    Cmd::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:bad:1", layout.display()))
+        .arg(format!("docker://{host}/lazy/bad:1"))
+        .timeout_secs(120)
+        .assert_ok();
+    let store = t.store();
+    let reference = format!("{host}/lazy/bad:1");
+    let pulled = imagefs(t, &store)
+        .args(["pull", "--lazy"])
+        .arg(&reference)
+        .output();
+    assert_ne!(pulled.code, Some(0), "the mismatch must be reported");
+    assert!(pulled.stderr.contains("diff_id"), "{}", pulled.stderr);
+    let fsck = json(imagefs(t, &store).args(["fsck", "--json"]).output());
+    assert_eq!(fsck["bad"].as_array().map(Vec::len), Some(1), "{fsck}");
+    let m = t.mount(&[]);
+    let error = read(m.join(format!("{host}/lazy/bad/tags/1/rootfs/etc/os-release")))
+        .expect_err("a bad layer must not be read");
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+}

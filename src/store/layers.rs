@@ -476,9 +476,12 @@ impl Store {
             let Ok(layer) = Digest::from_hex(&entry.file_name().to_string_lossy()) else {
                 continue;
             };
-            let last_used = fs::metadata(entry.path().join(UNPACKED))
-                .and_then(|m| m.modified())
-                .ok();
+            // Unpacked contents, or a lazy layer's fetched ranges and files.
+            let last_used = [UNPACKED, "ranges/contents"]
+                .iter()
+                .filter_map(|name| fs::metadata(entry.path().join(name)).ok())
+                .filter_map(|m| m.modified().ok())
+                .max();
             out.push(CachedLayer {
                 layer,
                 bytes: super::dir_size(&entry.path()),
@@ -577,9 +580,10 @@ impl Store {
         }
         let _lock = FileLock::acquire(&dir.join(LOCK))?;
         let before = super::dir_size(&dir);
-        // unpacked.idx first: from then on nobody trusts content/.
+        // unpacked.idx first: from then on nobody trusts content/. A lazy layer's
+        // fetched ranges and its record of materialized files go with them.
         let _ = fs::remove_file(dir.join(UNPACKED));
-        for sub in [layer::CONTENT_DIR, layer::TMP_DIR] {
+        for sub in ["ranges", layer::CONTENT_DIR, layer::TMP_DIR] {
             let _ = fs::remove_dir_all(dir.join(sub));
         }
         Ok(before.saturating_sub(super::dir_size(&dir)))
