@@ -80,7 +80,21 @@ pub(crate) struct LazyState {
     clients: Mutex<HashMap<String, Arc<Client>>>,
     /// Compressed bytes fetched by ranges or whole for lazy layers (this process).
     fetched: AtomicU64,
+    /// Entry indexes of lazy layers being read, and their materialized files as
+    /// last read from `ranges/contents` (re-read when that file's length changes),
+    /// so that opening file after file of one layer parses neither again.
+    layers: Mutex<HashMap<Digest, Arc<LazyLayer>>>,
 }
+
+/// What one process keeps in memory about one lazy layer it reads.
+#[derive(Debug)]
+struct LazyLayer {
+    index: Arc<LayerIndex>,
+    contents: Mutex<(u64, Arc<HashMap<usize, ContentId>>)>,
+}
+
+/// Lazy layers whose indexes are kept in memory at once.
+const LAZY_LAYERS_KEPT: usize = 64;
 
 /// How much of a lazy layer is here (`df`, `inspect`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -424,7 +438,36 @@ fn ranges_unusable(error: &RemoteError) -> bool {
     matches!(error.kind(), ErrorKind::Protocol | ErrorKind::Size)
 }
 
+impl LazyLayer {
+    /// The materialized files, re-read when `ranges/contents` grew or shrank.
+    fn contents(&self, dir: &Path) -> Arc<HashMap<usize, ContentId>> {
+        let len = fs::metadata(dir.join(CONTENTS)).map_or(0, |m| m.len());
+        let mut known = crate::sys::lock(&self.contents);
+        if known.0 != len || (len > 0 && known.1.is_empty()) {
+            *known = (len, Arc::new(read_contents(dir)));
+        }
+        known.1.clone()
+    }
+}
+
 impl Store {
+    /// The in-memory state of lazy layer `layer` (its entry index loaded once).
+    fn lazy_layer(&self, layer: &Digest) -> Result<Arc<LazyLayer>> {
+        if let Some(known) = crate::sys::lock(&self.lazy.layers).get(layer) {
+            return Ok(known.clone());
+        }
+        let loaded = Arc::new(LazyLayer {
+            index: Arc::new(self.layer_index(layer)?),
+            contents: Mutex::new((0, Arc::new(HashMap::new()))),
+        });
+        let mut layers = crate::sys::lock(&self.lazy.layers);
+        if layers.len() >= LAZY_LAYERS_KEPT {
+            layers.clear(); // rare: a mount reading many lazy layers at once
+        }
+        layers.insert(*layer, loaded.clone());
+        Ok(loaded)
+    }
+
     /// How lazy layers reach registries from now on in this process: a mount passes
     /// the `--creds`/`--authfile`/`--tls-verify` it was given. Without it, the
     /// defaults apply (credentials from the usual auth files, HTTPS except to
@@ -896,13 +939,14 @@ impl Store {
             Some(BlobState::Bad) => return Err(bad_layer(layer)),
             _ => return Ok(None),
         }
-        let index = self.layer_index(layer)?;
-        let position = data_entry(&index, entry)
+        let cached = self.lazy_layer(layer)?;
+        let index = &*cached.index;
+        let position = data_entry(index, entry)
             .ok_or_else(|| problem(layer, format!("entry {entry} is not a regular file")))?;
         let cache =
             CacheDir::new(self.layer_cache_dir(layer)).map_err(|e| layer_error(layer, e))?;
         let dir = self.ranges_dir(layer);
-        if let Some(file) = self.open_materialized(layer, &cache, &dir, &index, position)? {
+        if let Some(file) = self.open_materialized(layer, &cached, &cache, &dir, position)? {
             return Ok(Some(file));
         }
         let _lock = LayerLock::acquire(&cache.root().join(LOCK))?;
@@ -913,7 +957,7 @@ impl Store {
             Some(BlobState::Bad) => return Err(bad_layer(layer)),
             _ => return Ok(None),
         }
-        if let Some(file) = self.open_materialized(layer, &cache, &dir, &index, position)? {
+        if let Some(file) = self.open_materialized(layer, &cached, &cache, &dir, position)? {
             return Ok(Some(file));
         }
         let Some(gzip) = GzipIndex::read_from(&cache.gzip_index_path(layer))
@@ -931,7 +975,7 @@ impl Store {
             &repository,
             layer,
             &cache,
-            &index,
+            index,
             &gzip,
             &mut ranges,
             position,
@@ -952,7 +996,7 @@ impl Store {
             }
         }
         let dir = self.ranges_dir(layer);
-        match self.open_materialized(layer, &cache, &dir, &index, position)? {
+        match self.open_materialized(layer, &cached, &cache, &dir, position)? {
             Some(file) => Ok(Some(file)),
             // Completed meanwhile (its record dropped): open it the usual way.
             None if !self.is_absent(layer)? => Ok(None),
@@ -964,15 +1008,15 @@ impl Store {
     fn open_materialized(
         &self,
         layer: &Digest,
+        cached: &LazyLayer,
         cache: &CacheDir,
         dir: &Path,
-        index: &LayerIndex,
         position: usize,
     ) -> Result<Option<File>> {
-        let Some(id) = read_contents(dir).get(&position).copied() else {
+        let Some(id) = cached.contents(dir).get(&position).copied() else {
             return Ok(None);
         };
-        let entry = &index.entries[position];
+        let entry = &cached.index.entries[position];
         let path = cache.content_path(&id);
         let Ok(file) = File::open(&path) else {
             return Ok(None); // evicted: materialized again
