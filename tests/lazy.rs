@@ -173,6 +173,26 @@ fn rootfs(m: &Mount, host: &str) -> PathBuf {
     m.join(format!("{host}/lazy/img/tags/1/rootfs"))
 }
 
+/// Flips a byte of the first range of data in a sparse file.
+fn damage_first_data_byte(path: &Path) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    // SAFETY: lseek on a descriptor we own.
+    let at = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_DATA) };
+    assert!(at >= 0, "no data in {}", path.display());
+    // Inside the first fetched range, past the zeros before it in its block.
+    let at = at + 16384;
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, at as u64).unwrap();
+    byte[0] ^= 0xff;
+    file.write_all_at(&byte, at as u64).unwrap();
+}
+
 fn read(path: PathBuf) -> std::io::Result<Vec<u8>> {
     with_timeout(120, move || fs::read(path))
 }
@@ -277,6 +297,21 @@ fn lazy_pull_lists_at_once_and_reads_only_what_is_needed() {
     assert_eq!(fsck["missing"], Value::Array(vec![]), "{fsck}");
     assert_eq!(fsck["cache_damaged"], Value::Array(vec![]), "{fsck}");
     assert_eq!(fsck["lazy"].as_array().map(Vec::len), Some(1), "{fsck}");
+
+    // A fetched range damaged on disk: fsck finds it; the next use fetches it again.
+    let ranges = fs::read_dir(store.join("cache/layers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("ranges/data"))
+        .find(|p| p.exists())
+        .expect("the lazy layer's fetched ranges");
+    damage_first_data_byte(&ranges);
+    let fsck = json(imagefs(t, &store).args(["fsck", "--json"]).output());
+    assert_eq!(
+        fsck["cache_damaged"].as_array().map(Vec::len),
+        Some(1),
+        "{fsck}"
+    );
 
     // The layer blob reads through the fetched ranges and completes the layer.
     let blob_dir = m.join(format!("{host}/lazy/img/tags/1/layers/000/blob"));
@@ -416,17 +451,25 @@ fn faults_corrupt_range_two_readers_and_a_stopped_registry() {
     proxy.clear();
     assert_eq!(read(root.join("target")).unwrap(), s.source.read("target"));
 
-    // Two readers of one file at once: one fetch.
+    // Two processes reading one file at once: one fetch.
     let gets_before = blob_gets(&proxy);
+    let expected = imagefs::Digest::of(&s.source.read("big")).hex();
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let path = root.join("big");
-            std::thread::spawn(move || fs::read(path))
+            Command::new("sha256sum")
+                .arg(root.join("big"))
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("sha256sum runs")
         })
         .collect();
     for reader in readers {
-        let bytes = reader.join().expect("the reader ends").unwrap();
-        assert!(bytes == s.source.read("big"));
+        let output = with_timeout(120, move || reader.wait_with_output()).unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success() && text.starts_with(&expected),
+            "{text}"
+        );
     }
     assert_eq!(
         blob_gets(&proxy) - gets_before,
