@@ -91,6 +91,16 @@ pub struct PullReport {
     pub layers_streamed: u64,
 }
 
+/// One layer of an image manifest as the store recorded it (for the index artifact).
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // read once the index artifact is wired in `index_lazy_layers`
+pub(crate) struct LazyLayerInfo {
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
+    pub(crate) media_type: String,
+    pub(crate) diff_id: crate::digest::DiffId,
+}
+
 /// Parses `OS/ARCH[/VARIANT]` (`linux/arm64/v8`).
 pub fn parse_platform(text: &str) -> Result<Platform> {
     let parts: Vec<&str> = text.split('/').collect();
@@ -235,9 +245,13 @@ impl Store {
         layers: &[Digest],
         options: &PullOptions,
     ) -> Result<(u64, u64)> {
-        // LEAD: wire the index artifact here once the artifact branch is merged:
-        //   self.fetch_index_artifact(client, &reference.repository, <each image
-        //   manifest under `top`>, &<its layers as ArtifactLayer>)
+        // LEAD: the index artifact goes here once the artifact branch is merged:
+        //   for (manifest, layers) in self.lazy_image_layers(top)? {
+        //       let layers: Vec<ArtifactLayer> = layers.into_iter().map(|l| ArtifactLayer {
+        //           digest: l.digest, size: l.size, media_type: l.media_type, diff_id: l.diff_id,
+        //       }).collect();
+        //       self.fetch_index_artifact(client, &reference.repository, &manifest, &layers)?;
+        //   }
         // Layers it gives indexes for are then found in the cache below.
         let _ = (client, reference, top);
         let missing: Vec<Digest> = layers
@@ -288,6 +302,41 @@ impl Store {
             return Err(e);
         }
         Ok((whole.into_inner(), streamed.into_inner()))
+    }
+
+    /// Each image manifest under `top` (itself, or an index's children) with its
+    /// layers as recorded (digest, size, media type, the config's diff_id): what the
+    /// index artifact is asked for.
+    #[allow(dead_code)] // until the index artifact is wired in `index_lazy_layers`
+    pub(crate) fn lazy_image_layers(
+        &self,
+        top: &Digest,
+    ) -> Result<Vec<(Digest, Vec<LazyLayerInfo>)>> {
+        let mut out = Vec::new();
+        for blob in self.reachable_blobs(top)? {
+            if blob.kind != crate::store::BlobKind::Manifest {
+                continue;
+            }
+            let mut layers = Vec::new();
+            for edge in self.edges(&blob.digest)? {
+                if edge.kind != crate::store::EdgeKind::Layer {
+                    continue;
+                }
+                let Some(diff_id) = self.blob(&edge.child)?.and_then(|info| info.diff_id) else {
+                    continue;
+                };
+                layers.push(LazyLayerInfo {
+                    digest: edge.child,
+                    size: edge.size,
+                    media_type: edge.media_type,
+                    diff_id: crate::digest::DiffId(diff_id),
+                });
+            }
+            if !layers.is_empty() {
+                out.push((blob.digest, layers));
+            }
+        }
+        Ok(out)
     }
 
     /// The manifest or index `wanted` (a tag or a digest) names, from the store when
