@@ -477,6 +477,50 @@ fn faults_corrupt_range_two_readers_and_a_stopped_registry() {
         "two readers of one file made more than one ranged GET"
     );
 
+    // A ranged GET that stalls: listings, stat and fetched files keep answering
+    // meanwhile; the stalled read ends with EIO after the client's idle timeout.
+    proxy.add_for("GET", "/blobs/sha256:", Fault::StallAfter(1000), 1);
+    let path = root.join("filler");
+    let stalled = std::thread::spawn(move || fs::read(path));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !proxy
+        .requests()
+        .iter()
+        .skip(gets_before)
+        .any(|r| r.starts_with("GET") && r.contains("/blobs/"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the read never reached the registry"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = Instant::now();
+    for _ in 0..3 {
+        let path = root.join("target");
+        assert_eq!(
+            with_timeout(10, move || fs::read(path)).unwrap(),
+            s.source.read("target")
+        );
+        let sparse = root.join("sparse");
+        assert!(with_timeout(10, move || fs::metadata(sparse)).is_ok());
+        let listed = root.clone();
+        assert!(with_timeout(10, move || util::tree_listing(&listed)).len() > 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let waited = Instant::now();
+    let filler = with_timeout(150, move || stalled.join().expect("the reader ends"));
+    let error = filler.expect_err("a stalled fetch gives EIO");
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    eprintln!(
+        "a stalled ranged GET gave EIO after {:?} more",
+        waited.elapsed()
+    );
+
     // The registry stops: what is fetched keeps reading, the rest gives EIO soon.
     let Setup {
         registry, source, ..

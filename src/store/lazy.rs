@@ -1004,6 +1004,28 @@ impl Store {
         }
     }
 
+    /// The materialized content of entry `entry` of lazy layer `layer` when it needs
+    /// no work now: the layer's index is in memory, the file materialized and
+    /// already checked by this process. For the FUSE workers, so that files fetched
+    /// before keep opening while a fetch of the same layer waits on its registry.
+    pub(crate) fn open_lazy_entry_if_ready(&self, layer: &Digest, entry: usize) -> Option<File> {
+        let cached = crate::sys::lock(&self.lazy.layers).get(layer)?.clone();
+        let position = data_entry(&cached.index, entry)?;
+        let id = cached
+            .contents(&self.ranges_dir(layer))
+            .get(&position)
+            .copied()?;
+        let cache = CacheDir::new(self.layer_cache_dir(layer)).ok()?;
+        let file = File::open(cache.content_path(&id)).ok()?;
+        if file.metadata().ok()?.len() != cached.index.entries[position].size {
+            return None;
+        }
+        match self.cas().verified_files().is_verified(&file, &id.0) {
+            Ok(true) => Some(file),
+            _ => None,
+        }
+    }
+
     /// The materialized content of data entry `position`, if recorded and good.
     fn open_materialized(
         &self,
