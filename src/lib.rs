@@ -92,10 +92,11 @@ pub use remote::{
 };
 pub use sample::{write_demo_layout, DemoImage, SampleError};
 pub use store::{
-    default_root, BlobInfo, BlobKind, CasError, DfEntry, DfReport, Edge, EdgeKind, EntryWarning,
-    ExportFormat, FsckReport, GcReport, ImageWarnings, ImportOptions, ImportReport, LayerWarnings,
-    ListEntry, MetaError, NoProgress, PlatformRow, Progress, RegistryInfo, RepoRow, Store,
-    StoreError, TagRow, DEFAULT_CACHE_SIZE, MAX_JSON_BLOB, WARNINGS_KEPT,
+    default_root, BlobInfo, BlobKind, BlobState, CasError, DfEntry, DfReport, Edge, EdgeKind,
+    EntryWarning, ExportFormat, FsckReport, GcReport, ImageWarnings, ImportOptions, ImportReport,
+    LayerWarnings, LazyProgress, ListEntry, MetaError, NoProgress, PlatformRow, Progress,
+    RegistryInfo, RepoRow, Store, StoreError, TagRow, DEFAULT_CACHE_SIZE, MAX_JSON_BLOB,
+    WARNINGS_KEPT,
 };
 pub use store::{
     digest_tag, parse_platform, platform_text, AttachedIndex, Origin, PullOptions, PullReport,

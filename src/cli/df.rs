@@ -50,6 +50,14 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
         "cache    {:>10}  derived data (may be deleted)",
         human(report.cache_bytes)
     );
+    if report.lazy_layers > 0 {
+        println!(
+            "lazy     {:>10}  fetched of {} lazy layers, {} not fetched yet",
+            human(report.lazy_fetched_bytes),
+            report.lazy_layers,
+            human(report.lazy_missing_bytes)
+        );
+    }
     println!();
     println!(
         "{:<50} {:>10} {:>10} {:>10}",

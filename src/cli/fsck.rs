@@ -40,6 +40,8 @@ pub fn run_fsck(store: &Store, args: &FsckArgs) -> Result<(), CliError> {
         for (label, items) in [
             ("missing", &report.missing),
             ("corrupt", &report.corrupt),
+            ("bad lazy layer", &report.bad),
+            ("lazy layer (not fetched yet, not missing)", &report.lazy),
             ("damaged cache", &report.cache_damaged),
             ("wrong count", &report.bad_counts),
             ("dangling", &report.dangling),
@@ -51,15 +53,17 @@ pub fn run_fsck(store: &Store, args: &FsckArgs) -> Result<(), CliError> {
             }
         }
     }
-    let problems = report.missing.len() + report.corrupt.len() + report.dangling.len();
+    let problems =
+        report.missing.len() + report.corrupt.len() + report.dangling.len() + report.bad.len();
     let fixable = report.bad_counts.len() + report.cache_damaged.len();
     if problems > 0 || (!args.repair && fixable > 0) {
         return Err(CliError::new(
             "fsck",
             format!(
-                "{} missing, {} corrupt, {} dangling, {} wrong counts, {} damaged cache files",
+                "{} missing, {} corrupt, {} bad lazy layers, {} dangling, {} wrong counts, {} damaged cache files",
                 report.missing.len(),
                 report.corrupt.len(),
+                report.bad.len(),
                 report.dangling.len(),
                 report.bad_counts.len(),
                 report.cache_damaged.len()

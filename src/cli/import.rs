@@ -58,6 +58,7 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
         },
         jobs: args.jobs.max(1),
         origin: None,
+        lazy_layers: false,
     };
     let report = store
         .import(&path, name.as_deref(), &options)

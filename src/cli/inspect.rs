@@ -64,6 +64,11 @@ struct LayerInfo {
     media_type: String,
     size: u64,
     diff_id: Option<String>,
+    /// `present`, `lazy` (pulled with `--lazy`, bytes fetched when read) or `bad`.
+    state: String,
+    /// For a lazy layer: compressed bytes fetched so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fetched_bytes: Option<u64>,
     /// Entries the rootfs leaves out or changes (hostile or malformed tar entries).
     #[serde(skip_serializing_if = "is_zero")]
     warnings_total: usize,
@@ -173,6 +178,13 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
                 human(l.size),
                 l.media_type
             );
+            if l.state != "present" {
+                println!(
+                    "      {}: {} fetched",
+                    l.state,
+                    human(l.fetched_bytes.unwrap_or(0))
+                );
+            }
             for warning in &l.warnings {
                 println!(
                     "      warning: {}: {}",
@@ -244,6 +256,17 @@ fn layer_infos(store: &Store, view: &ManifestView, what: &str) -> Vec<LayerInfo>
                 .filter(|blob| blob.kind == BlobKind::Layer)
                 .and_then(|blob| blob.diff_id)
                 .map(|d| d.to_string()),
+            state: layer
+                .blob
+                .as_ref()
+                .map_or("missing", |blob| blob.state.as_str())
+                .to_string(),
+            fetched_bytes: layer
+                .blob
+                .as_ref()
+                .filter(|blob| blob.state != imagefs::BlobState::Present)
+                .and_then(|blob| store.lazy_progress(&blob.digest).ok())
+                .map(|progress| progress.fetched_bytes),
             warnings_total: 0,
             warnings: Vec::new(),
         })

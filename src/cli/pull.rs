@@ -7,7 +7,7 @@ use super::{
     RemoteArgs,
 };
 
-/// `pull REF [LOCAL-REF] [--platform P] [--jobs N] [--json]`
+/// `pull REF [LOCAL-REF] [--platform P] [--lazy] [--jobs N] [--json]`
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The image in a registry: REGISTRY/REPOSITORY[:TAG] or REGISTRY/REPOSITORY@sha256:...
@@ -21,6 +21,9 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = imagefs::DEFAULT_PULL_JOBS,
           value_parser = clap::value_parser!(usize))]
     pub jobs: usize,
+    /// Store manifests and configs now, layer bytes only when read (by HTTP range)
+    #[arg(long)]
+    pub lazy: bool,
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
@@ -46,7 +49,7 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
             .transpose()
             .context(&what)?,
         jobs: args.jobs.max(1),
-        lazy: false,
+        lazy: args.lazy,
         progress: super::progress::transfer_progress("pulling"),
     };
     let report = store.pull(&reference, &options).context(&what)?;
@@ -66,5 +69,11 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
         human(report.bytes_fetched),
         report.blobs_skipped
     );
+    if report.lazy_layers > 0 {
+        println!(
+            "{} layers lazy: {} fetched whole (small or not gzip), {} indexed by streaming once; the rest is fetched when read",
+            report.lazy_layers, report.lazy_fetched_whole, report.layers_streamed
+        );
+    }
     Ok(())
 }

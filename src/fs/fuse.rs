@@ -160,7 +160,17 @@ impl Opener {
     fn open(&self, content: &FileContent, may_work: bool) -> Result<Option<File>, VfsError> {
         match content {
             FileContent::Blob(digest) => {
-                let cas = self.vfs.store().cas();
+                let store = self.vfs.store();
+                let cas = store.cas();
+                // A lazy layer has no file yet: complete it first (its missing
+                // ranges fetched, checked against its digest and diff_id), off the
+                // FUSE workers.
+                if !cas.contains(digest) && store.is_absent(digest).map_err(VfsError::Store)? {
+                    if !may_work {
+                        return Ok(None);
+                    }
+                    store.complete_layer(digest).map_err(VfsError::Store)?;
+                }
                 let opened = if may_work {
                     cas.open_verified(digest).map(Some)
                 } else {

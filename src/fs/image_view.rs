@@ -349,7 +349,11 @@ impl ImageViews {
     /// layer is unpacked and known here, the file checked before); `None` when
     /// [`ImageViews::open_content`] has unpacking or hashing to do.
     pub(crate) fn open_content_if_ready(&self, layer: &Digest, entry: u32) -> Option<File> {
-        let unpacked = lock(&self.unpacked).get(layer).cloned()?;
+        let known = lock(&self.unpacked).get(layer).cloned();
+        let Some(unpacked) = known else {
+            // A file of a lazy layer fetched before: no waiting behind a fetch.
+            return self.store.open_lazy_entry_if_ready(layer, entry as usize);
+        };
         self.store
             .open_layer_content_if_verified(layer, &unpacked.cache, &unpacked.index, entry as usize)
             .ok()
@@ -361,6 +365,11 @@ impl ImageViews {
     /// unpacking, a truncated file) is unpacked again, never served.
     pub(crate) fn open_content(&self, layer: &Digest, entry: u32) -> Result<File, StoreError> {
         let entry = entry as usize;
+        // A lazy layer: the file is fetched by ranges and materialized alone (with
+        // its neighbours in the same spans), not the whole layer.
+        if let Some(file) = self.store.open_lazy_entry(layer, entry)? {
+            return Ok(file);
+        }
         let known = lock(&self.unpacked).get(layer).cloned();
         let mut unpacked_now = false;
         let unpacked = match known {

@@ -62,6 +62,10 @@ pub struct ImportOptions {
     /// Where every blob of the imported images can be fetched again (a registry
     /// repository), recorded in the same commit; `None` for files.
     pub origin: Option<Origin>,
+    /// `pull --lazy`: layers the store lacks are recorded without their bytes
+    /// (state `lazy`, diff_id from the config), to be fetched from `origin` when
+    /// read (`store/lazy.rs`). Manifests and configs are fetched and verified.
+    pub lazy_layers: bool,
 }
 
 impl Default for ImportOptions {
@@ -73,6 +77,7 @@ impl Default for ImportOptions {
             decompress_limits: DecompressLimits::default(),
             jobs: DEFAULT_IMPORT_JOBS,
             origin: None,
+            lazy_layers: false,
         }
     }
 }
@@ -85,6 +90,7 @@ impl std::fmt::Debug for ImportOptions {
             .field("decompress_limits", &self.decompress_limits)
             .field("jobs", &self.jobs)
             .field("origin", &self.origin)
+            .field("lazy_layers", &self.lazy_layers)
             .finish_non_exhaustive()
     }
 }
@@ -107,6 +113,8 @@ pub struct ImportReport {
     /// Entries the imported images' `rootfs/` leave out (hostile or malformed tar
     /// entries are skipped, not fatal), for each image that has any.
     pub warnings: Vec<ImageWarnings>,
+    /// Layers recorded without their bytes (`pull --lazy`), base first.
+    pub lazy_layers: Vec<Digest>,
 }
 
 /// What one imported image's `rootfs/` leaves out, layer by layer.
@@ -246,6 +254,10 @@ struct Importer<'a, S: ?Sized> {
     /// Indexes of the layers built by this import, until their manifests are
     /// checked for skipped entries.
     fresh_indexes: HashMap<Digest, LayerIndex>,
+    /// Record layers the store lacks as lazy instead of fetching them.
+    lazy_layers: bool,
+    /// Layers recorded lazily by this import.
+    lazy: Vec<Digest>,
 }
 
 impl Store {
@@ -294,6 +306,8 @@ impl Store {
             work: Vec::new(),
             checks: Vec::new(),
             fresh_indexes: HashMap::new(),
+            lazy_layers: options.lazy_layers,
+            lazy: Vec::new(),
         };
         let result = importer.run(&plan, options.origin.as_ref());
         options.progress.finished();
@@ -415,12 +429,25 @@ where
         self.check_skipped_entries();
         crate::failpoint::hit("import.before_commit");
         let mut doomed = Vec::new();
+        let completed;
         {
             let mut conn = self.store.conn();
             let tx = meta::write_tx(&mut conn)?;
             // Children first, so every edge's child row exists when counted.
             let ordered: Vec<NewBlob> = self.new_blobs.iter().rev().cloned().collect();
-            meta::insert_blobs(&tx, &ordered)?;
+            let inserted = meta::insert_blobs(&tx, &ordered)?;
+            // Lazy layers new to the store are marked so; every other blob of this
+            // import has its file now (a plain pull completes a lazy layer here).
+            let lazy: HashSet<Digest> = self.lazy.iter().copied().collect();
+            for digest in inserted.iter().filter(|d| lazy.contains(d)) {
+                meta::set_blob_state(&tx, digest, meta::BlobState::Lazy)?;
+            }
+            let with_files: Vec<Digest> = ordered
+                .iter()
+                .map(|b| b.digest)
+                .filter(|d| !lazy.contains(d))
+                .collect();
+            completed = meta::mark_present(&tx, &with_files)?;
             if let Some(origin) = origin {
                 for blob in &ordered {
                     meta::add_origins(&tx, &blob.digest, std::slice::from_ref(origin))?;
@@ -438,6 +465,11 @@ where
         }
         self.leases.ids.clear();
         self.store.note_change();
+        for layer in &completed {
+            // Fetched ranges and materialized files of a lazy layer now complete.
+            self.store.drop_lazy_cache(layer);
+        }
+        self.report.lazy_layers = std::mem::take(&mut self.lazy);
         for planned in plan {
             self.report
                 .images
@@ -711,6 +743,12 @@ where
                 self.record_leaf(descriptor, BlobKind::Layer, Some(diff_id));
                 return Ok(());
             }
+            None if !stored && self.lazy_layers => {
+                // Recorded with the config's diff_id, checked when the bytes come.
+                self.lazy.push(descriptor.digest);
+                self.record_leaf(descriptor, BlobKind::Layer, Some(expected));
+                return Ok(());
+            }
             None if stored => {
                 self.skipped(descriptor, BlobKind::Layer);
                 self.work.push(BlobJob {
@@ -821,7 +859,12 @@ where
     /// fails the import: an index that cannot be read is reported instead.
     fn check_skipped_entries(&mut self) {
         let fresh = std::mem::take(&mut self.fresh_indexes);
+        let lazy: HashSet<Digest> = self.lazy.iter().copied().collect();
         for check in std::mem::take(&mut self.checks) {
+            // A lazy layer has no index yet: `pull --lazy` checks after its commit.
+            if check.layers.iter().any(|layer| lazy.contains(layer)) {
+                continue;
+            }
             let indexes: Result<Vec<Cow<'_, LayerIndex>>> = check
                 .layers
                 .iter()

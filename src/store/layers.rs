@@ -204,6 +204,15 @@ impl Store {
         Ok(index)
     }
 
+    /// True when the layer's entry index is in the cache (nothing to fetch or build).
+    pub(crate) fn layer_index_cached(&self, layer: &Digest) -> bool {
+        let dir = self.layer_cache_dir(layer);
+        let path = dir
+            .join(layer::INDEX_DIR)
+            .join(format!("{}.idx", layer.hex()));
+        LayerIndex::read_from(&path).is_ok()
+    }
+
     /// The layer's entry index: the unpacked one when the layer is unpacked, else the
     /// stream index, rebuilt from the blob when missing or corrupt.
     pub(crate) fn layer_index(&self, layer: &Digest) -> Result<LayerIndex> {
@@ -252,6 +261,9 @@ impl Store {
         layer: &Digest,
         cache: &CacheDir,
     ) -> Result<(LayerIndex, Option<GzipIndex>)> {
+        if self.is_absent(layer)? {
+            return self.index_lazy_layer(layer, cache);
+        }
         let compression = self.layer_compression(layer)?;
         let blob = self.cas.open_blob(layer)?;
         let reader = BufReader::with_capacity(1 << 20, blob);
@@ -570,9 +582,12 @@ impl Store {
             let Ok(layer) = Digest::from_hex(&entry.file_name().to_string_lossy()) else {
                 continue;
             };
-            let last_used = fs::metadata(entry.path().join(UNPACKED))
-                .and_then(|m| m.modified())
-                .ok();
+            // Unpacked contents, or a lazy layer's fetched ranges and files.
+            let last_used = [UNPACKED, "ranges/contents"]
+                .iter()
+                .filter_map(|name| fs::metadata(entry.path().join(name)).ok())
+                .filter_map(|m| m.modified().ok())
+                .max();
             out.push(CachedLayer {
                 layer,
                 bytes: super::dir_size(&entry.path()),
@@ -671,9 +686,10 @@ impl Store {
         }
         let _lock = FileLock::acquire(&dir.join(LOCK))?;
         let before = super::dir_size(&dir);
-        // unpacked.idx first: from then on nobody trusts content/.
+        // unpacked.idx first: from then on nobody trusts content/. A lazy layer's
+        // fetched ranges and its record of materialized files go with them.
         let _ = fs::remove_file(dir.join(UNPACKED));
-        for sub in [layer::CONTENT_DIR, layer::TMP_DIR] {
+        for sub in ["ranges", layer::CONTENT_DIR, layer::TMP_DIR] {
             let _ = fs::remove_dir_all(dir.join(sub));
         }
         Ok(before.saturating_sub(super::dir_size(&dir)))

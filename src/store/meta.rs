@@ -54,7 +54,7 @@ pub enum MetaError {
 
 type Result<T, E = MetaError> = std::result::Result<T, E>;
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -132,7 +132,45 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE leases ADD COLUMN expires_ns INTEGER;
      ALTER TABLE leases ADD COLUMN holder TEXT;
      CREATE INDEX leases_by_holder ON leases(holder) WHERE holder IS NOT NULL;",
+    // 4 -> 5: lazy layers (`pull --lazy`): a row whose file is not in blobs/ yet
+    // ('lazy': fetched by ranges from its origins when read), or whose fetched bytes
+    // failed their digest or diff_id ('bad': reads give EIO until a pull replaces it).
+    "ALTER TABLE blobs ADD COLUMN state TEXT NOT NULL DEFAULT 'present';
+     CREATE INDEX blobs_not_present ON blobs(state) WHERE state != 'present';",
 ];
+
+/// Whether a blob's file is in `blobs/` (SPEC 6, `pull --lazy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobState {
+    /// The file is in `blobs/`, verified when it was written.
+    Present,
+    /// A layer pulled lazily: no file; its bytes are fetched by ranges from its
+    /// origins when read, and it becomes `Present` once complete and checked.
+    Lazy,
+    /// A lazy layer whose fetched bytes did not match its digest or diff_id: reads
+    /// give EIO, `fsck` names it, a plain `pull` fetches it again.
+    Bad,
+}
+
+impl BlobState {
+    /// The lowercase name, as stored in SQL and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlobState::Present => "present",
+            BlobState::Lazy => "lazy",
+            BlobState::Bad => "bad",
+        }
+    }
+    fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "present" => BlobState::Present,
+            "lazy" => BlobState::Lazy,
+            "bad" => BlobState::Bad,
+            other => return Err(MetaError::Corrupt(format!("unknown blob state {other:?}"))),
+        })
+    }
+}
 
 /// What a blob is to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -224,6 +262,8 @@ pub struct BlobInfo {
     pub diff_id: Option<Digest>,
     /// When it was stored (ns since the epoch).
     pub created_ns: i64,
+    /// Whether its file is in `blobs/` (lazy layers have none yet).
+    pub state: BlobState,
 }
 
 /// A platform as recorded on an index edge: the image's own platform type (one
@@ -718,7 +758,8 @@ pub fn repository_manifests(conn: &Connection, repository_id: i64) -> Result<Vec
 /// A blob's row.
 pub fn blob(conn: &Connection, digest: &Digest) -> Result<Option<BlobInfo>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT size, media_type, kind, refcount, diff_id, created_ns FROM blobs WHERE digest=?1",
+        "SELECT size, media_type, kind, refcount, diff_id, created_ns, state FROM blobs
+         WHERE digest=?1",
     )?;
     let row = stmt
         .query_row([digest.to_string()], |r| {
@@ -729,10 +770,11 @@ pub fn blob(conn: &Connection, digest: &Digest) -> Result<Option<BlobInfo>> {
                 r.get::<_, i64>(3)?,
                 r.get::<_, Option<String>>(4)?,
                 r.get::<_, i64>(5)?,
+                r.get::<_, String>(6)?,
             ))
         })
         .optional()?;
-    let Some((size, media_type, kind, refcount, diff_id, created_ns)) = row else {
+    let Some((size, media_type, kind, refcount, diff_id, created_ns, state)) = row else {
         return Ok(None);
     };
     let diff_id = match diff_id {
@@ -749,6 +791,7 @@ pub fn blob(conn: &Connection, digest: &Digest) -> Result<Option<BlobInfo>> {
         refcount: refcount as u64,
         diff_id,
         created_ns,
+        state: BlobState::parse(&state)?,
     }))
 }
 
@@ -926,7 +969,7 @@ pub fn insert_blobs(tx: &Transaction<'_>, blobs: &[NewBlob]) -> Result<Vec<Diges
 /// Every stored blob, by digest, in one query.
 pub fn all_blobs(conn: &Connection) -> Result<Vec<BlobInfo>> {
     let mut stmt = conn.prepare(
-        "SELECT digest, size, media_type, kind, refcount, diff_id, created_ns
+        "SELECT digest, size, media_type, kind, refcount, diff_id, created_ns, state
          FROM blobs ORDER BY digest",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -938,11 +981,12 @@ pub fn all_blobs(conn: &Connection) -> Result<Vec<BlobInfo>> {
             r.get::<_, i64>(4)?,
             r.get::<_, Option<String>>(5)?,
             r.get::<_, i64>(6)?,
+            r.get::<_, String>(7)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (digest, size, media_type, kind, refcount, diff_id, created_ns) = row?;
+        let (digest, size, media_type, kind, refcount, diff_id, created_ns, state) = row?;
         let diff_id = match diff_id {
             Some(text) => Some(
                 Digest::parse(&text).map_err(|e| MetaError::Corrupt(format!("diff_id: {e}")))?,
@@ -957,7 +1001,47 @@ pub fn all_blobs(conn: &Connection) -> Result<Vec<BlobInfo>> {
             refcount: refcount as u64,
             diff_id,
             created_ns,
+            state: BlobState::parse(&state)?,
         });
+    }
+    Ok(out)
+}
+
+/// Sets a blob's state (a lazy layer recorded, completed, or found bad).
+pub fn set_blob_state(tx: &Transaction<'_>, digest: &Digest, state: BlobState) -> Result<()> {
+    tx.execute(
+        "UPDATE blobs SET state=?2 WHERE digest=?1",
+        params![digest.to_string(), state.as_str()],
+    )?;
+    Ok(())
+}
+
+/// Marks blobs whose files an import has just written or found present
+/// (a plain pull completing a lazy layer); returns those that were not present.
+pub fn mark_present(tx: &Transaction<'_>, digests: &[Digest]) -> Result<Vec<Digest>> {
+    let mut changed = Vec::new();
+    let mut update =
+        tx.prepare_cached("UPDATE blobs SET state='present' WHERE digest=?1 AND state!='present'")?;
+    for digest in digests {
+        if update.execute([digest.to_string()])? > 0 {
+            changed.push(*digest);
+        }
+    }
+    Ok(changed)
+}
+
+/// Blobs whose file is not in `blobs/` (lazy or bad layers).
+pub fn absent_blobs(conn: &Connection) -> Result<Vec<(Digest, BlobState)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT digest, state FROM blobs WHERE state != 'present' ORDER BY digest",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((parse_digest(r.get(0)?)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (digest, state) = row?;
+        out.push((digest, BlobState::parse(&state)?));
     }
     Ok(out)
 }

@@ -25,6 +25,7 @@ pub(crate) mod cas;
 mod import;
 pub(crate) mod index_artifact;
 mod layers;
+mod lazy;
 pub(crate) mod meta;
 mod pipeline;
 mod progress;
@@ -48,8 +49,9 @@ pub use import::{
 };
 pub use index_artifact::AttachedIndex;
 pub use layers::{EntryWarning, LayerWarnings, WARNINGS_KEPT};
+pub use lazy::{LazyProgress, SMALL_LAYER};
 pub use meta::{
-    BlobInfo, BlobKind, Edge, EdgeKind, MetaError, Origin, PlatformRow, RepoRow, TagRow,
+    BlobInfo, BlobKind, BlobState, Edge, EdgeKind, MetaError, Origin, PlatformRow, RepoRow, TagRow,
 };
 pub use progress::{NoProgress, Progress};
 pub use pull::{digest_tag, parse_platform, platform_text, PullOptions, PullReport};
@@ -299,8 +301,14 @@ pub struct DfReport {
     pub shared_bytes: u64,
     /// Bytes of blobs used by exactly one repository.
     pub unique_bytes: u64,
-    /// Bytes in cache/.
+    /// Bytes in cache/ (fetched ranges of lazy layers included).
     pub cache_bytes: u64,
+    /// Layers pulled lazily and not complete yet (no file in blobs/).
+    pub lazy_layers: u64,
+    /// Of those layers' bytes, fetched so far (kept in cache/).
+    pub lazy_fetched_bytes: u64,
+    /// Of those layers' bytes, not fetched yet.
+    pub lazy_missing_bytes: u64,
     /// Per registry.
     pub registries: Vec<DfEntry>,
     /// Per repository.
@@ -340,6 +348,13 @@ pub struct FsckReport {
     /// Unpacked content files whose bytes no longer match their name; `--repair`
     /// drops their layer's unpacked contents (rebuilt from the blob on next use).
     pub cache_damaged: Vec<String>,
+    /// Lazy layers (`pull --lazy`): no file in blobs/ yet, not missing; their
+    /// fetched ranges are checked against the span digests (damage goes to
+    /// `cache_damaged`).
+    pub lazy: Vec<String>,
+    /// Lazy layers whose fetched bytes failed their digest or diff_id: reads give
+    /// EIO until a pull fetches them again.
+    pub bad: Vec<String>,
     /// What `--repair` did.
     pub repaired: Vec<String>,
 }
@@ -352,6 +367,7 @@ impl FsckReport {
             && self.bad_counts.is_empty()
             && self.dangling.is_empty()
             && self.cache_damaged.is_empty()
+            && self.bad.is_empty()
     }
 }
 
@@ -382,6 +398,8 @@ pub struct Store {
     cas: Cas,
     conn: Mutex<Connection>,
     local_changes: AtomicU64,
+    /// Registry clients of lazy layers (`store/lazy.rs`).
+    lazy: lazy::LazyState,
 }
 
 impl Store {
@@ -398,6 +416,7 @@ impl Store {
             cas,
             conn: Mutex::new(conn),
             local_changes: AtomicU64::new(0),
+            lazy: lazy::LazyState::default(),
         })
     }
 
@@ -1034,6 +1053,9 @@ impl Store {
         let blobs = meta::all_blobs(&self.conn())?;
         let stored: HashSet<Digest> = blobs.iter().map(|b| b.digest).collect();
         for info in &blobs {
+            if info.state != BlobState::Present {
+                continue; // check_lazy_layers below
+            }
             report.blobs_checked += 1;
             match self.cas.rehash(&info.digest)? {
                 None => report
@@ -1063,6 +1085,7 @@ impl Store {
         }
         report.dangling = meta::dangling(&self.conn())?;
         let damaged_layers = self.check_unpacked(&mut report)?;
+        self.check_lazy_layers(&mut report, repair)?;
         for entry in self.cas.list()? {
             match entry {
                 Ok(digest) if stored.contains(&digest) => {}
@@ -1129,11 +1152,17 @@ impl Store {
     pub fn df(&self) -> Result<DfReport> {
         let conn = self.conn();
         let blobs = meta::all_blobs(&conn)?;
+        let present = |b: &&BlobInfo| b.state == BlobState::Present;
         let mut report = DfReport {
-            stored_bytes: blobs.iter().map(|b| b.size).sum(),
-            blob_count: blobs.len() as u64,
+            stored_bytes: blobs.iter().filter(present).map(|b| b.size).sum(),
+            blob_count: blobs.iter().filter(present).count() as u64,
             ..Default::default()
         };
+        let absent: Vec<Digest> = blobs
+            .iter()
+            .filter(|b| b.state != BlobState::Present)
+            .map(|b| b.digest)
+            .collect();
         // What each repository reaches: its distinct tag targets, each manifest's
         // reach asked once (thousands of repositories share a few images).
         let targets = meta::tag_targets(&conn)?;
@@ -1214,6 +1243,12 @@ impl Store {
             .map(|(name, e)| DfEntry { name, ..e })
             .collect();
         report.cache_bytes = dir_size(&self.cache_dir());
+        for layer in &absent {
+            let progress = self.lazy_progress(layer)?;
+            report.lazy_layers += 1;
+            report.lazy_fetched_bytes += progress.fetched_bytes;
+            report.lazy_missing_bytes += progress.total_bytes - progress.fetched_bytes;
+        }
         Ok(report)
     }
 }
@@ -1251,6 +1286,8 @@ impl Store {
         let mut images = Vec::new();
         for reference in references {
             let digest = self.resolve(reference)?;
+            // A lazy image is completed first (its layers fetched and checked).
+            self.complete_image(&digest)?;
             let info = self
                 .blob(&digest)?
                 .ok_or_else(|| StoreError::NotFound(format!("manifest {digest}")))?;

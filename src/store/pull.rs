@@ -15,6 +15,7 @@ use crate::image::{self, Descriptor, Parsed, Platform};
 use crate::reference::{Reference, Target};
 use crate::remote::{Client, FetchedManifest, Options, RegistrySource, RemoteError};
 use crate::store::import::{ImageWarnings, ImportOptions, DEFAULT_PULL_JOBS};
+use crate::store::index_artifact::ArtifactLayer;
 use crate::store::meta::Origin;
 use crate::store::progress::{NoProgress, Progress};
 use crate::store::{CasError, Store, StoreError, MAX_JSON_BLOB};
@@ -82,6 +83,13 @@ pub struct PullReport {
     pub blobs_skipped: u64,
     /// Entries the image's `rootfs/` leaves out, as for an import.
     pub warnings: Vec<ImageWarnings>,
+    /// `--lazy`: layers stored without their bytes (fetched by range when read).
+    pub lazy_layers: u64,
+    /// `--lazy`: of those, layers that were fetched whole and stored now because
+    /// they are small or not gzip.
+    pub lazy_fetched_whole: u64,
+    /// `--lazy`: layers whose indexes came from streaming them once.
+    pub layers_streamed: u64,
 }
 
 /// Parses `OS/ARCH[/VARIANT]` (`linux/arm64/v8`).
@@ -169,7 +177,7 @@ impl Store {
                     self.top_manifest(&client, &reference.repository, &child.digest.to_string())?;
             }
         }
-        let source = RegistrySource::with_top(client, &source_reference, top)?;
+        let source = RegistrySource::with_top(client.clone(), &source_reference, top)?;
         let report = self.import_from(
             &source,
             None,
@@ -181,10 +189,11 @@ impl Store {
                     registry: reference.registry.clone(),
                     repository: reference.repository.clone(),
                 }),
+                lazy_layers: options.lazy,
                 ..ImportOptions::default()
             },
         )?;
-        Ok(PullReport {
+        let mut pulled = PullReport {
             source: reference.to_string(),
             reference: destination.to_string(),
             digest: source.top().digest,
@@ -192,7 +201,134 @@ impl Store {
             bytes_fetched: report.bytes_read,
             blobs_skipped: report.blobs_present,
             warnings: report.warnings,
-        })
+            lazy_layers: report.lazy_layers.len() as u64,
+            lazy_fetched_whole: 0,
+            layers_streamed: 0,
+        };
+        if !report.lazy_layers.is_empty() {
+            // The tag is committed: the image is visible now. Its layers' indexes
+            // are what listing it needs; get them before returning.
+            self.share_client(&reference.registry, client.clone());
+            let before = self.lazy_bytes_fetched();
+            let (whole, streamed) = self.index_lazy_layers(
+                &client,
+                reference,
+                &source.top().digest,
+                &report.lazy_layers,
+                options,
+            )?;
+            pulled.lazy_fetched_whole = whole;
+            pulled.layers_streamed = streamed;
+            pulled.bytes_fetched += self.lazy_bytes_fetched() - before;
+        }
+        Ok(pulled)
+    }
+
+    /// Gets the indexes of the layers a lazy pull recorded, on up to `jobs` threads:
+    /// from the cache, else the index artifact, else by streaming each layer once
+    /// (small and non-gzip layers are fetched whole and stored instead). Returns how
+    /// many were fetched whole and how many streamed.
+    fn index_lazy_layers(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        top: &Digest,
+        layers: &[Digest],
+        options: &PullOptions,
+    ) -> Result<(u64, u64)> {
+        // The index artifact first: layers it gives indexes for are then found in
+        // the cache below. A registry failure while looking for it is logged and
+        // the layers are streamed instead (which meets the same registry, and says
+        // what is wrong if it is really down).
+        for (manifest, layers) in self.lazy_image_layers(top)? {
+            if let Err(e) =
+                self.fetch_index_artifact(client, &reference.repository, &manifest, &layers)
+            {
+                log::warn!("{reference}: no index artifact used for {manifest}: {e}");
+            }
+        }
+        let missing: Vec<Digest> = layers
+            .iter()
+            .filter(|layer| !self.layer_index_cached(layer))
+            .copied()
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let whole = std::sync::atomic::AtomicU64::new(0);
+        let streamed = std::sync::atomic::AtomicU64::new(0);
+        let first_error: std::sync::Mutex<Option<StoreError>> = std::sync::Mutex::new(None);
+        let worker = || loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(layer) = missing.get(i) else {
+                return;
+            };
+            let small = self
+                .blob(layer)
+                .ok()
+                .flatten()
+                .map(|info| {
+                    info.size < crate::store::SMALL_LAYER
+                        || image::LayerCompression::from_media_type(&info.media_type)
+                            != Some(image::LayerCompression::Gzip)
+                })
+                .unwrap_or(false);
+            match self.layer_index(layer) {
+                Ok(_) if small => {
+                    whole.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(_) => {
+                    streamed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => {
+                    crate::sys::lock(&first_error).get_or_insert(e);
+                    return;
+                }
+            }
+        };
+        let threads = options.jobs.max(1).min(missing.len().max(1));
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(worker);
+            }
+            worker();
+        });
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        Ok((whole.into_inner(), streamed.into_inner()))
+    }
+
+    /// Each image manifest under `top` (itself, or an index's children) with its
+    /// layers as recorded (digest, size, media type, the config's diff_id): what the
+    /// index artifact is asked for.
+    pub(crate) fn lazy_image_layers(
+        &self,
+        top: &Digest,
+    ) -> Result<Vec<(Digest, Vec<ArtifactLayer>)>> {
+        let mut out = Vec::new();
+        for blob in self.reachable_blobs(top)? {
+            if blob.kind != crate::store::BlobKind::Manifest {
+                continue;
+            }
+            let mut layers = Vec::new();
+            for edge in self.edges(&blob.digest)? {
+                if edge.kind != crate::store::EdgeKind::Layer {
+                    continue;
+                }
+                let Some(diff_id) = self.blob(&edge.child)?.and_then(|info| info.diff_id) else {
+                    continue;
+                };
+                layers.push(ArtifactLayer {
+                    digest: edge.child,
+                    size: edge.size,
+                    media_type: edge.media_type,
+                    diff_id: crate::digest::DiffId(diff_id),
+                });
+            }
+            if !layers.is_empty() {
+                out.push((blob.digest, layers));
+            }
+        }
+        Ok(out)
     }
 
     /// The manifest or index `wanted` (a tag or a digest) names, from the store when
