@@ -26,4 +26,5 @@ mod tests;
 pub use auth::Credentials;
 pub use client::{Client, FetchedManifest, MountOutcome, Options};
 pub use error::{ErrorKind, RemoteError};
+pub(crate) use name::registry_host;
 pub use source::RegistrySource;
