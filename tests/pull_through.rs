@@ -406,6 +406,9 @@ fn a_registry_down_fails_in_bounded_time_and_the_mount_keeps_answering() {
         .all(|t| t.starts_with("docker.io/")));
 }
 
+/// Two processes at once: one pull, both read. (The kernel itself sends one
+/// LOOKUP for concurrent lookups of one name; the daemon's single flight is what
+/// the next test shows, where lookups arrive while a pull is under way.)
 #[test]
 fn two_processes_looking_up_one_new_tag_cause_one_pull() {
     let Some(r) = Remote::start("pt-flight", &["sample-alpine:3.19"]) else {
@@ -455,5 +458,59 @@ fn two_processes_looking_up_one_new_tag_cause_one_pull() {
     assert_eq!(
         stored_tags(&r.t, &r.store()),
         vec![format!("{}/library/sample-alpine:3.19", r.host())]
+    );
+}
+
+#[test]
+fn a_pull_slower_than_the_timeout_goes_on_and_later_lookups_join_it() {
+    let Some(r) = Remote::start("pt-slow", &["sample-app:1.0"]) else {
+        return;
+    };
+    // Every request answers within the 1 s timeout, but the pull (ping, manifest,
+    // config, layers) takes longer than one lookup may wait.
+    r.proxy
+        .add("/v2/", Fault::Delay(Duration::from_millis(600)), 0);
+    let host = r.host();
+    let m = Mount::start(
+        &r.store(),
+        &r.t.join("mnt"),
+        &["--pull-through", &host, "--timeout", "1"],
+    );
+    let tag = m.join(&host).join("library/sample-app/tags/1.0");
+    let lookers: Vec<_> = (0..2)
+        .map(|n| {
+            let tag = tag.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(150 * n));
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let mut errors = Vec::new();
+                loop {
+                    match stat_errno(&tag) {
+                        None => return errors,
+                        Some(errno) => errors.push(errno),
+                    }
+                    assert!(Instant::now() < deadline, "never pulled: {errors:?}");
+                    thread::sleep(Duration::from_millis(100));
+                }
+            })
+        })
+        .collect();
+    let errors: Vec<i32> = lookers
+        .into_iter()
+        .flat_map(|l| l.join().expect("a looker"))
+        .collect();
+    // Lookups gave up waiting (EIO) while the pull went on, and the later ones
+    // joined it instead of starting another.
+    assert!(!errors.is_empty(), "no lookup waited out the timeout");
+    assert!(errors.iter().all(|e| *e == libc::EIO), "{errors:?}");
+    let gets: Vec<String> = r
+        .requests("/manifests/1.0")
+        .into_iter()
+        .filter(|line| line.starts_with("GET "))
+        .collect();
+    assert_eq!(gets.len(), 1, "{:?}", r.proxy.requests());
+    assert_eq!(
+        stored_tags(&r.t, &r.store()),
+        vec![format!("{host}/library/sample-app:1.0")]
     );
 }
