@@ -349,6 +349,14 @@ mod tests {
     }
 
     #[test]
+    fn help_says_the_library_periods() {
+        let miss = format!("remembered for {} s", imagefs::MISS_PERIOD.as_secs());
+        let failure = format!("remembered for {} s", imagefs::FAILURE_PERIOD.as_secs());
+        assert!(PULL_THROUGH_HELP.contains(&miss), "{miss}");
+        assert!(PULL_THROUGH_HELP.contains(&failure), "{failure}");
+    }
+
+    #[test]
     fn threads() {
         assert_eq!(parse_threads("4"), Ok(4));
         assert!(parse_threads("0").is_err());

@@ -136,6 +136,8 @@ struct Remembered {
 struct Flight {
     outcome: Mutex<Option<std::result::Result<(), Failure>>>,
     done: Condvar,
+    /// Set once a lookup gave up waiting and said so in the log.
+    overdue: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -215,11 +217,14 @@ impl PullThrough {
             }
             let now = Instant::now();
             if now >= deadline {
-                log::warn!(
-                    "pull-through {reference}: no answer within {} s; \
-                     the pull goes on in the background",
-                    timeout.as_secs_f32()
-                );
+                drop(outcome);
+                if !flight.overdue.swap(true, Ordering::AcqRel) {
+                    log::warn!(
+                        "pull-through {reference}: no answer within {} s; \
+                         the pull goes on in the background",
+                        timeout.as_secs_f32()
+                    );
+                }
                 return Err(VfsError::PullThrough(
                     libc::EIO,
                     format!("{reference}: no answer within {timeout:?}"),
