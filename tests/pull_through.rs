@@ -514,3 +514,103 @@ fn a_pull_slower_than_the_timeout_goes_on_and_later_lookups_join_it() {
         vec![format!("{host}/library/sample-app:1.0")]
     );
 }
+
+/// `imagefs mount --pull-through HOST ARGS...` of `store` at `mountpoint`, with
+/// `stdin`; the mount is unmounted when the guard drops.
+fn mount_with(t: &TestDir, store: &Path, mountpoint: &Path, args: &[&str], stdin: &str) -> Mount {
+    fs::create_dir_all(mountpoint).expect("the mountpoint");
+    let guard = Mount::adopt(store, mountpoint);
+    imagefs(t, store)
+        .arg("mount")
+        .arg(mountpoint)
+        .args(args)
+        .stdin(stdin)
+        .timeout_secs(30)
+        .assert_ok();
+    guard
+}
+
+#[test]
+fn credentials_come_from_creds_and_the_usual_auth_files() {
+    if !util::require_fuse() {
+        return;
+    }
+    let config = RegistryConfig {
+        auth: registry::RegistryAuth::Basic {
+            user: "alice".into(),
+            password: "s3cret".into(),
+        },
+        tls: false,
+    };
+    let Some(reg) = Registry::start(&config) else {
+        return;
+    };
+    let t = TestDir::new("pt-creds");
+    let (layout, _) = t.demo_layout("demo-layout");
+    let source = t.join("source");
+    imagefs(&t, &source).arg("import").arg(&layout).assert_ok();
+    let host = reg.host();
+    imagefs(&t, &source)
+        .args(["push", "--creds", "alice:s3cret"])
+        .arg("docker.io/library/sample-alpine:3.19")
+        .arg(format!("{host}/library/sample-alpine:3.19"))
+        .assert_ok();
+    let file = |m: &Mount| {
+        m.join(&host)
+            .join("library/sample-alpine/tags/3.19/rootfs/etc/os-release")
+    };
+
+    // Without credentials: EACCES (and nothing stored).
+    let m = mount_with(
+        &t,
+        &t.join("s0"),
+        &t.join("m0"),
+        &["--pull-through", &host],
+        "",
+    );
+    let error = fs::read_to_string(file(&m)).expect_err("no credentials");
+    assert_eq!(error.raw_os_error(), Some(libc::EACCES), "{error}");
+    drop(m);
+
+    // `--creds USER`: the password is read from stdin, and reaches the daemon on
+    // its stdin, not on its command line.
+    let m = mount_with(
+        &t,
+        &t.join("s1"),
+        &t.join("m1"),
+        &["--pull-through", &host, "--creds", "alice"],
+        "s3cret\n",
+    );
+    let text = fs::read_to_string(file(&m)).expect("read with --creds");
+    assert!(text.contains(OS_RELEASE));
+    let mut daemons = 0;
+    for entry in fs::read_dir("/proc").expect("/proc").flatten() {
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&*m.path().to_string_lossy()) && cmdline.contains("--foreground") {
+            assert!(!cmdline.contains("s3cret"), "{cmdline}");
+            assert!(cmdline.contains("--creds alice"), "{cmdline}");
+            daemons += 1;
+        }
+    }
+    assert_eq!(daemons, 1, "the daemon's command line");
+    drop(m);
+
+    // Docker's config.json ($DOCKER_CONFIG), as `docker login` writes it.
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    t.write(
+        "docker/config.json",
+        serde_json::json!({"auths": {host.clone(): {"auth": auth}}}).to_string(),
+    );
+    let m = mount_with(
+        &t,
+        &t.join("s2"),
+        &t.join("m2"),
+        &["--pull-through", &host],
+        "",
+    );
+    assert!(fs::read_to_string(file(&m))
+        .expect("read with config.json")
+        .contains(OS_RELEASE));
+}
