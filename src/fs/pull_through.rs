@@ -514,6 +514,88 @@ mod tests {
         }
     }
 
+    /// A view of an empty store whose registry `localhost:<closed port>` pulls
+    /// through (refused at once: nothing listens there).
+    fn refused_view(dir: &std::path::Path) -> Arc<Vfs> {
+        let store = Arc::new(Store::open(&dir.join("store")).expect("store"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let remote = RemoteOptions {
+            no_credential_files: true,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(2),
+            max_tries: 1,
+            ..RemoteOptions::default()
+        };
+        let options = PullThroughOptions::new(vec![format!("localhost:{port}")], remote);
+        let vfs = Vfs::new(store, "/mnt/imagefs-test".into(), false, 1 << 30);
+        Arc::new(vfs.with_pull_through(options))
+    }
+
+    #[test]
+    fn names_under_a_pull_through_registry_resolve_without_the_network() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let vfs = refused_view(dir.path());
+        let registry = vfs
+            .pull_through()
+            .and_then(|t| t.registries().first().cloned())
+            .expect("a registry");
+        let root = super::super::attr::ROOT_INO;
+        let names = |ino| -> Vec<String> {
+            vfs.readdir(ino)
+                .expect("a listing")
+                .into_iter()
+                .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+                .filter(|n| n != "." && n != "..")
+                .collect()
+        };
+        assert_eq!(names(root), vec![registry.clone()]);
+        let mut ino = vfs
+            .lookup(root, registry.as_bytes())
+            .expect("the registry")
+            .ino;
+        for name in ["library", "alpine"] {
+            let attr = vfs.lookup(ino, name.as_bytes()).expect(name);
+            assert_eq!(attr.nlink, 2);
+            assert!(names(attr.ino).is_empty());
+            ino = attr.ino;
+        }
+        assert!(matches!(
+            vfs.lookup(ino, b"manifests"),
+            Err(VfsError::NotFound)
+        ));
+        assert!(matches!(vfs.lookup(ino, b"Upper"), Err(VfsError::NotFound)));
+        let tags = vfs.lookup(ino, b"tags").expect("tags/").ino;
+        assert!(names(tags).is_empty());
+        // Only a valid tag name goes to the network, and only from the adapter.
+        assert!(vfs.remote_lookup(tags, b".x").is_none());
+        assert!(vfs.remote_lookup(ino, b"alpine").is_none());
+        assert!(matches!(vfs.lookup(tags, b"3.19"), Err(VfsError::NotFound)));
+        let remote = vfs.remote_lookup(tags, b"3.19").expect("a remote lookup");
+        let (send, answer) = std::sync::mpsc::channel();
+        remote.spawn(move |result| {
+            let _ = send.send(result.map(|attr| attr.ino).map_err(|e| e.errno()));
+        });
+        let answer = answer
+            .recv_timeout(Duration::from_secs(20))
+            .expect("an answer within the timeout");
+        assert_eq!(answer, Err(libc::EIO));
+        // Remembered: answered from memory, for the whole registry.
+        assert!(vfs.remote_lookup(tags, b"3.19").is_none());
+        assert!(vfs.remote_lookup(tags, b"3.20").is_none());
+        assert_eq!(
+            vfs.lookup(tags, b"3.20").map_err(|e| e.errno()).err(),
+            Some(libc::EIO)
+        );
+        // Other registries are as before.
+        assert!(matches!(
+            vfs.lookup(root, b"localhost:1"),
+            Err(VfsError::NotFound)
+        ));
+    }
+
     #[test]
     fn options_refuse_store_only_registries() {
         let ok = PullThroughOptions::new(
