@@ -202,11 +202,22 @@ fn a_tag_looked_up_on_a_fresh_store_is_pulled_and_kept() {
     assert!(link.to_string_lossy().starts_with("../manifests/sha256:"));
 
     // Looked up again (also after the kernel forgot it): from the store.
-    let before = r.proxy.requests().len();
+    let asked = r.proxy.requests().len();
     assert_eq!(fs::read_to_string(&os_release).expect("cat again"), text);
     fs::write("/proc/sys/vm/drop_caches", "2").expect("drop dentries");
     assert!(fs::metadata(repo.join("tags/3.19/manifest.json")).is_ok());
-    assert_eq!(r.proxy.requests().len(), before, "{:?}", r.proxy.requests());
+    assert_eq!(r.proxy.requests().len(), asked, "{:?}", r.proxy.requests());
+
+    // `ln -s` into a repository the registry lacks: the lookup of the new name is
+    // a miss, then the link is made (a new repository of the store).
+    let digest = link.to_string_lossy().replace("../manifests/", "");
+    let other = m.join(&host).join("library/other/tags/1");
+    std::os::unix::fs::symlink(&digest, &other).expect("ln -s into a new repository");
+    assert!(fs::read_to_string(other.join("rootfs/etc/os-release"))
+        .expect("read through the new tag")
+        .contains(OS_RELEASE));
+    assert!(!r.requests("/v2/library/other/manifests/1").is_empty());
+    let before = r.proxy.requests().len();
 
     // A mount without --pull-through shows it too, and a remount of the same store.
     m.unmount();

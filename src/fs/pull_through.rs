@@ -314,9 +314,9 @@ impl PullThrough {
                     };
                     match &failure {
                         Failure::Missing => log::info!("pull-through {reference}: not there"),
-                        Failure::Denied(why) | Failure::Failed(why) => {
-                            log::warn!("pull-through {reference}: {why}")
-                        }
+                        Failure::Denied(why) => log::warn!("pull-through {reference}: {why}"),
+                        // An error line: the daemon's log is kept after it exits.
+                        Failure::Failed(why) => log::error!("pull-through {reference}: {why}"),
                     }
                     let remembered = Remembered {
                         until: now + period,
