@@ -352,14 +352,16 @@ fn new_session(
             reason: "not a directory".into(),
         });
     }
+    if let Some(through) = &options.pull_through {
+        through
+            .validate()
+            .map_err(|e| FsError::PullThrough(e.to_string()))?;
+    }
     let depth = backing_stack_depth(store.root());
     let cache_cap = options.cache_size.unwrap_or(DEFAULT_CACHE_SIZE);
     let trimmer = Trimmer::start(store.clone(), cache_cap);
     let mut view = vfs::Vfs::new(store, canonical.clone(), options.read_only, cache_cap);
     if let Some(through) = &options.pull_through {
-        through
-            .validate()
-            .map_err(|e| FsError::PullThrough(e.to_string()))?;
         view = view.with_pull_through(through.clone());
     }
     let view = Arc::new(view);
