@@ -81,7 +81,8 @@ pub use digest::{DiffId, Digest, DigestError};
 pub use error::{Error, ErrorKind, Result};
 pub use fs::{
     fuse_mounts_at, is_mounted, mount_foreground, mounts, spawn_mount, unmount, FsError,
-    MountHandle, MountInfo, MountOptions, PassthroughState, DEFAULT_THREADS,
+    MountHandle, MountInfo, MountOptions, PassthroughState, PullThroughOptions, DEFAULT_THREADS,
+    FAILURE_PERIOD, MISS_PERIOD,
 };
 pub use image::{Descriptor, ImageError, ImageSource, SourceImage};
 pub use layer::LayerError;

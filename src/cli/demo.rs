@@ -50,6 +50,8 @@ pub fn run(args: &Args) -> Result<(), CliError> {
             read_only: false,
             threads: imagefs::DEFAULT_THREADS,
             cache_size: None,
+            pull_through: Vec::new(),
+            remote: super::RemoteArgs::default(),
         },
     )
     .map_err(CliError::line)?;

@@ -172,8 +172,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// Options every command that talks to a registry takes (SPEC section 6).
-#[derive(Debug, clap::Args)]
+/// Options every command that talks to a registry takes (SPEC section 6), and
+/// `mount --pull-through`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct RemoteArgs {
     /// Credentials for the registry; a USER alone reads the password from stdin
     #[arg(long, value_name = "USER[:PASSWORD]")]
@@ -191,6 +192,18 @@ pub struct RemoteArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+}
+
+impl Default for RemoteArgs {
+    /// What the command line gives without any of these options.
+    fn default() -> Self {
+        RemoteArgs {
+            creds: None,
+            authfile: None,
+            tls_verify: true,
+            timeout: 30,
+        }
+    }
 }
 
 impl RemoteArgs {

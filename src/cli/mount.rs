@@ -6,17 +6,21 @@
 //! stdin and stdout on /dev/null and stderr on `STORE/mount-<daemon pid>.log` (the
 //! daemon deletes that log when it exits cleanly with no ERROR line in it). The parent
 //! returns once the mountpoint shows in /proc/self/mountinfo and answers a stat, or
-//! reports the daemon's error when it exits first (10 s at most).
+//! reports the daemon's error when it exits first (10 s at most). With
+//! `--pull-through`, the remote options go to the daemon too; a `--creds`
+//! password travels on the daemon's stdin, not in its arguments.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{IsTerminal, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imagefs::{self as fs, MountOptions, Store, DEFAULT_THREADS};
+use imagefs::{self as fs, MountOptions, PullThroughOptions, Store, DEFAULT_THREADS};
+
+use super::RemoteArgs;
 
 /// Environment variable naming the daemon's startup log, set for the child.
 const DAEMON_LOG_ENV: &str = "IMAGEFS_DAEMON_LOG";
@@ -25,7 +29,8 @@ const DAEMON_LOG_ENV: &str = "IMAGEFS_DAEMON_LOG";
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `imagefs mount`
-#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[derive(clap::Args, Debug)]
+#[command(after_help = PULL_THROUGH_HELP)]
 pub struct MountArgs {
     /// Directory to mount the store on.
     pub mountpoint: PathBuf,
@@ -44,7 +49,25 @@ pub struct MountArgs {
     /// Cap on the unpack cache, e.g. `512M`, `10G` (binary units).
     #[arg(long, value_parser = parse_size)]
     pub cache_size: Option<u64>,
+    /// Registries that resolve on lookup, like a remote-cache repository: looking
+    /// up a tag the store lacks in `REGISTRY/REPOSITORY/tags/` pulls it lazily
+    /// (see below). The remote options below apply to them.
+    #[arg(long, value_name = "REGISTRY[,REGISTRY...]", value_delimiter = ',')]
+    pub pull_through: Vec<String>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
+
+const PULL_THROUGH_HELP: &str = "\
+Pull-through (--pull-through docker.io,localhost:5000):
+  `cat MOUNT/docker.io/library/alpine/tags/3.19/rootfs/etc/os-release` works on a
+  fresh store: the lookup of `3.19` pulls docker.io/library/alpine:3.19 lazily
+  (manifests and configs now, layer bytes when read) and the tag then stays in the
+  store like any other. Only the lookup of a tag name in tags/ goes to the network;
+  listing and stat of anything else show what the store has. A lookup waits at most
+  --timeout seconds. A registry's 404 answers ENOENT and is remembered for 30 s;
+  401/403 answers EACCES (also remembered 30 s); a registry that is down or
+  failing answers EIO with one log line, remembered for 10 s.";
 
 /// `imagefs unmount`
 #[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
@@ -82,13 +105,45 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     number.checked_mul(1u64 << shift).ok_or_else(bad)
 }
 
-fn mount_options(args: &MountArgs) -> MountOptions {
-    MountOptions {
+fn mount_options(args: &MountArgs) -> Result<MountOptions, String> {
+    let pull_through = if args.pull_through.is_empty() {
+        None
+    } else {
+        let remote = args.remote.options()?;
+        let options = PullThroughOptions::new(args.pull_through.clone(), remote);
+        options
+            .validate()
+            .map_err(|e| format!("--pull-through: {e}"))?;
+        Some(options)
+    };
+    Ok(MountOptions {
         allow_other: args.allow_other,
         read_only: args.read_only,
         threads: args.threads,
         cache_size: Some(args.cache_size.unwrap_or_else(super::default_cache_size)),
+        pull_through,
+    })
+}
+
+/// `--creds` for the daemon: the user goes on its command line, the password (read
+/// here, from the terminal or stdin, when not given) on its stdin, never in its
+/// arguments.
+fn daemon_credentials(args: &MountArgs) -> Result<Option<(String, String)>, String> {
+    let Some(creds) = args.remote.creds.as_deref() else {
+        return Ok(None);
+    };
+    if let Some((user, password)) = creds.split_once(':') {
+        return Ok(Some((user.to_string(), password.to_string())));
     }
+    if std::io::stdin().is_terminal() {
+        eprint!("password for {creds}: ");
+    }
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .map_err(|e| format!("--creds {creds}: reading the password: {e}"))?;
+    let password = password.trim_end_matches(['\r', '\n']).to_string();
+    Ok(Some((creds.to_string(), password)))
 }
 
 /// Runs `imagefs mount`.
@@ -98,6 +153,12 @@ pub fn run_mount(store_root: &Path, args: &MountArgs) -> Result<(), String> {
         std::fs::metadata(&args.mountpoint).map_err(|e| format!("mount {shown}: {e}"))?;
     if !metadata.is_dir() {
         return Err(format!("mount {shown}: not a directory"));
+    }
+    if !args.pull_through.is_empty() {
+        let options = PullThroughOptions::new(args.pull_through.clone(), Default::default());
+        options
+            .validate()
+            .map_err(|e| format!("mount {shown}: --pull-through: {e}"))?;
     }
     let store =
         Store::open(store_root).map_err(|e| format!("store {}: {e}", store_root.display()))?;
@@ -120,8 +181,13 @@ fn run_foreground(store: Store, args: &MountArgs) -> Result<(), String> {
             Err(_) => starting,
         }
     });
-    let result = fs::mount_foreground(Arc::new(store), &args.mountpoint, &mount_options(args))
-        .map_err(|e| format!("mount {}: {e}", args.mountpoint.display()));
+    let shown = args.mountpoint.display();
+    let result = mount_options(args)
+        .map_err(|e| format!("mount {shown}: {e}"))
+        .and_then(|options| {
+            fs::mount_foreground(Arc::new(store), &args.mountpoint, &options)
+                .map_err(|e| format!("mount {shown}: {e}"))
+        });
     if let Some(log) = log {
         // Keep the log only when it says something went wrong.
         let troubled = read_log(&log).is_some_and(|text| text.contains("ERROR"));
@@ -166,9 +232,33 @@ fn spawn_daemon(store: &Store, args: &MountArgs) -> Result<(), String> {
     if let Some(size) = args.cache_size {
         command.arg("--cache-size").arg(size.to_string());
     }
+    let credentials = if args.pull_through.is_empty() {
+        None
+    } else {
+        command
+            .arg("--pull-through")
+            .arg(args.pull_through.join(","))
+            .arg("--timeout")
+            .arg(args.remote.timeout.to_string())
+            .arg(format!("--tls-verify={}", args.remote.tls_verify));
+        if let Some(file) = &args.remote.authfile {
+            // The daemon's directory is the same, but say it whole in its log.
+            let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+            command.arg("--authfile").arg(file);
+        }
+        let credentials = daemon_credentials(args).map_err(fail)?;
+        if let Some((user, _)) = &credentials {
+            command.arg("--creds").arg(user);
+        }
+        credentials
+    };
     command
         .env(DAEMON_LOG_ENV, &starting)
-        .stdin(Stdio::null())
+        .stdin(if credentials.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::null())
         .stderr(log);
     // SAFETY: setsid is async-signal-safe and touches no memory of this process.
@@ -183,6 +273,12 @@ fn spawn_daemon(store: &Store, args: &MountArgs) -> Result<(), String> {
     let mut child = command
         .spawn()
         .map_err(|e| fail(format!("starting the daemon: {e}")))?;
+    if let (Some((_, password)), Some(mut stdin)) = (credentials, child.stdin.take()) {
+        // One line; the pipe closes when `stdin` is dropped.
+        if let Err(error) = stdin.write_all(format!("{password}\n").as_bytes()) {
+            log::debug!("passing the password to the daemon: {error}");
+        }
+    }
     let daemon_log = store.root().join(format!("mount-{}.log", child.id()));
     let deadline = Instant::now() + MOUNT_TIMEOUT;
     loop {
@@ -250,6 +346,14 @@ mod tests {
         assert!(parse_size("").is_err());
         assert!(parse_size("ten").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn help_says_the_library_periods() {
+        let miss = format!("remembered for {} s", imagefs::MISS_PERIOD.as_secs());
+        let failure = format!("remembered for {} s", imagefs::FAILURE_PERIOD.as_secs());
+        assert!(PULL_THROUGH_HELP.contains(&miss), "{miss}");
+        assert!(PULL_THROUGH_HELP.contains(&failure), "{failure}");
     }
 
     #[test]

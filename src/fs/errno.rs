@@ -41,6 +41,10 @@ pub(crate) enum VfsError {
     /// Reading a blob file failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A lookup under a pull-through registry failed: the errno
+    /// `super::pull_through` chose (and logged), and why.
+    #[error("{1}")]
+    PullThrough(i32, String),
 }
 
 impl VfsError {
@@ -56,6 +60,7 @@ impl VfsError {
             VfsError::IsDir => libc::EISDIR,
             VfsError::NoXattr => libc::ENODATA,
             VfsError::Store(error) => store_errno(error),
+            VfsError::PullThrough(errno, _) => *errno,
             VfsError::Io(error) => match (error.raw_os_error(), ErrorKind::of_io(error)) {
                 (Some(code), _) if code == libc::ENOENT => libc::ENOENT,
                 (_, Some(ErrorKind::NoSpace)) => libc::ENOSPC,

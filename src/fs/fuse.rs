@@ -436,6 +436,41 @@ fn ttls(attr: &Attr) -> (Duration, Duration) {
     }
 }
 
+/// The `FileAttr` of `attr`, owned by `uid`/`gid` unless it has an owner of its own.
+fn file_attr_as(attr: &Attr, uid: u32, gid: u32) -> FileAttr {
+    let time = system_time(attr.mtime_ns);
+    FileAttr {
+        ino: INodeNo(attr.ino),
+        size: attr.size,
+        blocks: attr.blocks(),
+        atime: time,
+        mtime: time,
+        ctime: time,
+        crtime: time,
+        kind: file_type(attr.kind),
+        perm: attr.perm,
+        nlink: attr.nlink,
+        uid: attr.owner.map_or(uid, |(uid, _)| uid),
+        gid: attr.owner.map_or(gid, |(_, gid)| gid),
+        // The kernel's dev_t encoding fits in 32 bits for real device numbers.
+        rdev: u32::try_from(attr.rdev).unwrap_or(0),
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+/// Answers an entry request (lookups: also from the pull-through threads).
+fn reply_entry_as(result: Result<Attr, VfsError>, uid: u32, gid: u32, reply: ReplyEntry) {
+    match result {
+        Ok(attr) => {
+            let (attr_ttl, entry_ttl) = ttls(&attr);
+            let file_attr = file_attr_as(&attr, uid, gid);
+            reply.entry_with_ttls(&attr_ttl, &entry_ttl, &file_attr, Generation(0));
+        }
+        Err(error) => reply.error(errno(&error)),
+    }
+}
+
 /// What `init` found out about passthrough: 0 not yet mounted, 1 off,
 /// [`PASSTHROUGH_ON`] on.
 pub(crate) type PassthroughReport = Arc<AtomicU64>;
@@ -474,35 +509,11 @@ impl ImageFs {
     }
 
     fn file_attr(&self, attr: &Attr) -> FileAttr {
-        let time = system_time(attr.mtime_ns);
-        FileAttr {
-            ino: INodeNo(attr.ino),
-            size: attr.size,
-            blocks: attr.blocks(),
-            atime: time,
-            mtime: time,
-            ctime: time,
-            crtime: time,
-            kind: file_type(attr.kind),
-            perm: attr.perm,
-            nlink: attr.nlink,
-            uid: attr.owner.map_or(self.uid, |(uid, _)| uid),
-            gid: attr.owner.map_or(self.gid, |(_, gid)| gid),
-            // The kernel's dev_t encoding fits in 32 bits for real device numbers.
-            rdev: u32::try_from(attr.rdev).unwrap_or(0),
-            blksize: 4096,
-            flags: 0,
-        }
+        file_attr_as(attr, self.uid, self.gid)
     }
 
     fn reply_entry(&self, result: Result<Attr, VfsError>, reply: ReplyEntry) {
-        match result {
-            Ok(attr) => {
-                let (attr_ttl, entry_ttl) = ttls(&attr);
-                reply.entry_with_ttls(&attr_ttl, &entry_ttl, &self.file_attr(&attr), Generation(0));
-            }
-            Err(error) => reply.error(errno(&error)),
-        }
+        reply_entry_as(result, self.uid, self.gid, reply)
     }
 
     /// Drops a listing once a read asks past its end (the kernel's last call for a
@@ -636,6 +647,12 @@ impl Filesystem for ImageFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         count(&self.requests.lookup);
+        if let Some(remote) = self.vfs.remote_lookup(parent.0, name.as_bytes()) {
+            // A tag the store lacks under a pull-through registry: pulled and
+            // answered from a thread of its own, so this worker stays free.
+            let (uid, gid) = (self.uid, self.gid);
+            return remote.spawn(move |result| reply_entry_as(result, uid, gid, reply));
+        }
         self.reply_entry(self.vfs.lookup(parent.0, name.as_bytes()), reply);
     }
 

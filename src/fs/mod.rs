@@ -12,6 +12,8 @@
 //!   and file contents from the unpack cache.
 //! - [`fuse`]: the thin adapter: handle tables, passthrough, TTLs, replies.
 //! - [`errno`]: the one mapping from errors to errno values.
+//! - [`pull_through`]: `mount --pull-through`: lookups of tags the store lacks
+//!   under the named registries pull them (lazily), off the FUSE workers.
 //! - this file: mount plumbing: options, foreground mount with clean unmount on
 //!   SIGINT/SIGTERM, background mount for tests and embedders, and [`unmount`],
 //!   which also cleans up after a daemon that died.
@@ -45,6 +47,7 @@ mod inodes;
 mod layout;
 mod links;
 mod nodes;
+mod pull_through;
 mod read;
 mod vfs;
 #[cfg(test)]
@@ -63,6 +66,8 @@ use fuser::{Config, MountOption, Session, SessionACL};
 
 use crate::store::{Store, DEFAULT_CACHE_SIZE};
 
+pub use pull_through::{PullThroughOptions, FAILURE_PERIOD, MISS_PERIOD};
+
 // The mount's tables stay consistent across a panic of another holder (each
 // update is one insert or remove), so a poisoned lock is taken as it is.
 use crate::sys::lock;
@@ -71,7 +76,7 @@ use crate::sys::lock;
 pub const DEFAULT_THREADS: usize = 4;
 
 /// How to mount.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct MountOptions {
     /// Let users other than the mount owner in (`allow_other`); off by default.
     pub allow_other: bool,
@@ -82,6 +87,10 @@ pub struct MountOptions {
     /// Cap on `STORE/cache/` in bytes; `None` means [`DEFAULT_CACHE_SIZE`] (the CLI
     /// fills in `$IMAGEFS_CACHE_SIZE`).
     pub cache_size: Option<u64>,
+    /// `--pull-through`: registries whose tags the store lacks are pulled when
+    /// looked up (see [`PullThroughOptions`]); `None`: the mount never goes to the
+    /// network.
+    pub pull_through: Option<PullThroughOptions>,
 }
 
 impl Default for MountOptions {
@@ -91,6 +100,7 @@ impl Default for MountOptions {
             read_only: false,
             threads: DEFAULT_THREADS,
             cache_size: None,
+            pull_through: None,
         }
     }
 }
@@ -125,6 +135,9 @@ pub enum FsError {
         /// Why.
         reason: String,
     },
+    /// `--pull-through` names something that cannot be pulled from.
+    #[error("--pull-through: {0}")]
+    PullThrough(String),
     /// Other I/O (signal pipe, mount table).
     #[error("{what}: {source}")]
     Io {
@@ -339,15 +352,19 @@ fn new_session(
             reason: "not a directory".into(),
         });
     }
+    if let Some(through) = &options.pull_through {
+        through
+            .validate()
+            .map_err(|e| FsError::PullThrough(e.to_string()))?;
+    }
     let depth = backing_stack_depth(store.root());
     let cache_cap = options.cache_size.unwrap_or(DEFAULT_CACHE_SIZE);
     let trimmer = Trimmer::start(store.clone(), cache_cap);
-    let view = Arc::new(vfs::Vfs::new(
-        store,
-        canonical.clone(),
-        options.read_only,
-        cache_cap,
-    ));
+    let mut view = vfs::Vfs::new(store, canonical.clone(), options.read_only, cache_cap);
+    if let Some(through) = &options.pull_through {
+        view = view.with_pull_through(through.clone());
+    }
+    let view = Arc::new(view);
     let (filesystem, report) = fuse::ImageFs::new(view.clone(), depth, trimmer);
     let session =
         Session::new(filesystem, &canonical, &fuser_config(options)).map_err(|source| {

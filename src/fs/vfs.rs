@@ -167,6 +167,8 @@ pub(crate) struct Vfs {
     pub(super) changes: Arc<ChangeRounds>,
     /// Entries and inodes the change watcher told the kernel to forget.
     invalidations: std::sync::atomic::AtomicU64,
+    /// `mount --pull-through`: registries that resolve on lookup.
+    pull_through: Option<Arc<super::pull_through::PullThrough>>,
 }
 
 impl Vfs {
@@ -195,7 +197,28 @@ impl Vfs {
             sweeping: AtomicBool::new(false),
             changes: Arc::default(),
             invalidations: std::sync::atomic::AtomicU64::new(0),
+            pull_through: None,
         }
+    }
+
+    /// Makes the registries of `options` pull through (see `super::pull_through`).
+    pub(crate) fn with_pull_through(
+        mut self,
+        options: super::pull_through::PullThroughOptions,
+    ) -> Self {
+        let through = super::pull_through::PullThrough::new(self.store.clone(), options);
+        self.pull_through = Some(Arc::new(through));
+        self
+    }
+
+    /// The pull-through side of the mount, if it has one.
+    pub(crate) fn pull_through(&self) -> Option<&super::pull_through::PullThrough> {
+        self.pull_through.as_deref()
+    }
+
+    /// [`Vfs::pull_through`], shared.
+    pub(super) fn pull_through_arc(&self) -> Option<Arc<super::pull_through::PullThrough>> {
+        self.pull_through.clone()
     }
 
     /// The store behind the view.

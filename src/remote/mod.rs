@@ -27,4 +27,5 @@ pub use auth::Credentials;
 pub(crate) use client::referrers_tag;
 pub use client::{Client, FetchedManifest, MountOutcome, Options};
 pub use error::{ErrorKind, RemoteError};
+pub(crate) use name::registry_host;
 pub use source::RegistrySource;

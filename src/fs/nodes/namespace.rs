@@ -2,6 +2,11 @@
 //! (`docker.io/library/`), which may itself be a repository: then it also holds
 //! `tags/` and `manifests/`, and is an OCI image layout (its entries and writes
 //! are `layout`'s). `mkdir` makes repositories, `rmdir` removes empty ones.
+//!
+//! Under a pull-through registry of the mount (`crate::fs::pull_through`), a valid
+//! path the store lacks is a namespace too, empty and listing nothing, with a
+//! `tags/` whose lookups pull: it is the same node before and after the store has
+//! it, so the kernel's inodes stay right when a pull fills it in.
 
 use crate::reference;
 
@@ -26,6 +31,21 @@ impl Namespace {
         RepoKey {
             registry: self.registry.clone(),
             repository: self.path.clone(),
+        }
+    }
+
+    /// Under a pull-through registry: a valid path the store may not have yet.
+    fn may_exist_remotely(&self, vfs: &Vfs) -> bool {
+        vfs.may_exist_remotely(&self.registry, &self.path)
+    }
+
+    /// The attributes of a namespace the store does not have: a remote-only
+    /// directory under a pull-through registry, else `NotFound`.
+    fn virtual_attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
+        if self.may_exist_remotely(vfs) {
+            Ok(vfs.virtual_dir_attr(ino))
+        } else {
+            Err(VfsError::NotFound)
         }
     }
 
@@ -61,12 +81,12 @@ impl Kind for Namespace {
     }
 
     fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
-        let created = vfs
-            .registry_created(&self.registry)?
-            .ok_or(VfsError::NotFound)?;
+        let Some(created) = vfs.registry_created(&self.registry)? else {
+            return self.virtual_attr(vfs, ino);
+        };
         let info = vfs.ns(&self.registry, &self.path)?;
         if !self.path.is_empty() && info.is_repo.is_none() && info.children.is_empty() {
-            return Err(VfsError::NotFound);
+            return self.virtual_attr(vfs, ino);
         }
         let own = if info.is_repo.is_some() {
             2 + layout::subdirs(vfs, &self.repo())
@@ -104,6 +124,13 @@ impl Kind for Namespace {
             "tags" if info.is_repo.is_some() => Ok(Node::Tags(TagsDir(self.repo()))),
             "manifests" if info.is_repo.is_some() => Ok(Node::Manifests(ManifestsDir(self.repo()))),
             _ if info.children.contains(name) => Ok(self.below(name)),
+            // Under a pull-through registry, what the store lacks may be remote.
+            "tags" if !self.path.is_empty() && self.may_exist_remotely(vfs) => {
+                Ok(Node::Tags(TagsDir(self.repo())))
+            }
+            _ if vfs.may_exist_remotely(&self.registry, &join_path(&self.path, name)) => {
+                Ok(self.below(name))
+            }
             _ => Err(VfsError::NotFound),
         }
     }
@@ -123,7 +150,12 @@ impl Kind for Namespace {
             ));
             children.extend(layout::children(vfs, &self.repo()));
         } else if !self.path.is_empty() && info.children.is_empty() {
-            return Err(VfsError::NotFound);
+            // Remote-only directories list what the store has: nothing.
+            return if self.may_exist_remotely(vfs) {
+                Ok(children)
+            } else {
+                Err(VfsError::NotFound)
+            };
         }
         for name in &info.children {
             let child = self.below(name);

@@ -1,4 +1,5 @@
-//! The mount root: one directory per registry; `mkdir`/`rmdir` make and remove
+//! The mount root: one directory per registry (and per pull-through registry of
+//! the mount, even before the store has it); `mkdir`/`rmdir` make and remove
 //! (empty) registries.
 
 use crate::reference;
@@ -20,6 +21,17 @@ fn registry(name: &str) -> Node {
     })
 }
 
+/// The registries of the store and the mount's pull-through registries, sorted.
+fn registry_names(vfs: &Vfs) -> Result<Vec<String>> {
+    let mut names: Vec<String> = vfs.registries()?.iter().map(|r| r.name.clone()).collect();
+    if let Some(through) = vfs.pull_through() {
+        names.extend(through.registries().iter().cloned());
+        names.sort();
+        names.dedup();
+    }
+    Ok(names)
+}
+
 impl Kind for Root {
     fn parent(&self) -> Node {
         Node::Root(Root)
@@ -30,7 +42,7 @@ impl Kind for Root {
     }
 
     fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
-        let registries = vfs.registries()?.len();
+        let registries = registry_names(vfs)?.len();
         Ok(Attr::dir(
             ino,
             2 + registries,
@@ -49,7 +61,8 @@ impl Kind for Root {
 
     fn child(&self, vfs: &Vfs, name: &[u8]) -> Result<Node> {
         let name = utf8(name)?;
-        if vfs.registry_created(name)?.is_some() {
+        // A pull-through registry is there before the store has it.
+        if vfs.registry_created(name)?.is_some() || vfs.pulls_through(name) {
             Ok(registry(name))
         } else {
             Err(VfsError::NotFound)
@@ -57,12 +70,11 @@ impl Kind for Root {
     }
 
     fn children(&self, vfs: &Vfs) -> Result<Vec<(String, Node, NodeType)>> {
-        Ok(vfs
-            .registries()?
-            .iter()
-            .map(|row| {
-                let node = registry(&row.name);
-                (row.name.clone(), node, NodeType::Directory)
+        Ok(registry_names(vfs)?
+            .into_iter()
+            .map(|name| {
+                let node = registry(&name);
+                (name, node, NodeType::Directory)
             })
             .collect())
     }

@@ -1,5 +1,6 @@
 //! `<repo>/tags/` and each `tags/<tag>`, a symlink to `../manifests/sha256:<hex>`.
-//! `rm` untags, `ln -s` tags, `mv` renames or promotes a tag.
+//! `rm` untags, `ln -s` tags, `mv` renames or promotes a tag. Under a pull-through
+//! registry, the lookup of a tag the store lacks pulls it (`crate::fs::pull_through`).
 
 use std::path::Path;
 
@@ -30,6 +31,13 @@ fn tag_link(manifest: &Digest) -> String {
 }
 
 impl TagsDir {
+    /// Under a pull-through registry, the `tags/` of a repository the store does
+    /// not have (yet): empty until a lookup pulls a tag.
+    fn remote_only(&self, vfs: &Vfs) -> bool {
+        !self.0.repository.is_empty()
+            && vfs.may_exist_remotely(&self.0.registry, &self.0.repository)
+    }
+
     fn tag(&self, name: &str) -> Node {
         Node::Tag(Tag {
             repo: self.0.clone(),
@@ -48,8 +56,11 @@ impl Kind for TagsDir {
     }
 
     fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
-        let newest = self.0.row(vfs)?.newest_change();
-        self.0.dir_attr(vfs, ino, 2, newest)
+        match vfs.repo_tags(&self.0)? {
+            Some(row) => self.0.dir_attr(vfs, ino, 2, row.newest_change()),
+            None if self.remote_only(vfs) => Ok(vfs.virtual_dir_attr(ino)),
+            None => Err(VfsError::NotFound),
+        }
     }
 
     fn lives(&self) -> Lives<'_> {
@@ -62,15 +73,23 @@ impl Kind for TagsDir {
 
     fn child(&self, vfs: &Vfs, name: &[u8]) -> Result<Node> {
         let name = utf8(name)?;
-        let repo = vfs.repo_tags(&self.0)?.ok_or(VfsError::NotFound)?;
-        if !repo.tags.contains_key(name) {
-            return Err(VfsError::NotFound);
+        let repo = vfs.repo_tags(&self.0)?;
+        if repo.is_some_and(|repo| repo.tags.contains_key(name)) {
+            return Ok(self.tag(name));
         }
-        Ok(self.tag(name))
+        // What a pull-through lookup remembers of it (the pull itself is the
+        // adapter's, off this thread: `Vfs::remote_lookup`).
+        Err(vfs.missing_tag(&self.0.reference(name)))
     }
 
     fn children(&self, vfs: &Vfs) -> Result<Vec<(String, Node, NodeType)>> {
-        let repo = vfs.repo_tags(&self.0)?.ok_or(VfsError::NotFound)?;
+        let Some(repo) = vfs.repo_tags(&self.0)? else {
+            return if self.remote_only(vfs) {
+                Ok(Vec::new())
+            } else {
+                Err(VfsError::NotFound)
+            };
+        };
         Ok(repo
             .tags
             .keys()
