@@ -57,8 +57,7 @@ pub fn run(store: &Store, args: &Args) -> Result<(), CliError> {
             ..DecompressLimits::default()
         },
         jobs: args.jobs.max(1),
-        origin: None,
-        lazy_layers: false,
+        ..ImportOptions::default()
     };
     let report = store
         .import(&path, name.as_deref(), &options)

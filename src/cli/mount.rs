@@ -6,8 +6,8 @@
 //! stdin and stdout on /dev/null and stderr on `STORE/mount-<daemon pid>.log` (the
 //! daemon deletes that log when it exits cleanly with no ERROR line in it). The parent
 //! returns once the mountpoint shows in /proc/self/mountinfo and answers a stat, or
-//! reports the daemon's error when it exits first (10 s at most). With
-//! `--pull-through`, the remote options go to the daemon too; a `--creds`
+//! reports the daemon's error when it exits first (10 s at most). The remote
+//! options (for lazy layers and `--pull-through`) go to the daemon too; a `--creds`
 //! password travels on the daemon's stdin, not in its arguments.
 
 use std::fs::File;
@@ -18,7 +18,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imagefs::{self as fs, MountOptions, PullThroughOptions, Store, DEFAULT_THREADS};
+use imagefs::{
+    self as fs, MountOptions, PullThroughOptions, RemoteOptions, Store, DEFAULT_THREADS,
+};
 
 use super::RemoteArgs;
 
@@ -105,11 +107,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     number.checked_mul(1u64 << shift).ok_or_else(bad)
 }
 
-fn mount_options(args: &MountArgs) -> Result<MountOptions, String> {
+fn mount_options(args: &MountArgs, remote: RemoteOptions) -> Result<MountOptions, String> {
     let pull_through = if args.pull_through.is_empty() {
         None
     } else {
-        let remote = args.remote.options()?;
         let options = PullThroughOptions::new(args.pull_through.clone(), remote);
         options
             .validate()
@@ -182,7 +183,15 @@ fn run_foreground(store: Store, args: &MountArgs) -> Result<(), String> {
         }
     });
     let shown = args.mountpoint.display();
-    let result = mount_options(args)
+    // Lazy layers and pull-through reach registries with the remote options given
+    // (the password of `--creds USER` arrives on stdin).
+    let result = args
+        .remote
+        .options()
+        .and_then(|remote| {
+            store.set_remote_options(remote.clone());
+            mount_options(args, remote)
+        })
         .map_err(|e| format!("mount {shown}: {e}"))
         .and_then(|options| {
             fs::mount_foreground(Arc::new(store), &args.mountpoint, &options)
@@ -232,12 +241,15 @@ fn spawn_daemon(store: &Store, args: &MountArgs) -> Result<(), String> {
     if let Some(size) = args.cache_size {
         command.arg("--cache-size").arg(size.to_string());
     }
-    let credentials = if args.pull_through.is_empty() {
-        None
-    } else {
+    // The remote options go to the daemon whatever it serves: lazy layers fetch
+    // with them as pull-through does.
+    let credentials = {
+        if !args.pull_through.is_empty() {
+            command
+                .arg("--pull-through")
+                .arg(args.pull_through.join(","));
+        }
         command
-            .arg("--pull-through")
-            .arg(args.pull_through.join(","))
             .arg("--timeout")
             .arg(args.remote.timeout.to_string())
             .arg(format!("--tls-verify={}", args.remote.tls_verify));

@@ -66,6 +66,10 @@ pub struct ImportOptions {
     /// (state `lazy`, diff_id from the config), to be fetched from `origin` when
     /// read (`store/lazy.rs`). Manifests and configs are fetched and verified.
     pub lazy_layers: bool,
+    /// Layers the store has as lazy rows stay lazy (their diff_id checked against
+    /// the config) instead of being read from the source: for sources with no bytes
+    /// of their own (a rewritten `index.json` over the store's blobs).
+    pub keep_lazy: bool,
 }
 
 impl Default for ImportOptions {
@@ -78,6 +82,7 @@ impl Default for ImportOptions {
             jobs: DEFAULT_IMPORT_JOBS,
             origin: None,
             lazy_layers: false,
+            keep_lazy: false,
         }
     }
 }
@@ -91,6 +96,7 @@ impl std::fmt::Debug for ImportOptions {
             .field("jobs", &self.jobs)
             .field("origin", &self.origin)
             .field("lazy_layers", &self.lazy_layers)
+            .field("keep_lazy", &self.keep_lazy)
             .finish_non_exhaustive()
     }
 }
@@ -258,6 +264,8 @@ struct Importer<'a, S: ?Sized> {
     lazy_layers: bool,
     /// Layers recorded lazily by this import.
     lazy: Vec<Digest>,
+    /// Lazy rows stay lazy (`ImportOptions::keep_lazy`).
+    keep_lazy: bool,
 }
 
 impl Store {
@@ -308,6 +316,7 @@ impl Store {
             fresh_indexes: HashMap::new(),
             lazy_layers: options.lazy_layers,
             lazy: Vec::new(),
+            keep_lazy: options.keep_lazy,
         };
         let result = importer.run(&plan, options.origin.as_ref());
         options.progress.finished();
@@ -728,6 +737,9 @@ where
         let stored = self.store.cas.contains(&descriptor.digest);
         let known_diff_id = match self.store.blob(&descriptor.digest)? {
             Some(info) if stored => info.diff_id.map(DiffId),
+            Some(info) if self.keep_lazy && info.state == meta::BlobState::Lazy => {
+                info.diff_id.map(DiffId)
+            }
             _ => None,
         };
         match known_diff_id {
@@ -739,6 +751,11 @@ where
                         actual: diff_id,
                         expected,
                     });
+                }
+                if !stored {
+                    // A lazy row kept lazy: not among the blobs the commit marks
+                    // present.
+                    self.lazy.push(descriptor.digest);
                 }
                 self.record_leaf(descriptor, BlobKind::Layer, Some(diff_id));
                 return Ok(());

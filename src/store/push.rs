@@ -366,6 +366,11 @@ impl Store {
                 return Ok(Sent::Mounted);
             }
         }
+        // A lazy layer the registry has neither here nor in a repository it can
+        // mount from is completed first (fetched from its origin and checked).
+        if self.is_absent(&info.digest)? {
+            self.complete_layer(&info.digest)?;
+        }
         progress.blob_started(&info.digest, info.kind, info.size);
         let file = self.cas.open_blob(&info.digest)?;
         let mut reader = ProgressReader {

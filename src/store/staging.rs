@@ -373,6 +373,7 @@ impl Store {
                     };
                     let options = ImportOptions {
                         reference: Some(reference),
+                        keep_lazy: true,
                         ..ImportOptions::default()
                     };
                     self.import_from(&source, None, &options)?;
