@@ -131,7 +131,15 @@ struct Setup {
     image_bytes: u64,
 }
 
+/// [`setup_with`] pushing without an index artifact: the lazy pull streams the
+/// big layer once to index it.
 fn setup(name: &str) -> Option<Setup> {
+    setup_with(name, false)
+}
+
+/// The registry holding `lazy/img:1`, pushed by `imagefs push` with its index
+/// artifact when `index` (else `--no-index`).
+fn setup_with(name: &str, index: bool) -> Option<Setup> {
     if !can_run() {
         return None;
     }
@@ -160,6 +168,7 @@ fn setup(name: &str) -> Option<Setup> {
         .arg("push")
         .arg("local/lazy/img:1")
         .arg(format!("{}/lazy/img:1", registry.host()))
+        .args(if index { &[][..] } else { &["--no-index"][..] })
         .assert_ok();
     Some(Setup {
         t,
@@ -688,4 +697,184 @@ fn a_layer_that_does_not_match_its_diff_id_is_bad_eio_and_named_by_fsck() {
     let error = read(m.join(format!("{host}/lazy/bad/tags/1/rootfs/etc/os-release")))
         .expect_err("a bad layer must not be read");
     assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+}
+
+/// The fleet case: with the index artifact `push` attached, `pull --lazy` streams
+/// nothing, `find rootfs` fetches nothing, and a first read fetches a small part
+/// of the image. Then an artifact that passes every check on its face (right
+/// subject, layer digest, size and diff_id) but whose entry index swaps the data
+/// offsets of two same-sized files: the tar header check refuses to serve either
+/// (EIO, never the other file's bytes), and other files still read right.
+#[test]
+fn an_index_artifact_makes_the_lazy_pull_stream_nothing_and_a_lying_one_gives_eio() {
+    use imagefs::image::media_types;
+    use imagefs::testing::layer::{ContentRef, LayerIndex};
+    use imagefs::{Digest, RegistryClient, RemoteOptions};
+
+    let Some(s) = setup_with("lazy-artifact", true) else {
+        return;
+    };
+    let t = &s.t;
+    let host = s.registry.host();
+    let store = t.store();
+    let before = s.registry.bytes_written();
+    let report = json(
+        imagefs(t, &store)
+            .args(["pull", "--lazy", "--json"])
+            .arg(format!("{host}/lazy/img:1"))
+            .assert_ok(),
+    );
+    assert_eq!(report["layers_streamed"], 0, "{report}");
+    // The artifact indexes the zstd layer too: it is fetched whole when read.
+    assert_eq!(report["lazy_fetched_whole"], 0, "{report}");
+    let pulled = s.registry.bytes_written() - before;
+    assert!(
+        pulled < s.image_bytes / 10,
+        "pull --lazy with an artifact fetched {pulled} of {} bytes",
+        s.image_bytes
+    );
+    {
+        let m = t.mount(&[]);
+        let root = rootfs(&m, &host);
+        let after_pull = s.registry.bytes_written();
+        let listing = util::tree_listing(&root);
+        assert!(
+            listing.iter().any(|l| l.contains("more/m49")),
+            "{listing:?}"
+        );
+        assert_eq!(s.registry.bytes_written(), after_pull, "find fetched bytes");
+        assert_eq!(
+            read(root.join("etc/os-release")).unwrap(),
+            s.source.read("etc/os-release")
+        );
+        assert!(read(root.join("big")).unwrap() == s.source.read("big"));
+        assert_eq!(read(root.join("etc/motd")).unwrap(), b"hello from zstd");
+        let fetched = s.registry.bytes_written() - after_pull;
+        assert!(
+            fetched > 0 && fetched < s.image_bytes / 2,
+            "two files fetched {fetched} of {} bytes",
+            s.image_bytes
+        );
+    }
+
+    // The lying artifact: the big layer's entry index with the offsets of
+    // small/f1 and small/f2 (13 bytes each) swapped, uploaded and listed under the
+    // `sha256-<hex>` tag in place of the honest one.
+    let client = RegistryClient::new(&host, &RemoteOptions::default()).unwrap();
+    let top = client.get_manifest("lazy/img", "1").unwrap();
+    let fallback = format!("sha256-{}", top.digest.hex());
+    let listed: serde_json::Value =
+        serde_json::from_slice(&client.get_manifest("lazy/img", &fallback).unwrap().bytes).unwrap();
+    let honest = listed["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut artifact: serde_json::Value =
+        serde_json::from_slice(&client.get_manifest("lazy/img", &honest).unwrap().bytes).unwrap();
+    let slot = artifact["layers"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|d| {
+            d["mediaType"] == media_types::IMAGEFS_LAYER_ENTRIES
+                && d["annotations"][media_types::IMAGEFS_LAYER_DIGEST_ANNOTATION]
+                    == report_layer(&s, &store, &host)
+        })
+        .expect("the big layer's entry index in the artifact");
+    let entries_digest = Digest::parse(slot["digest"].as_str().unwrap()).unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut client.get_blob("lazy/img", &entries_digest, None).unwrap(),
+        &mut bytes,
+    )
+    .unwrap();
+    let mut index = LayerIndex::from_bytes(&bytes).unwrap();
+    let position = |path: &[u8]| {
+        index
+            .entries
+            .iter()
+            .position(|e| &*e.path == path)
+            .unwrap_or_else(|| panic!("{} not in the index", String::from_utf8_lossy(path)))
+    };
+    let (one, two) = (position(b"small/f1"), position(b"small/f2"));
+    assert_eq!(index.entries[one].size, index.entries[two].size);
+    assert!(matches!(
+        index.entries[one].content,
+        ContentRef::StreamOffset(_)
+    ));
+    let swapped = index.entries[one].content;
+    index.entries[one].content = index.entries[two].content;
+    index.entries[two].content = swapped;
+    let lying = index.to_bytes();
+    let lying_digest = Digest::of(&lying);
+    client
+        .push_blob_bytes("lazy/img", &lying_digest, &lying)
+        .unwrap();
+    slot["digest"] = serde_json::Value::String(lying_digest.to_string());
+    slot["size"] = serde_json::Value::from(lying.len());
+    let artifact_bytes = serde_json::to_vec(&artifact).unwrap();
+    let artifact_digest = client
+        .put_manifest(
+            "lazy/img",
+            &Digest::of(&artifact_bytes).to_string(),
+            media_types::OCI_MANIFEST,
+            &artifact_bytes,
+        )
+        .unwrap();
+    let mut listed = listed;
+    listed["manifests"][0]["digest"] = serde_json::Value::String(artifact_digest.to_string());
+    listed["manifests"][0]["size"] = serde_json::Value::from(artifact_bytes.len());
+    client
+        .put_manifest(
+            "lazy/img",
+            &fallback,
+            media_types::OCI_INDEX,
+            &serde_json::to_vec(&listed).unwrap(),
+        )
+        .unwrap();
+
+    let fooled = t.join("fooled-store");
+    let report = json(
+        imagefs(t, &fooled)
+            .args(["pull", "--lazy", "--json"])
+            .arg(format!("{host}/lazy/img:1"))
+            .assert_ok(),
+    );
+    assert_eq!(
+        report["layers_streamed"], 0,
+        "the lying artifact was used: {report}"
+    );
+    let m = Mount::start(&fooled, &t.join("mnt-fooled"), &[]);
+    let root = rootfs(&m, &host);
+    for swapped in ["small/f1", "small/f2"] {
+        match read(root.join(swapped)) {
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{swapped}: {e}"),
+            Ok(bytes) => panic!(
+                "{swapped} was served from a lying index: {:?}",
+                String::from_utf8_lossy(&bytes)
+            ),
+        }
+    }
+    assert_eq!(
+        read(root.join("small/f3")).unwrap(),
+        s.source.read("small/f3")
+    );
+    assert_eq!(
+        read(root.join("etc/os-release")).unwrap(),
+        s.source.read("etc/os-release")
+    );
+}
+
+/// The digest of the image's first (big, gzip) layer, as the store recorded it.
+fn report_layer(s: &Setup, store: &Path, host: &str) -> String {
+    let inspect = json(
+        imagefs(&s.t, store)
+            .args(["inspect", "--json"])
+            .arg(format!("{host}/lazy/img:1"))
+            .assert_ok(),
+    );
+    inspect["layers"][0]["digest"]
+        .as_str()
+        .expect("inspect gives layer digests")
+        .to_string()
 }
