@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use imagefs::testing::sample::{self, Blob, Built, BuiltLayer, Compression, ImageBuilder};
-use registry::{Fault, FaultProxy, Registry, RegistryConfig};
+use registry::{Fault, FaultProxy, Registry, RegistryAuth, RegistryConfig};
 use serde_json::Value;
 use util::{with_timeout, Cmd, Mount, Output, TestDir};
 
@@ -140,10 +140,16 @@ fn setup(name: &str) -> Option<Setup> {
 /// The registry holding `lazy/img:1`, pushed by `imagefs push` with its index
 /// artifact when `index` (else `--no-index`).
 fn setup_with(name: &str, index: bool) -> Option<Setup> {
+    setup_in(name, index, &RegistryConfig::default(), &[])
+}
+
+/// [`setup_with`] on a registry started with `config`; `creds` are the push's
+/// registry options (`--creds USER:PASSWORD`).
+fn setup_in(name: &str, index: bool, config: &RegistryConfig, creds: &[&str]) -> Option<Setup> {
     if !can_run() {
         return None;
     }
-    let registry = Registry::start(&RegistryConfig::default())?;
+    let registry = Registry::start(config)?;
     let t = TestDir::new(name);
     let (layer, source) = big_layer(&t);
     let small = sample::LayerSpec::parse("file /etc/motd 0644 \"hello from zstd\"").unwrap();
@@ -169,6 +175,7 @@ fn setup_with(name: &str, index: bool) -> Option<Setup> {
         .arg("local/lazy/img:1")
         .arg(format!("{}/lazy/img:1", registry.host()))
         .args(if index { &[][..] } else { &["--no-index"][..] })
+        .args(creds)
         .assert_ok();
     Some(Setup {
         t,
@@ -877,4 +884,47 @@ fn report_layer(s: &Setup, store: &Path, host: &str) -> String {
         .as_str()
         .expect("inspect gives layer digests")
         .to_string()
+}
+
+/// A long-lived mount outlives its Bearer tokens: with tokens good for 2 s, reads
+/// well after that still fetch (the token is renewed, not reused past its time),
+/// with the credentials the mount was given.
+#[test]
+fn a_lazy_mount_renews_expired_tokens() {
+    let config = RegistryConfig {
+        auth: RegistryAuth::Token {
+            user: Some(("bob".into(), "tok3n".into())),
+            ttl: Duration::from_secs(2),
+        },
+        tls: false,
+    };
+    let creds = ["--creds", "bob:tok3n"];
+    let Some(s) = setup_in("lazy-tokens", true, &config, &creds) else {
+        return;
+    };
+    let t = &s.t;
+    let host = s.registry.host();
+    let store = t.store();
+    imagefs(t, &store)
+        .args(["pull", "--lazy"])
+        .args(creds)
+        .arg(format!("{host}/lazy/img:1"))
+        .assert_ok();
+    let m = t.mount(&creds);
+    let root = rootfs(&m, &host);
+    assert_eq!(
+        read(root.join("etc/os-release")).unwrap(),
+        s.source.read("etc/os-release")
+    );
+    let issued = s.registry.token_requests();
+    // Past the token's lifetime: the next fetch needs a new one.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(read(root.join("big")).unwrap() == s.source.read("big"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(read(root.join("sparse")).unwrap() == s.source.read("sparse"));
+    assert!(
+        s.registry.token_requests() >= issued + 2,
+        "tokens issued: {issued} before, {} after two reads past their lifetime",
+        s.registry.token_requests()
+    );
 }
