@@ -476,7 +476,7 @@ where
         self.store.note_change();
         for layer in &completed {
             // Fetched ranges and materialized files of a lazy layer now complete.
-            self.store.drop_lazy_cache(layer);
+            self.store.drop_completed_lazy_cache(layer);
         }
         self.report.lazy_layers = std::mem::take(&mut self.lazy);
         for planned in plan {

@@ -538,8 +538,19 @@ impl Store {
     /// Drops the fetched ranges and the record of materialized files of a layer
     /// that became complete (or bad). The content files stay until the layer is
     /// unpacked or evicted.
+    /// The caller holds the layer's lock.
     pub(crate) fn drop_lazy_cache(&self, layer: &Digest) {
         let _ = fs::remove_dir_all(self.ranges_dir(layer));
+    }
+
+    /// [`Store::drop_lazy_cache`] for a layer another command completed (a plain
+    /// pull): takes the layer's lock first, so a mount reading its ranges finishes
+    /// that read, then finds the layer present and reads the blob.
+    pub(crate) fn drop_completed_lazy_cache(&self, layer: &Digest) {
+        match LayerLock::acquire(&self.layer_cache_dir(layer).join(LOCK)) {
+            Ok(_lock) => self.drop_lazy_cache(layer),
+            Err(e) => log::warn!("layer {layer}: fetched ranges kept: {e}"),
+        }
     }
 
     /// How much of lazy layer `layer` is fetched.
