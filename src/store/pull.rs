@@ -209,7 +209,9 @@ impl Store {
             // The tag is committed: the image is visible now. Its layers' indexes
             // are what listing it needs; get them before returning.
             self.share_client(&reference.registry, client.clone());
-            let before = self.lazy_bytes_fetched();
+            // Everything the indexing reads counts: the index artifact's blobs,
+            // streamed layers and layers fetched whole.
+            let before = client.bytes_fetched();
             let (whole, streamed) = self.index_lazy_layers(
                 &client,
                 reference,
@@ -219,7 +221,7 @@ impl Store {
             )?;
             pulled.lazy_fetched_whole = whole;
             pulled.layers_streamed = streamed;
-            pulled.bytes_fetched += self.lazy_bytes_fetched() - before;
+            pulled.bytes_fetched += client.bytes_fetched().saturating_sub(before);
         }
         Ok(pulled)
     }
