@@ -859,6 +859,7 @@ put 8.store.all peer "$IMAGES_BYTES"
 ifs df --json >"$RUN/df.json"
 note 8.store "dedupe: the images' sum is $(python3 -c 'import sys; print("%.0f" % (int(sys.argv[1]) / max(1, int(sys.argv[2]))))' "$IMAGES_BYTES" "$(du -sb "$STORE/blobs" | cut -f1)")x the blobs on disk"
 note 8.store "$TAGS tags; df --json: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("stored_bytes %d, logical_bytes %d, cache_bytes %d" % (d["stored_bytes"], d["logical_bytes"], d["cache_bytes"]))' "$RUN/df.json")"
+fi
 
 # ================================================================== case 10: OCI layout
 if want 10; then
@@ -968,12 +969,10 @@ for size_key in 4096:11.zran.read4k 1048576:11.zran.read1m; do
 done
 note 11.zran.read4k "reads at $((RUNS * 20)) deterministic random offsets, one compressed range fetched per read (pread of the blob); the peer decompresses the layer with flate2 from its start to the same offsets ($SLOW_RUNS of them)"
 rm -rf "$ZSTORE"
+fi
 
 log "fsck"
 ifs fsck >"$RUN/fsck.out" || die "imagefs fsck failed after the benchmark: $(tail -3 "$RUN/fsck.out")"
-fi
-
-fi
 # ================================================================== case 12: scale
 # A store of SCALE_REPOS repositories (scale/teamNN/rNNNN) with 10 tags each over
 # two images, made through the bulk path (`imagefs tag --destinations-from`, one
