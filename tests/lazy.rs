@@ -740,6 +740,15 @@ fn an_index_artifact_makes_the_lazy_pull_stream_nothing_and_a_lying_one_gives_ei
         "pull --lazy with an artifact fetched {pulled} of {} bytes",
         s.image_bytes
     );
+    // The big layer's gzip index stays in the registry until the layer is read.
+    let big = report_layer(&s, &store, &host);
+    let big_hex = big.strip_prefix("sha256:").unwrap();
+    let big_cache = store.join("cache/layers").join(big_hex);
+    let zran = big_cache.join(format!("index/{big_hex}.zran"));
+    let remote = big_cache.join("ranges/gzip-index.remote");
+    assert!(big_cache.join(format!("index/{big_hex}.idx")).exists());
+    assert!(!zran.exists(), "pull --lazy fetched the gzip index");
+    assert!(remote.exists(), "no record of where the gzip index is");
     {
         let m = t.mount(&[]);
         let root = rootfs(&m, &host);
@@ -750,10 +759,13 @@ fn an_index_artifact_makes_the_lazy_pull_stream_nothing_and_a_lying_one_gives_ei
             "{listing:?}"
         );
         assert_eq!(s.registry.bytes_written(), after_pull, "find fetched bytes");
+        assert!(!zran.exists(), "listing fetched the gzip index");
         assert_eq!(
             read(root.join("etc/os-release")).unwrap(),
             s.source.read("etc/os-release")
         );
+        assert!(zran.exists(), "the first read did not keep the gzip index");
+        assert!(!remote.exists(), "the record outlived the fetch");
         assert!(read(root.join("big")).unwrap() == s.source.read("big"));
         assert_eq!(read(root.join("etc/motd")).unwrap(), b"hello from zstd");
         let fetched = s.registry.bytes_written() - after_pull;
@@ -927,4 +939,98 @@ fn a_lazy_mount_renews_expired_tokens() {
         "tokens issued: {issued} before, {} after two reads past their lifetime",
         s.registry.token_requests()
     );
+}
+
+/// An index artifact whose gzip index (fetched only at the first read) is not the
+/// layer's: the entry index passes, so the lazy pull uses the artifact; the first
+/// read finds the gzip index wrong, logs it and fetches the layer whole instead,
+/// and every file reads right.
+#[test]
+fn a_wrong_deferred_gzip_index_makes_the_first_read_fetch_the_layer_whole() {
+    use imagefs::image::media_types;
+    use imagefs::{Digest, RegistryClient, RemoteOptions};
+
+    let Some(s) = setup_with("lazy-bad-zran", true) else {
+        return;
+    };
+    let t = &s.t;
+    let host = s.registry.host();
+    let client = RegistryClient::new(&host, &RemoteOptions::default()).unwrap();
+    let top = client.get_manifest("lazy/img", "1").unwrap();
+    let fallback = format!("sha256-{}", top.digest.hex());
+    let mut listed: Value =
+        serde_json::from_slice(&client.get_manifest("lazy/img", &fallback).unwrap().bytes).unwrap();
+    let honest = listed["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut artifact: Value =
+        serde_json::from_slice(&client.get_manifest("lazy/img", &honest).unwrap().bytes).unwrap();
+    // A blob that hashes right but is no gzip index.
+    let garbage = b"not a gzip index at all ".repeat(40);
+    let garbage_digest = Digest::of(&garbage);
+    client
+        .push_blob_bytes("lazy/img", &garbage_digest, &garbage)
+        .unwrap();
+    let slot = artifact["layers"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|d| d["mediaType"] == media_types::IMAGEFS_GZIP_INDEX)
+        .expect("the big layer's gzip index in the artifact");
+    slot["digest"] = Value::String(garbage_digest.to_string());
+    slot["size"] = Value::from(garbage.len());
+    let artifact_bytes = serde_json::to_vec(&artifact).unwrap();
+    let artifact_digest = client
+        .put_manifest(
+            "lazy/img",
+            &Digest::of(&artifact_bytes).to_string(),
+            media_types::OCI_MANIFEST,
+            &artifact_bytes,
+        )
+        .unwrap();
+    listed["manifests"][0]["digest"] = Value::String(artifact_digest.to_string());
+    listed["manifests"][0]["size"] = Value::from(artifact_bytes.len());
+    client
+        .put_manifest(
+            "lazy/img",
+            &fallback,
+            media_types::OCI_INDEX,
+            &serde_json::to_vec(&listed).unwrap(),
+        )
+        .unwrap();
+
+    let store = t.store();
+    let report = json(
+        imagefs(t, &store)
+            .args(["pull", "--lazy", "--json"])
+            .arg(format!("{host}/lazy/img:1"))
+            .assert_ok(),
+    );
+    assert_eq!(report["layers_streamed"], 0, "{report}");
+    let m = t.mount(&[]);
+    let root = rootfs(&m, &host);
+    for path in ["etc/os-release", "big", "small/f1", "sparse"] {
+        assert!(
+            read(root.join(path)).unwrap() == s.source.read(path),
+            "{path} read wrong"
+        );
+    }
+    // The daemon's log goes with it when it ends: read it while it runs.
+    let log = util::daemon_log(&store);
+    assert!(
+        log.lines()
+            .any(|line| line.contains("gzip index") && line.contains("fetched whole instead")),
+        "no log line about the wrong gzip index:\n{log}"
+    );
+    drop(m);
+    // The layer was fetched whole, checked, and is an ordinary layer now.
+    let inspect = json(
+        imagefs(t, &store)
+            .args(["inspect", "--json"])
+            .arg(format!("{host}/lazy/img:1"))
+            .assert_ok(),
+    );
+    assert_eq!(inspect["layers"][0]["state"], "present", "{inspect}");
+    imagefs(t, &store).arg("fsck").assert_ok();
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use registry::{Fault, FaultProxy, Registry, RegistryConfig};
 use serde_json::Value;
-use util::{Cmd, Mount, TestDir};
+use util::{daemon_log, Cmd, Mount, TestDir};
 
 /// What `/etc/os-release` of the demo's `sample-alpine:3.19` says.
 const OS_RELEASE: &str = "Sample Linux v3.19";
@@ -118,18 +118,6 @@ fn names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// Every line of the mount daemon's log (`STORE/mount-<pid>.log`).
-fn daemon_log(store: &Path) -> String {
-    let mut text = String::new();
-    for entry in fs::read_dir(store).expect("the store").flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("mount-") && name.ends_with(".log") {
-            text.push_str(&fs::read_to_string(entry.path()).unwrap_or_default());
-        }
-    }
-    text
 }
 
 /// The tags `imagefs ls --json` lists, as `registry/repository:tag`.

@@ -28,6 +28,11 @@
 //!   referrers (API, else the tag), at most [`MAX_CANDIDATES`] imagefs artifacts
 //!   among them, each checked (trust rules below) and what passes saved into the
 //!   layers' cache (`layers.rs`), never over an index the store built itself.
+//!   `pull --lazy` ([`Store::fetch_index_artifact_deferred`]) takes the entry
+//!   indexes at once and leaves each gzip index (the bulk of the artifact) in the
+//!   registry, recorded in the layer's lazy state, until the layer is first read
+//!   ([`Store::fetch_deferred_gzip_index`], the same checks; one that fails them
+//!   makes that read fetch the layer whole).
 //!
 //! Trust: an artifact is used only for the manifest its `subject` names; every blob
 //! is fetched by digest with a size cap and hashed; an entry index must decode and
@@ -430,7 +435,74 @@ fn check_gzip(
     Ok(index)
 }
 
+/// When an artifact's gzip indexes are fetched: at once, or when a layer is first
+/// read (`pull --lazy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GzipIndexes {
+    Now,
+    Later,
+}
+
+/// Where the gzip index of a lazy layer waits in the registry: the blob of a
+/// checked index artifact, recorded by `pull --lazy` (in the layer's lazy state,
+/// `lazy.rs`) and fetched when the layer is first read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RemoteGzipIndex {
+    pub registry: String,
+    pub repository: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
 impl Store {
+    /// Fetches the gzip index `pull --lazy` left in the registry for lazy layer
+    /// `layer` and checks it as an artifact's gzip index is checked (by digest,
+    /// capped; the layer's digest, diff_id and size from its verified row, the
+    /// stream length from its entry index `entries`). `Ok(None)` when it is not
+    /// there any more or fails a check (logged: the caller fetches the layer whole
+    /// instead); registry failures are errors (EIO for the read).
+    pub(crate) fn fetch_deferred_gzip_index(
+        &self,
+        layer: &Digest,
+        remote: &RemoteGzipIndex,
+        entries: &LayerIndex,
+    ) -> Result<Option<GzipIndex>> {
+        let info = self
+            .blob(layer)?
+            .ok_or_else(|| StoreError::NotFound(format!("layer {layer}")))?;
+        let Some(diff_id) = info.diff_id else {
+            return Ok(None);
+        };
+        let artifact_layer = ArtifactLayer {
+            digest: *layer,
+            size: info.size,
+            media_type: info.media_type.clone(),
+            diff_id: DiffId(diff_id),
+        };
+        let client = self.client_for(&remote.registry)?;
+        let descriptor =
+            Descriptor::new(media_types::IMAGEFS_GZIP_INDEX, remote.digest, remote.size);
+        let checked = fetch_blob(
+            &client,
+            &remote.repository,
+            &descriptor,
+            gzip_cap(info.size),
+        )?
+        .and_then(|bytes| check_gzip(&bytes, &artifact_layer, entries));
+        match checked {
+            Ok(index) => Ok(Some(index)),
+            Err(problem) => {
+                log::warn!(
+                    "{}/{}: gzip index {} of layer {layer}: {problem}; the layer is fetched whole instead",
+                    remote.registry,
+                    remote.repository,
+                    remote.digest
+                );
+                Ok(None)
+            }
+        }
+    }
+
     /// Builds and attaches the index artifact of the stored image manifest
     /// `manifest` in `repository` (its manifest is there already). `None` when it
     /// is not an image with layers, or no layer has indexes (lazy layers not
@@ -584,13 +656,44 @@ impl Store {
         manifest: &Digest,
         layers: &[ArtifactLayer],
     ) -> Result<Vec<Digest>> {
+        self.fetch_artifact_indexes(client, repository, manifest, layers, GzipIndexes::Now)
+    }
+
+    /// [`Store::fetch_index_artifact`] as `pull --lazy` calls it: the entry indexes
+    /// now (listing needs them), each gzip index only where it is in the registry,
+    /// recorded in the layer's lazy state and fetched when the layer is first read
+    /// (see [`Store::fetch_deferred_gzip_index`]). The gzip indexes are the bulk of
+    /// an artifact (their 32 KiB windows, 1-4% of a layer): a look at one file
+    /// should not pay for every layer's.
+    pub(crate) fn fetch_index_artifact_deferred(
+        &self,
+        client: &Client,
+        repository: &str,
+        manifest: &Digest,
+        layers: &[ArtifactLayer],
+    ) -> Result<Vec<Digest>> {
+        self.fetch_artifact_indexes(client, repository, manifest, layers, GzipIndexes::Later)
+    }
+
+    fn fetch_artifact_indexes(
+        &self,
+        client: &Client,
+        repository: &str,
+        manifest: &Digest,
+        layers: &[ArtifactLayer],
+        gzip_indexes: GzipIndexes,
+    ) -> Result<Vec<Digest>> {
         let mut have: Vec<Digest> = Vec::new();
         let mut wanted: Vec<&ArtifactLayer> = Vec::new();
         for layer in layers {
             if have.contains(&layer.digest) || wanted.iter().any(|w| w.digest == layer.digest) {
                 continue;
             }
-            if self.has_cached_indexes(&layer.digest, layer.is_gzip()) {
+            let deferred = gzip_indexes == GzipIndexes::Later
+                && layer.is_gzip()
+                && self.layer_index_cached(&layer.digest)
+                && self.remote_gzip_index(&layer.digest).is_some();
+            if deferred || self.has_cached_indexes(&layer.digest, layer.is_gzip()) {
                 have.push(layer.digest);
             } else if !self.blob_path(&layer.digest).exists() {
                 wanted.push(layer);
@@ -632,7 +735,13 @@ impl Store {
             };
             let mut still_wanted = Vec::new();
             for layer in wanted {
-                match self.layer_from_artifact(client, repository, &artifact, layer)? {
+                match self.layer_from_artifact(
+                    client,
+                    repository,
+                    &artifact,
+                    layer,
+                    gzip_indexes,
+                )? {
                     Ok(true) => have.push(layer.digest),
                     Ok(false) => still_wanted.push(layer),
                     Err(problem) => {
@@ -697,6 +806,7 @@ impl Store {
         repository: &str,
         artifact: &image::Manifest,
         layer: &ArtifactLayer,
+        gzip_indexes: GzipIndexes,
     ) -> Result<std::result::Result<bool, String>> {
         let named = layer.digest.to_string();
         let find = |media_type: &str| {
@@ -739,6 +849,29 @@ impl Store {
         };
         let gzip = match gzip_descriptor.filter(|_| layer.is_gzip()) {
             None => None,
+            Some(descriptor) if gzip_indexes == GzipIndexes::Later => {
+                if descriptor.size > gzip_cap(layer.size) {
+                    return Ok(Err(format!(
+                        "gzip index blob {} is {} bytes, over the {}-byte limit for this layer",
+                        descriptor.digest,
+                        descriptor.size,
+                        gzip_cap(layer.size)
+                    )));
+                }
+                if !self.save_fetched_indexes(&layer.digest, &entries, None)? {
+                    return Ok(Ok(false));
+                }
+                self.save_remote_gzip_index(
+                    &layer.digest,
+                    &RemoteGzipIndex {
+                        registry: client.endpoint().name.clone(),
+                        repository: repository.to_string(),
+                        digest: descriptor.digest,
+                        size: descriptor.size,
+                    },
+                )?;
+                return Ok(Ok(true));
+            }
             Some(descriptor) => {
                 let bytes = match fetch_blob(client, repository, descriptor, gzip_cap(layer.size))?
                 {

@@ -13,6 +13,10 @@
 //!                     use, so a record is a hint, never trust.
 //!   ranges/contents   materialized files: `<entry> <content hex>` lines, appended
 //!                     after the content file is in `content/`
+//!   ranges/gzip-index.remote  where the layer's gzip index waits in the registry
+//!                     (JSON: registry, repository, digest, size), when `pull
+//!                     --lazy` took the entry index from an index artifact; fetched,
+//!                     checked and saved as `index/<hex>.zran` at the first read
 //!   content/, tmp/    file contents by sha256, as an unpacked layer has them
 //!   lock              flock: one process (one thread) fetches or materializes at a time
 //! ```
@@ -65,6 +69,7 @@ const RANGES: &str = "ranges";
 const DATA: &str = "data";
 const SPANS: &str = "spans";
 const CONTENTS: &str = "contents";
+const REMOTE_GZIP_INDEX: &str = "gzip-index.remote";
 const LOCK: &str = "lock";
 /// Files read into memory while materializing; larger ones go through a temp file.
 const IN_MEMORY: u64 = 4 << 20;
@@ -488,7 +493,7 @@ impl Store {
         crate::sys::lock(&self.lazy.clients).insert(registry.to_string(), client);
     }
 
-    fn client_for(&self, registry: &str) -> Result<Arc<Client>> {
+    pub(crate) fn client_for(&self, registry: &str) -> Result<Arc<Client>> {
         if let Some(client) = crate::sys::lock(&self.lazy.clients).get(registry) {
             return Ok(client.clone());
         }
@@ -550,6 +555,65 @@ impl Store {
         match LayerLock::acquire(&self.layer_cache_dir(layer).join(LOCK)) {
             Ok(_lock) => self.drop_lazy_cache(layer),
             Err(e) => log::warn!("layer {layer}: fetched ranges kept: {e}"),
+        }
+    }
+
+    /// Records where lazy layer `layer`'s gzip index waits in the registry (`pull
+    /// --lazy` with an index artifact); [`Store::lazy_gzip_index`] fetches it.
+    pub(crate) fn save_remote_gzip_index(
+        &self,
+        layer: &Digest,
+        remote: &super::index_artifact::RemoteGzipIndex,
+    ) -> Result<()> {
+        let dir = self.ranges_dir(layer);
+        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let path = dir.join(REMOTE_GZIP_INDEX);
+        let temp = dir.join(format!("{REMOTE_GZIP_INDEX}.{}", std::process::id()));
+        let bytes = serde_json::to_vec(remote).expect("a record serializes");
+        fs::write(&temp, bytes)
+            .and_then(|()| fs::rename(&temp, &path))
+            .map_err(io_error(&path))
+    }
+
+    /// Where lazy layer `layer`'s gzip index waits in the registry, if it does.
+    pub(crate) fn remote_gzip_index(
+        &self,
+        layer: &Digest,
+    ) -> Option<super::index_artifact::RemoteGzipIndex> {
+        let bytes = fs::read(self.ranges_dir(layer).join(REMOTE_GZIP_INDEX)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The seekable index of lazy layer `layer` (the caller holds its lock): from
+    /// the cache, else fetched from where `pull --lazy` found it in the registry and
+    /// saved. `None` when there is none to be had (the layer is then fetched whole).
+    fn lazy_gzip_index(&self, layer: &Digest, cache: &CacheDir) -> Result<Option<GzipIndex>> {
+        let path = cache.gzip_index_path(layer);
+        if let Some(index) = GzipIndex::read_from(&path)
+            .ok()
+            .filter(|g| g.layer() == *layer)
+        {
+            return Ok(Some(index));
+        }
+        let Some(remote) = self.remote_gzip_index(layer) else {
+            return Ok(None);
+        };
+        let Ok(entries) = LayerIndex::read_from(&cache.index_path(layer)) else {
+            return Ok(None);
+        };
+        let record = self.ranges_dir(layer).join(REMOTE_GZIP_INDEX);
+        match self.fetch_deferred_gzip_index(layer, &remote, &entries)? {
+            Some(index) => {
+                index
+                    .write_to(&path)
+                    .map_err(|e| layer_error(layer, layer::ZranError::Io(e)))?;
+                let _ = fs::remove_file(&record);
+                Ok(Some(index))
+            }
+            None => {
+                let _ = fs::remove_file(&record);
+                Ok(None)
+            }
         }
     }
 
@@ -971,11 +1035,9 @@ impl Store {
         if let Some(file) = self.open_materialized(layer, &cached, &cache, &dir, position)? {
             return Ok(Some(file));
         }
-        let Some(gzip) = GzipIndex::read_from(&cache.gzip_index_path(layer))
-            .ok()
-            .filter(|g| g.layer() == *layer)
-        else {
-            // No seekable index (it was lost from the cache): fetch the layer whole.
+        let Some(gzip) = self.lazy_gzip_index(layer, &cache)? else {
+            // No seekable index (lost from the cache, or the registry's failed its
+            // checks): fetch the layer whole.
             self.complete_locked(layer, None)?;
             return Ok(None);
         };

@@ -243,9 +243,12 @@ impl Store {
         // the layers are streamed instead (which meets the same registry, and says
         // what is wrong if it is really down).
         for (manifest, layers) in self.lazy_image_layers(top)? {
-            if let Err(e) =
-                self.fetch_index_artifact(client, &reference.repository, &manifest, &layers)
-            {
+            if let Err(e) = self.fetch_index_artifact_deferred(
+                client,
+                &reference.repository,
+                &manifest,
+                &layers,
+            ) {
                 log::warn!("{reference}: no index artifact used for {manifest}: {e}");
             }
         }

@@ -891,3 +891,15 @@ pub fn tree_hashes(dir: &Path) -> String {
         .timeout_secs(60)
         .stdout()
 }
+
+/// Every line of the mount daemon's log (`STORE/mount-<pid>.log`).
+pub fn daemon_log(store: &Path) -> String {
+    let mut text = String::new();
+    for entry in fs::read_dir(store).expect("the store").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("mount-") && name.ends_with(".log") {
+            text.push_str(&fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    text
+}
