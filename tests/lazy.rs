@@ -1034,3 +1034,85 @@ fn a_wrong_deferred_gzip_index_makes_the_first_read_fetch_the_layer_whole() {
     assert_eq!(inspect["layers"][0]["state"], "present", "{inspect}");
     imagefs(t, &store).arg("fsck").assert_ok();
 }
+
+/// Reading every file of a lazy layer completes it from the ranges it fetched:
+/// the fetched bytes become the blob (checked against its digest and diff_id),
+/// the files read before are kept (checked against the verified stream, not
+/// written again) and the layer is unpacked in the same pass, so reads after
+/// completion and after a remount serve the same bytes without unpacking again.
+#[test]
+fn reading_every_file_completes_the_layer_from_its_ranges_and_unpacks_it() {
+    let Some(s) = setup_with("lazy-read-all", true) else {
+        return;
+    };
+    let t = &s.t;
+    let host = s.registry.host();
+    let store = t.store();
+    let reference = format!("{host}/lazy/img:1");
+    imagefs(t, &store)
+        .args(["pull", "--lazy"])
+        .arg(&reference)
+        .assert_ok();
+    let big = report_layer(&s, &store, &host);
+    let hex = big.strip_prefix("sha256:").unwrap().to_string();
+    let files: Vec<String> = sh(&s.source.dir, "find . -type f | sed 's|^\\./||' | sort")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(files.len() > 250, "{} files", files.len());
+    {
+        let m = t.mount(&[]);
+        let root = rootfs(&m, &host);
+        for path in &files {
+            assert!(
+                read(root.join(path)).unwrap() == s.source.read(path),
+                "{path} read wrong"
+            );
+        }
+        // The small zstd layer: fetched whole at its first read.
+        assert_eq!(read(root.join("etc/motd")).unwrap(), b"hello from zstd");
+        let inspect = json(
+            imagefs(t, &store)
+                .args(["inspect", "--json"])
+                .arg(&reference)
+                .assert_ok(),
+        );
+        for layer in inspect["layers"].as_array().unwrap() {
+            assert_eq!(layer["state"], "present", "{inspect}");
+        }
+        assert!(store.join("blobs/sha256").join(&hex).exists());
+        assert!(!store
+            .join("cache/layers")
+            .join(&hex)
+            .join("ranges")
+            .exists());
+        assert!(
+            store
+                .join("cache/layers")
+                .join(&hex)
+                .join("unpacked.idx")
+                .exists(),
+            "completion by reads did not leave the layer unpacked"
+        );
+        // Read again after completion: from the unpacked layer.
+        for path in ["etc/os-release", "big", "sparse", "target", "more/m49"] {
+            assert!(
+                read(root.join(path)).unwrap() == s.source.read(path),
+                "{path}"
+            );
+        }
+    }
+    let m = t.mount(&[]);
+    let root = rootfs(&m, &host);
+    for path in &files {
+        assert!(
+            read(root.join(path)).unwrap() == s.source.read(path),
+            "{path} read wrong after a remount"
+        );
+    }
+    drop(m);
+    let fsck = json(imagefs(t, &store).args(["fsck", "--json"]).assert_ok());
+    for key in ["missing", "corrupt", "cache_damaged", "lazy", "bad"] {
+        assert_eq!(fsck[key], Value::Array(vec![]), "{key}: {fsck}");
+    }
+}

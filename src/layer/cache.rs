@@ -173,6 +173,16 @@ impl CacheDir {
 
     /// Makes a complete temp file the content `id` (read-only, renamed into place),
     /// unless that content is present already.
+    /// Makes `temp` (in this cache's `tmp/`, holding exactly the content `id`
+    /// names, hashed by the caller as it was written) the content file `id`.
+    pub fn adopt_content(
+        &self,
+        temp: tempfile::NamedTempFile,
+        id: ContentId,
+    ) -> io::Result<ContentId> {
+        self.persist(temp, id, false)
+    }
+
     fn persist(
         &self,
         temp: tempfile::NamedTempFile,

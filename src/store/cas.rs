@@ -309,6 +309,24 @@ impl Cas {
         Hasher::file(&file).map(Some).map_err(io_err(&path))
     }
 
+    /// Makes file `path` (on the store's filesystem, already hashed by the caller
+    /// and found to be blob `digest`) the blob itself: synced, made read-only,
+    /// renamed into `blobs/`. Saves copying a blob that was assembled in place (a
+    /// lazy layer's fetched ranges). `false` when the blob was there already (the
+    /// file is left where it is).
+    pub(crate) fn adopt(&self, path: &Path, digest: &Digest) -> Result<bool, CasError> {
+        let final_path = self.path(digest);
+        if final_path.exists() {
+            return Ok(false);
+        }
+        let file = File::open(path).map_err(io_err(path))?;
+        file.sync_all().map_err(io_err(path))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o444)).map_err(io_err(path))?;
+        fs::rename(path, &final_path).map_err(io_err(&final_path))?;
+        sync_dir(&self.blobs_dir)?;
+        Ok(true)
+    }
+
     /// Creates a file in tmp/ for callers staging derived data (exports, archives).
     pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, CasError> {
         tempfile::Builder::new()

@@ -450,11 +450,23 @@ impl Store {
             return Err(e);
         }
         crate::failpoint::hit("unpack.before_index");
+        self.save_unpacked_index(layer, &cache, &index)?;
+        Ok(index)
+    }
+
+    /// Saves `index` as the layer's unpacked index (every regular file's content in
+    /// `cache`, just written or checked by this process, which therefore trusts
+    /// them: their first open need not hash them again). The caller holds the
+    /// layer's lock.
+    pub(crate) fn save_unpacked_index(
+        &self,
+        layer: &Digest,
+        cache: &CacheDir,
+        index: &LayerIndex,
+    ) -> Result<()> {
         index
-            .write_to(&unpacked)
+            .write_to(&cache.root().join(UNPACKED))
             .map_err(|e| layer_error(layer, e))?;
-        // This process just hashed every content file while writing it: their first
-        // open need not hash them again.
         let mut seen = std::collections::HashSet::new();
         for entry in &index.entries {
             if let layer::ContentRef::Cached(id) = entry.content {
@@ -465,7 +477,7 @@ impl Store {
                 }
             }
         }
-        Ok(index)
+        Ok(())
     }
 
     /// Refuses to unpack a layer whose files would not fit on the store's filesystem

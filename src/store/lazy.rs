@@ -95,6 +95,8 @@ pub(crate) struct LazyState {
 #[derive(Debug)]
 struct LazyLayer {
     index: Arc<LayerIndex>,
+    /// The seekable index, loaded (checksummed and decoded) once, not per read.
+    gzip: Mutex<Option<Arc<GzipIndex>>>,
     contents: Mutex<(u64, Arc<HashMap<usize, ContentId>>)>,
 }
 
@@ -269,7 +271,14 @@ impl layer::RangeSource for LocalSpans<'_> {
 /// Where a file being materialized collects its stored bytes.
 enum Collect {
     Memory(Vec<u8>),
-    Temp(File),
+    /// A large file: written to a temporary file in the cache while hashed (for an
+    /// ordinary file, `hasher`), which then becomes the content file itself; runs
+    /// of zeros stay holes, as `CacheDir::store_content` keeps them.
+    Temp {
+        file: tempfile::NamedTempFile,
+        hasher: Option<Sha256>,
+        written: u64,
+    },
 }
 
 /// One file to materialize: its tar header and stored data in the stream.
@@ -301,7 +310,23 @@ impl Wanted {
             let piece = &bytes[(from - position) as usize..(end - position) as usize];
             match &mut self.data {
                 Collect::Memory(buffer) => buffer.extend_from_slice(piece),
-                Collect::Temp(file) => file.write_all(piece)?,
+                Collect::Temp {
+                    file,
+                    hasher,
+                    written,
+                } => {
+                    if let Some(hasher) = hasher {
+                        hasher.update(piece);
+                    }
+                    let file = file.as_file_mut();
+                    if piece.iter().all(|&b| b == 0) {
+                        use std::io::Seek;
+                        file.seek(io::SeekFrom::Current(piece.len() as i64))?;
+                    } else {
+                        file.write_all(piece)?;
+                    }
+                    *written += piece.len() as u64;
+                }
             }
         }
         Ok(())
@@ -453,6 +478,19 @@ impl LazyLayer {
         }
         known.1.clone()
     }
+
+    /// Adds what this process just appended to `ranges/contents` (growing it from
+    /// `before` to `after` bytes) without reading the file again, when nothing else
+    /// changed it meanwhile (the caller holds the layer's lock).
+    fn added_contents(&self, before: u64, after: u64, added: &[(usize, ContentId)]) {
+        let mut known = crate::sys::lock(&self.contents);
+        if known.0 != before {
+            return; // re-read at the next look
+        }
+        let map = Arc::make_mut(&mut known.1);
+        map.extend(added.iter().copied());
+        known.0 = after;
+    }
 }
 
 impl Store {
@@ -463,6 +501,7 @@ impl Store {
         }
         let loaded = Arc::new(LazyLayer {
             index: Arc::new(self.layer_index(layer)?),
+            gzip: Mutex::new(None),
             contents: Mutex::new((0, Arc::new(HashMap::new()))),
         });
         let mut layers = crate::sys::lock(&self.lazy.layers);
@@ -664,7 +703,7 @@ impl Store {
         let compression = LayerCompression::from_media_type(&info.media_type)
             .ok_or_else(|| problem(layer, format!("{} is not a layer type", info.media_type)))?;
         if compression != LayerCompression::Gzip || info.size < SMALL_LAYER {
-            let indexed = self.complete_locked(layer, None)?;
+            let indexed = self.complete_locked(layer, None, Unpack::No)?;
             let gzip = match indexed.checkpoints {
                 Some(checkpoints) => Some(
                     GzipIndex::new(*layer, indexed.index.diff_id, checkpoints)
@@ -771,7 +810,8 @@ impl Store {
         )
         .ok()
         .filter(|index| index.layer() == *layer);
-        self.complete_locked(layer, gzip.as_ref()).map(|_| ())
+        self.complete_locked(layer, gzip.as_ref(), Unpack::No)
+            .map(|_| ())
     }
 
     /// Completes every lazy layer an image reaches (export, push).
@@ -792,6 +832,7 @@ impl Store {
         &self,
         layer: &Digest,
         gzip: Option<&GzipIndex>,
+        unpack: Unpack,
     ) -> Result<pipeline::IndexedLayer> {
         let info = self
             .blob(layer)?
@@ -842,17 +883,46 @@ impl Store {
             }
             _ => None,
         };
-        let mut writer = self.cas.writer(
-            Some(Expected {
-                digest: *layer,
-                size: info.size,
-            }),
-            &what,
-        )?;
-        let indexed = match reused {
+        // Fetched ranges reused: `ranges/data` becomes the blob itself once it
+        // checks (no copy); else the blob is fetched into a writer.
+        let mut writer = match reused {
+            Some(_) => None,
+            None => Some(self.cas.writer(
+                Some(Expected {
+                    digest: *layer,
+                    size: info.size,
+                }),
+                &what,
+            )?),
+        };
+        let cache =
+            CacheDir::new(self.layer_cache_dir(layer)).map_err(|e| layer_error(layer, e))?;
+        let mut discard = DiscardSink;
+        let mut unpacking = CompletionSink {
+            cache: &cache,
+            materialized: self.materialized(layer),
+            stored: HashMap::new(),
+            mismatched: 0,
+        };
+        let sink: &mut (dyn layer::ContentSink + Send) = match unpack {
+            Unpack::Yes => &mut unpacking,
+            Unpack::No => &mut discard,
+        };
+        let mut assembled = None;
+        let indexed = match &reused {
             Some(file) => {
-                let mut reader = io::BufReader::with_capacity(1 << 20, (&file).take(info.size));
-                pipeline::write_and_index(&mut reader, Some(&mut writer), compression, &what)
+                let mut hashing = Hashing {
+                    inner: io::BufReader::with_capacity(1 << 20, file.take(info.size)),
+                    hasher: Sha256::new(),
+                    len: 0,
+                };
+                let result =
+                    pipeline::write_and_index_into(&mut hashing, None, compression, &what, sink);
+                assembled = Some((
+                    Digest::from_bytes(hashing.hasher.finalize().into()),
+                    hashing.len,
+                ));
+                result
             }
             None => {
                 let body = client.get_blob(&repository, layer, Some(info.size))?;
@@ -861,16 +931,49 @@ impl Store {
                     hasher: Sha256::new(),
                     len: 0,
                 };
-                let result =
-                    pipeline::write_and_index(&mut counted, Some(&mut writer), compression, &what);
+                let result = pipeline::write_and_index_into(
+                    &mut counted,
+                    writer.as_mut(),
+                    compression,
+                    &what,
+                    sink,
+                );
                 self.lazy.fetched.fetch_add(counted.len, Ordering::Relaxed);
                 result
             }
         }
         .map_err(super::pull::remote_cause);
         let indexed = indexed?;
-        let verified = match writer.finish() {
-            Ok(_) => match info.diff_id {
+        let stored = match (writer, assembled) {
+            (Some(writer), _) => writer.finish().map(|_| ()),
+            // Not reached (no writer means reused ranges, hashed above); nothing was
+            // checked, so nothing may be taken.
+            (None, None) => Err(CasError::SizeMismatch {
+                what: what.clone(),
+                expected: info.size,
+                actual: 0,
+            }),
+            (None, Some((digest, size))) => {
+                if size != info.size {
+                    Err(CasError::SizeMismatch {
+                        what: what.clone(),
+                        expected: info.size,
+                        actual: size,
+                    })
+                } else if digest != *layer {
+                    Err(CasError::DigestMismatch {
+                        what: what.clone(),
+                        expected: *layer,
+                        actual: digest,
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        // The diff_id first: a blob goes into `blobs/` only when all of it checks.
+        let verified = match stored {
+            Ok(()) => match info.diff_id {
                 Some(expected) if indexed.index.diff_id.0 != expected => {
                     Err(StoreError::DiffIdMismatch {
                         what: what.clone(),
@@ -882,6 +985,16 @@ impl Store {
             },
             Err(e) => Err(StoreError::Cas(e)),
         };
+        let verified = verified.and_then(|()| match assembled {
+            Some(_) => {
+                drop(reused);
+                self.cas
+                    .adopt(&dir.join(DATA), layer)
+                    .map(|_| ())
+                    .map_err(StoreError::Cas)
+            }
+            None => Ok(()),
+        });
         if let Err(e) = verified {
             if matches!(
                 e,
@@ -907,7 +1020,35 @@ impl Store {
         self.note_change();
         self.drop_lazy_cache(layer);
         log::info!("lazy layer {layer} is complete and verified");
+        if unpack == Unpack::Yes {
+            if unpacking.mismatched > 0 {
+                // Served bytes that the verified layer does not hold: only a lying
+                // index artifact (a wrong window) can do that. Start the cache afresh.
+                log::warn!(
+                    "lazy layer {layer}: {} files read before it was complete differ from the \
+                     verified layer (its index artifact lied); they are unpacked again",
+                    unpacking.mismatched
+                );
+                for sub in [layer::CONTENT_DIR, layer::TMP_DIR] {
+                    let _ = fs::remove_dir_all(cache.root().join(sub));
+                }
+            } else {
+                let mut unpacked = indexed.index.clone();
+                for (position, id) in &unpacking.stored {
+                    if let Some(entry) = unpacked.entries.get_mut(*position) {
+                        entry.content = ContentRef::Cached(*id);
+                    }
+                }
+                self.save_unpacked_index(layer, &cache, &unpacked)?;
+            }
+        }
         Ok(indexed)
+    }
+
+    /// The files of lazy layer `layer` materialized so far (data entry -> content),
+    /// read from its record (the caller holds the layer's lock).
+    fn materialized(&self, layer: &Digest) -> HashMap<usize, ContentId> {
+        read_contents(&self.ranges_dir(layer))
     }
 
     /// Makes sure spans `wanted` of `layer` are in `ranges` with good bytes:
@@ -1035,10 +1176,18 @@ impl Store {
         if let Some(file) = self.open_materialized(layer, &cached, &cache, &dir, position)? {
             return Ok(Some(file));
         }
-        let Some(gzip) = self.lazy_gzip_index(layer, &cache)? else {
+        let known_gzip = crate::sys::lock(&cached.gzip).clone();
+        let gzip = match known_gzip {
+            Some(gzip) => Some(gzip),
+            None => self.lazy_gzip_index(layer, &cache)?.map(Arc::new),
+        };
+        if let Some(gzip) = &gzip {
+            *crate::sys::lock(&cached.gzip) = Some(gzip.clone());
+        }
+        let Some(gzip) = gzip else {
             // No seekable index (lost from the cache, or the registry's failed its
             // checks): fetch the layer whole.
-            self.complete_locked(layer, None)?;
+            self.complete_locked(layer, None, Unpack::Yes)?;
             return Ok(None);
         };
         let (client, repository) = self.origin_client(layer)?;
@@ -1048,7 +1197,7 @@ impl Store {
             &repository,
             layer,
             &cache,
-            index,
+            &cached,
             &gzip,
             &mut ranges,
             position,
@@ -1056,7 +1205,7 @@ impl Store {
             Ok(()) => {}
             Err(StoreError::Remote(e)) if ranges_unusable(&e) => {
                 log::warn!("{e}; fetching layer {layer} whole instead");
-                self.complete_locked(layer, None)?;
+                self.complete_locked(layer, None, Unpack::Yes)?;
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -1064,7 +1213,7 @@ impl Store {
         if ranges.fetched.len() >= gzip.span_count() {
             // Every span is here: the layer becomes an ordinary one.
             drop(ranges);
-            if let Err(e) = self.complete_locked(layer, Some(&gzip)) {
+            if let Err(e) = self.complete_locked(layer, Some(&gzip), Unpack::Yes) {
                 log::error!("completing lazy layer {layer}: {e}");
             }
         }
@@ -1146,11 +1295,12 @@ impl Store {
         repository: &str,
         layer: &Digest,
         cache: &CacheDir,
-        index: &LayerIndex,
+        cached: &LazyLayer,
         gzip: &GzipIndex,
         ranges: &mut Ranges,
         position: usize,
     ) -> Result<()> {
+        let index = &*cached.index;
         let target = &index.entries[position];
         let ContentRef::StreamOffset(offset) = target.content else {
             return Err(problem(
@@ -1172,7 +1322,7 @@ impl Store {
         let first = gzip.span(spans.start).expect("in range");
         let last = gzip.span(spans.end - 1).expect("in range");
         let decoded = first.uncompressed.start..last.uncompressed.end;
-        let known = read_contents(&ranges.dir);
+        let known = cached.contents(&ranges.dir);
         // The target, and every other file wholly inside what is inflated anyway.
         let mut wanted: Vec<Wanted> = Vec::new();
         for (i, entry) in index.entries.iter().enumerate() {
@@ -1191,9 +1341,13 @@ impl Store {
                 continue;
             }
             let data = if entry.stored_size() > IN_MEMORY {
-                let temp = tempfile::tempfile_in(cache.root().join(layer::TMP_DIR))
+                let temp = tempfile::NamedTempFile::new_in(cache.root().join(layer::TMP_DIR))
                     .map_err(io_error(cache.root()))?;
-                Collect::Temp(temp)
+                Collect::Temp {
+                    file: temp,
+                    hasher: entry.sparse.is_none().then(Sha256::new),
+                    written: 0,
+                }
             } else {
                 Collect::Memory(Vec::with_capacity(entry.stored_size() as usize))
             };
@@ -1231,6 +1385,7 @@ impl Store {
         )
         .map_err(|e| layer_error(layer, e))?;
         let mut record = String::new();
+        let mut added = Vec::new();
         let mut target_error = None;
         for mut file in wanted {
             let entry = &index.entries[file.entry];
@@ -1247,10 +1402,31 @@ impl Store {
                 continue;
             }
             let stored = entry.stored_size();
-            let id = match &mut file.data {
+            let data = std::mem::replace(&mut file.data, Collect::Memory(Vec::new()));
+            let id = match data {
                 Collect::Memory(bytes) => store_entry(cache, entry, &mut bytes.as_slice(), stored),
-                Collect::Temp(temp) => {
+                // An ordinary file, hashed as it came: the temporary file is it.
+                Collect::Temp {
+                    file: temp,
+                    hasher: Some(hasher),
+                    written,
+                } if written == stored => temp
+                    .as_file()
+                    .set_len(stored)
+                    .and_then(|()| cache.adopt_content(temp, ContentId(hasher.finalize().into()))),
+                Collect::Temp {
+                    hasher: Some(_), ..
+                } => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file content ends early",
+                )),
+                Collect::Temp {
+                    file: mut temp,
+                    hasher: None,
+                    ..
+                } => {
                     use std::io::Seek;
+                    let temp = temp.as_file_mut();
                     temp.seek(io::SeekFrom::Start(0)).and_then(|_| {
                         let mut reader = io::BufReader::new(&*temp);
                         store_entry(cache, entry, &mut reader, stored)
@@ -1262,15 +1438,18 @@ impl Store {
                 self.cas().verified_files().trust(&content, &id.0);
             }
             record.push_str(&format!("{} {}\n", file.entry, id.hex()));
+            added.push((file.entry, id));
         }
         if !record.is_empty() {
             let path = ranges.dir.join(CONTENTS);
+            let before = fs::metadata(&path).map_or(0, |m| m.len());
             OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&path)
                 .and_then(|mut f| f.write_all(record.as_bytes()))
                 .map_err(io_error(&path))?;
+            cached.added_contents(before, before + record.len() as u64, &added);
         }
         match target_error {
             Some(e) => Err(e),
@@ -1355,6 +1534,70 @@ fn store_entry(
     match &entry.sparse {
         None => cache.store_content(data, stored, false),
         Some(chunks) => cache.store_sparse_content(data, chunks, entry.size, false),
+    }
+}
+
+/// Whether completing a lazy layer also unpacks it: yes when a read completes it
+/// (the mount is reading the layer and would unpack it next), no for `pull`,
+/// `export` and `push`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unpack {
+    Yes,
+    No,
+}
+
+/// Completing a lazy layer that is being read: every regular file goes into the
+/// layer's cache as an unpack puts it, in the one pass that verifies the layer,
+/// except files materialized before, which are hashed from the verified stream and
+/// kept (not written again) when they match. Gives the indexer stream offsets, so
+/// the index it builds is the layer's stream index; `stored` is what the unpacked
+/// index refers to instead.
+struct CompletionSink<'a> {
+    cache: &'a CacheDir,
+    materialized: HashMap<usize, ContentId>,
+    stored: HashMap<usize, ContentId>,
+    mismatched: usize,
+}
+
+impl layer::ContentSink for CompletionSink<'_> {
+    fn file(&mut self, file: layer::SinkFile<'_>, data: &mut dyn Read) -> io::Result<ContentRef> {
+        let kept = self
+            .materialized
+            .get(&file.entry_index)
+            .copied()
+            .filter(|id| {
+                file.sparse.is_none()
+                    && fs::metadata(self.cache.content_path(id)).is_ok_and(|m| m.len() == file.size)
+            });
+        let id = match (kept, file.sparse) {
+            (Some(known), _) => {
+                let mut hasher = Sha256::new();
+                let mut buffer = vec![0u8; 256 * 1024];
+                let mut read = 0u64;
+                loop {
+                    let n = match data.read(&mut buffer) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    hasher.update(&buffer[..n]);
+                    read += n as u64;
+                }
+                let actual = ContentId(hasher.finalize().into());
+                if read != file.size || actual != known {
+                    self.mismatched += 1;
+                    return Ok(ContentRef::StreamOffset(file.stream_offset));
+                }
+                known
+            }
+            (None, None) => self.cache.store_content(data, file.size, false)?,
+            (None, Some(chunks)) => self
+                .cache
+                .store_sparse_content(data, chunks, file.size, false)?,
+        };
+        self.stored.insert(file.entry_index, id);
+        Ok(ContentRef::StreamOffset(file.stream_offset))
     }
 }
 

@@ -155,9 +155,21 @@ fn pump(
 /// names the layer in errors.
 pub(crate) fn write_and_index(
     source: &mut dyn Read,
+    writer: Option<&mut BlobWriter>,
+    compression: LayerCompression,
+    what: &str,
+) -> Result<IndexedLayer, StoreError> {
+    write_and_index_into(source, writer, compression, what, &mut DiscardSink)
+}
+
+/// [`write_and_index`] handing every regular file's content to `sink` on the
+/// indexer's thread (completing a lazy layer keeps its contents this way).
+pub(crate) fn write_and_index_into(
+    source: &mut dyn Read,
     mut writer: Option<&mut BlobWriter>,
     compression: LayerCompression,
     what: &str,
+    sink: &mut (dyn layer::ContentSink + Send),
 ) -> Result<IndexedLayer, StoreError> {
     let layer_error = |source: LayerError| StoreError::Layer {
         what: what.to_string(),
@@ -209,7 +221,7 @@ pub(crate) fn write_and_index(
         let index = scope.spawn(move || {
             let mut input = ChannelReader::new(plain_rx);
             // On error, drain nothing: dropping the receiver stops the decompressor.
-            layer::index_layer(&mut input, &mut DiscardSink).map_err(layer_error)
+            layer::index_layer(&mut input, sink).map_err(layer_error)
         });
         let reading = |source: io::Error| StoreError::SourceRead {
             what: what.to_string(),
