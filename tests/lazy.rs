@@ -75,9 +75,8 @@ impl Source {
 /// more small files, then the hard link (its header far from its target's data).
 /// Compressed with pigz in two halves, concatenated: a multi-member gzip stream.
 fn big_layer(t: &TestDir) -> (BuiltLayer, Source) {
-    let src = t.mkdir("src");
-    sh(
-        &src,
+    layer_of(
+        t,
         "mkdir -p etc small more && printf 'NAME=lazy\\nVERSION=1\\n' > etc/os-release && \
          i=0; while [ $i -lt 200 ]; do printf \"small file $i\\n\" > small/f$i; i=$((i+1)); done && \
          head -c 300000 /dev/urandom | base64 > target && \
@@ -88,7 +87,25 @@ fn big_layer(t: &TestDir) -> (BuiltLayer, Source) {
          ln target link && \
          tar --sparse --format=gnu --owner=0 --group=0 -cf ../layer.tar \
              etc small target big filler sparse more link",
-    );
+    )
+}
+
+/// A gzip layer that is mostly one 80 MB file (about 76 spans of the seekable
+/// index, nearly all of them the file's), after a few small files.
+fn huge_file_layer(t: &TestDir) -> (BuiltLayer, Source) {
+    layer_of(
+        t,
+        "mkdir -p etc && printf 'NAME=lazy\\nVERSION=1\\n' > etc/os-release && \
+         head -c 80000000 /dev/urandom > huge && \
+         tar --format=gnu --owner=0 --group=0 -cf ../layer.tar etc huge",
+    )
+}
+
+/// The layer a shell `script` makes as `../layer.tar` from files it writes in
+/// `src/`, compressed with pigz in two halves (a multi-member gzip stream).
+fn layer_of(t: &TestDir, script: &str) -> (BuiltLayer, Source) {
+    let src = t.mkdir("src");
+    sh(&src, script);
     let tar = fs::read(t.join("layer.tar")).unwrap();
     let half = tar.len() / 2 + 777;
     let mut data = pigz(&tar[..half]);
@@ -146,12 +163,23 @@ fn setup_with(name: &str, index: bool) -> Option<Setup> {
 /// [`setup_with`] on a registry started with `config`; `creds` are the push's
 /// registry options (`--creds USER:PASSWORD`).
 fn setup_in(name: &str, index: bool, config: &RegistryConfig, creds: &[&str]) -> Option<Setup> {
+    setup_of(name, index, config, creds, big_layer)
+}
+
+/// [`setup_in`] with the gzip layer `make_layer` builds.
+fn setup_of(
+    name: &str,
+    index: bool,
+    config: &RegistryConfig,
+    creds: &[&str],
+    make_layer: fn(&TestDir) -> (BuiltLayer, Source),
+) -> Option<Setup> {
     if !can_run() {
         return None;
     }
     let registry = Registry::start(config)?;
     let t = TestDir::new(name);
-    let (layer, source) = big_layer(&t);
+    let (layer, source) = make_layer(&t);
     let small = sample::LayerSpec::parse("file /etc/motd 0644 \"hello from zstd\"").unwrap();
     let image = ImageBuilder::new()
         .built_layer(layer)
@@ -1113,6 +1141,66 @@ fn reading_every_file_completes_the_layer_from_its_ranges_and_unpacks_it() {
     drop(m);
     let fsck = json(imagefs(t, &store).args(["fsck", "--json"]).assert_ok());
     for key in ["missing", "corrupt", "cache_damaged", "lazy", "bad"] {
+        assert_eq!(fsck[key], Value::Array(vec![]), "{key}: {fsck}");
+    }
+}
+
+/// Opening one file that is most of a lazy layer (80 MB of its ~80 MB) completes
+/// the layer in one streaming pass instead of materializing it span by span: the
+/// layer is present, checked and unpacked afterwards, the file reads right, and
+/// the small file read before it stays good.
+#[test]
+fn opening_a_file_that_is_most_of_a_layer_completes_it_in_one_pass() {
+    let Some(s) = setup_of(
+        "lazy-huge",
+        true,
+        &RegistryConfig::default(),
+        &[],
+        huge_file_layer,
+    ) else {
+        return;
+    };
+    let t = &s.t;
+    let host = s.registry.host();
+    let store = t.store();
+    let reference = format!("{host}/lazy/img:1");
+    imagefs(t, &store)
+        .args(["pull", "--lazy"])
+        .arg(&reference)
+        .assert_ok();
+    let big = report_layer(&s, &store, &host);
+    let hex = big.strip_prefix("sha256:").unwrap().to_string();
+    let m = t.mount(&[]);
+    let root = rootfs(&m, &host);
+    assert_eq!(
+        read(root.join("etc/os-release")).unwrap(),
+        s.source.read("etc/os-release")
+    );
+    let state = |store: &Path| {
+        json(
+            imagefs(t, store)
+                .args(["inspect", "--json"])
+                .arg(&reference)
+                .assert_ok(),
+        )["layers"][0]["state"]
+            .clone()
+    };
+    assert_eq!(state(&store), "lazy", "one small file completed the layer");
+    assert!(read(root.join("huge")).unwrap() == s.source.read("huge"));
+    assert_eq!(state(&store), "present");
+    assert!(store.join("blobs/sha256").join(&hex).exists());
+    assert!(store
+        .join("cache/layers")
+        .join(&hex)
+        .join("unpacked.idx")
+        .exists());
+    assert_eq!(
+        read(root.join("etc/os-release")).unwrap(),
+        s.source.read("etc/os-release")
+    );
+    drop(m);
+    let fsck = json(imagefs(t, &store).args(["fsck", "--json"]).assert_ok());
+    for key in ["missing", "corrupt", "cache_damaged", "bad"] {
         assert_eq!(fsck[key], Value::Array(vec![]), "{key}: {fsck}");
     }
 }

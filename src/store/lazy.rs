@@ -95,10 +95,21 @@ pub(crate) struct LazyState {
 #[derive(Debug)]
 struct LazyLayer {
     index: Arc<LayerIndex>,
+    /// Completing the layer after a bulk read failed in this process: reads go on
+    /// span by span (completion is tried again only when every span is here).
+    bulk_failed: std::sync::atomic::AtomicBool,
     /// The seekable index, loaded (checksummed and decoded) once, not per read.
     gzip: Mutex<Option<Arc<GzipIndex>>>,
     contents: Mutex<(u64, Arc<HashMap<usize, ContentId>>)>,
 }
+
+/// A reader that has made a mount fetch at least this many spans of a layer
+/// (about 64 MiB of its tar) and at least 1/[`BULK_READ_FRACTION`] of them is
+/// scanning it (`grep -r`, a scanner): the rest is fetched in large ranges and the
+/// layer completed and unpacked in one pass, which costs far less than going on
+/// span by span.
+const BULK_READ_SPANS: usize = 64;
+const BULK_READ_FRACTION: usize = 4;
 
 /// Lazy layers whose indexes are kept in memory at once.
 const LAZY_LAYERS_KEPT: usize = 64;
@@ -501,6 +512,7 @@ impl Store {
         }
         let loaded = Arc::new(LazyLayer {
             index: Arc::new(self.layer_index(layer)?),
+            bulk_failed: std::sync::atomic::AtomicBool::new(false),
             gzip: Mutex::new(None),
             contents: Mutex::new((0, Arc::new(HashMap::new()))),
         });
@@ -1192,6 +1204,23 @@ impl Store {
         };
         let (client, repository) = self.origin_client(layer)?;
         let mut ranges = Ranges::open(&dir)?;
+        if let Some(spans) = target_spans(&cached.index, &gzip, position) {
+            let total = gzip.span_count();
+            if spans.len() >= BULK_READ_SPANS && spans.len() * BULK_READ_FRACTION >= total {
+                // One file that is much of the layer (a big binary, a database):
+                // the layer is completed and unpacked in one pass instead, streamed
+                // whole when little of it is here (download, inflate and hashing
+                // then run at once, as in a pull), else from the fetched ranges.
+                let reuse = ranges.fetched.len() * BULK_READ_FRACTION >= total;
+                drop(ranges);
+                log::info!(
+                    "lazy layer {layer}: a file spans {} of its {total} spans; completing it",
+                    spans.len()
+                );
+                self.complete_locked(layer, reuse.then_some(&*gzip), Unpack::Yes)?;
+                return Ok(None);
+            }
+        }
         match self.materialize(
             &client,
             &repository,
@@ -1210,11 +1239,24 @@ impl Store {
             }
             Err(e) => return Err(e),
         }
-        if ranges.fetched.len() >= gzip.span_count() {
-            // Every span is here: the layer becomes an ordinary one.
+        let fetched = ranges.fetched.len();
+        let spans = gzip.span_count();
+        let bulk = fetched >= BULK_READ_SPANS
+            && fetched * BULK_READ_FRACTION >= spans
+            && !cached.bulk_failed.load(Ordering::Relaxed);
+        if fetched >= spans || bulk {
+            // Every span is here, or so much of the layer was read that the reader
+            // is scanning it: the layer becomes an ordinary one (the rest fetched
+            // in large ranges, then one verifying pass that unpacks it).
             drop(ranges);
+            if bulk && fetched < spans {
+                log::info!(
+                    "lazy layer {layer}: {fetched} of {spans} spans read; fetching the rest"
+                );
+            }
             if let Err(e) = self.complete_locked(layer, Some(&gzip), Unpack::Yes) {
                 log::error!("completing lazy layer {layer}: {e}");
+                cached.bulk_failed.store(true, Ordering::Relaxed);
             }
         }
         let dir = self.ranges_dir(layer);
@@ -1522,6 +1564,17 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The spans holding data entry `position`'s tar header and stored data.
+fn target_spans(index: &LayerIndex, gzip: &GzipIndex, position: usize) -> Option<Range<usize>> {
+    let entry = index.entries.get(position)?;
+    let ContentRef::StreamOffset(offset) = entry.content else {
+        return None;
+    };
+    let start = offset.checked_sub(BLOCK)?;
+    gzip.spans_for(start..(offset + entry.stored_size()).max(offset))
+        .ok()
 }
 
 /// Stores one file's stored bytes as content (sparse files at their offsets).
