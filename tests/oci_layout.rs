@@ -728,3 +728,50 @@ fn blobs_and_index_json_that_do_not_hold_are_refused() {
     assert!(staging_files(&t).is_empty(), "{:?}", staging_files(&t));
     fsck(&t, true);
 }
+
+/// Writing a staging file costs one request per write at most, not a
+/// `security.capability` lookup before each (the mount handles privilege
+/// dropping itself: staging files keep permission bits only, so a setuid bit
+/// asked for is not kept and no write has privileges to drop).
+#[test]
+fn writes_through_the_mount_ask_no_xattr_and_staging_files_keep_no_setuid() {
+    if !can_run(&[]) {
+        return;
+    }
+    let t = TestDir::new("layout-killpriv");
+    let m = t.mount(&[]);
+    fs::create_dir_all(m.join("dev/app")).unwrap();
+    let path = m.join("dev/app/oci-put-blob-killpriv");
+    let before = util::daemon_stats(m.path());
+    let chunk = vec![7u8; 4096];
+    {
+        let path = path.clone();
+        with_timeout(60, move || {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&path)?;
+            for _ in 0..500 {
+                file.write_all(&chunk)?;
+                file.flush()?;
+            }
+            file.sync_all()
+        })
+        .unwrap();
+    }
+    let after = util::daemon_stats(m.path());
+    // The stats read itself is one; the create may ask once or twice.
+    let asked = after["req_getxattr"] - before["req_getxattr"];
+    assert!(
+        asked <= 5,
+        "500 writes asked the daemon for {asked} xattrs (before: {before:?}, after: {after:?})"
+    );
+    assert_eq!(fs::metadata(&path).unwrap().len(), 500 * 4096);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o4755)).unwrap();
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+    fs::remove_file(&path).unwrap();
+}

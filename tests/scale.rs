@@ -86,33 +86,12 @@ fn ls_prefix_and_df_with_many_repositories() {
     t.run(&["fsck"]).assert_ok();
 }
 
-/// The daemon's statistics (the hidden `user.imagefs.stats` xattr of the root).
-fn stats(mnt: &Path) -> HashMap<String, u64> {
-    let out = std::process::Command::new("getfattr")
-        .args(["-n", "user.imagefs.stats", "--only-values"])
-        .arg(mnt)
-        .output()
-        .expect("getfattr runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| {
-            let (name, value) = line.split_once('=')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 /// Walks `scale/` as `find -maxdepth 3` then `ls -l` of every `tags/` would:
 /// SQL statements (change-token checks apart) and requests per repository on a
 /// first walk.
 fn walk_cost(t: &TestDir, repos: usize) -> (f64, f64) {
     let mount = t.mount(&[]);
-    let before = stats(mount.path());
+    let before = util::daemon_stats(mount.path());
     let mut tags_dirs = Vec::new();
     for team in std::fs::read_dir(mount.join("scale")).unwrap() {
         for repo in std::fs::read_dir(team.unwrap().path()).unwrap() {
@@ -134,7 +113,7 @@ fn walk_cost(t: &TestDir, repos: usize) -> (f64, f64) {
             std::fs::read_link(&tag).unwrap();
         }
     }
-    let after = stats(mount.path());
+    let after = util::daemon_stats(mount.path());
     let delta = |key: &str| (after[key] - before[key]) as f64 / repos as f64;
     let requests = ["req_lookup", "req_getattr", "req_readlink", "req_readdir"]
         .iter()

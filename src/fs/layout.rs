@@ -359,6 +359,14 @@ impl WriteHandle {
     }
 }
 
+/// The mode a staging file keeps: permission bits only. Setuid, setgid and sticky
+/// mean nothing on a file that becomes a read-only blob or a layout's metadata,
+/// and without them no write through the mount has privileges to drop (the mount
+/// tells the kernel so: FUSE_HANDLE_KILLPRIV_V2).
+fn staged_mode(mode: u32) -> u32 {
+    mode & 0o777
+}
+
 /// Turns a store error refusing what a tool wrote into an errno with one log line:
 /// bad JSON or a blob that does not match is EINVAL, a missing manifest ENOENT.
 fn refused(what: &str, error: StoreError) -> VfsError {
@@ -459,7 +467,7 @@ impl Vfs {
         drop(file);
         let staged = StagedFile {
             path: path.clone(),
-            mode: AtomicU32::new(mode & 0o7777),
+            mode: AtomicU32::new(staged_mode(mode)),
             created_ns: crate::store::meta::now_ns(),
         };
         if let Err(error) = self.layout().add_file(name, staged) {
@@ -479,7 +487,7 @@ impl Vfs {
     /// chmod of a staged file.
     pub(crate) fn chmod_staged(&self, name: &StagedName, mode: u32) -> Result<()> {
         let file = self.layout().file(name).ok_or(VfsError::NotFound)?;
-        file.mode.store(mode & 0o7777, Ordering::Relaxed);
+        file.mode.store(staged_mode(mode), Ordering::Relaxed);
         Ok(())
     }
 

@@ -903,3 +903,25 @@ pub fn daemon_log(store: &Path) -> String {
     }
     text
 }
+
+/// The daemon's statistics (the hidden `user.imagefs.stats` xattr of the mount
+/// root): counters by name.
+pub fn daemon_stats(mnt: &Path) -> std::collections::HashMap<String, u64> {
+    let out = Command::new("getfattr")
+        .args(["-n", "user.imagefs.stats", "--only-values"])
+        .arg(mnt)
+        .output()
+        .expect("getfattr runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|word| {
+            let (name, value) = word.split_once('=')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
