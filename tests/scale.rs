@@ -5,9 +5,6 @@
 
 mod util;
 
-use std::collections::HashMap;
-use std::path::Path;
-
 use util::TestDir;
 
 const TEAMS: usize = 10;
