@@ -1192,33 +1192,6 @@ fn changes_by_other_processes_show_within_a_second() {
     );
 }
 
-/// The daemon's statistics (the hidden `user.imagefs.stats` xattr of the root).
-fn daemon_stats(mnt: &Path) -> HashMap<String, u64> {
-    let path = std::ffi::CString::new(mnt.as_os_str().to_str().expect("utf-8 path"))
-        .expect("no NUL in a path");
-    let text = within(10, move || {
-        let mut buf = vec![0u8; 8192];
-        // SAFETY: valid NUL-terminated strings and a writable buffer of that length.
-        let n = unsafe {
-            libc::getxattr(
-                path.as_ptr(),
-                c"user.imagefs.stats".as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        assert!(n >= 0, "getxattr: {}", std::io::Error::last_os_error());
-        buf.truncate(n as usize);
-        String::from_utf8(buf).expect("stats are text")
-    });
-    text.lines()
-        .filter_map(|line| {
-            let (name, value) = line.split_once('=')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 /// `ls -l DIR`: every name with its link target (lstat, then readlink).
 fn ls_l(dir: &Path) -> Vec<(String, PathBuf)> {
     names(dir)
@@ -1246,9 +1219,9 @@ fn tags_moved_or_removed_elsewhere_show_within_a_second_though_cached_long() {
     // Longer than the old 0.5 s TTL: a warm `ls -l tags/` still asks the daemon
     // nothing (attributes, names and link targets stay in the kernel).
     std::thread::sleep(Duration::from_millis(800));
-    let quiet = daemon_stats(&m.mnt);
+    let quiet = util::daemon_stats(&m.mnt);
     assert_eq!(ls_l(&tags), before);
-    let after = daemon_stats(&m.mnt);
+    let after = util::daemon_stats(&m.mnt);
     for key in ["req_lookup", "req_getattr", "req_readlink", "req_readdir"] {
         assert_eq!(
             quiet[key], after[key],
@@ -1298,7 +1271,7 @@ fn tags_moved_or_removed_elsewhere_show_within_a_second_though_cached_long() {
     wait_until("retargeted link", Duration::from_secs(1), || {
         std::fs::read_link(&two).ok() == Some(wanted.clone())
     });
-    assert!(daemon_stats(&m.mnt)["invalidations"] > 0);
+    assert!(util::daemon_stats(&m.mnt)["invalidations"] > 0);
 }
 
 #[test]

@@ -19,16 +19,14 @@
 mod util;
 
 use std::collections::{BTreeMap, HashSet};
-use std::ffi::CString;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
 use imagefs::testing::sample::{self, Built, Compression, ImageBuilder, LayerSpec};
-use util::{Cmd, Mount, TestDir};
+use util::{daemon_stats, Cmd, Mount, TestDir};
 
 fn rounds() -> usize {
     std::env::var("IMAGEFS_SOAK_ROUNDS")
@@ -277,37 +275,6 @@ fn layout_of_many_tags(
     let path = t.join(name);
     sample::write_oci_layout(&path, &entries).expect("layout can be written");
     path
-}
-
-/// The daemon's statistics: the hidden `user.imagefs.stats` xattr of the mount
-/// root, `name=value` lines.
-fn daemon_stats(mnt: &Path) -> BTreeMap<String, u64> {
-    let path = CString::new(mnt.as_os_str().as_bytes()).expect("no NUL in a path");
-    let text = util::with_timeout(10, move || {
-        let mut buf = vec![0u8; 4096];
-        // SAFETY: valid NUL-terminated strings and a writable buffer of that length.
-        let n = unsafe {
-            libc::getxattr(
-                path.as_ptr(),
-                c"user.imagefs.stats".as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        assert!(
-            n >= 0,
-            "getxattr user.imagefs.stats: {}",
-            std::io::Error::last_os_error()
-        );
-        buf.truncate(n as usize);
-        String::from_utf8(buf).expect("stats are text")
-    });
-    text.lines()
-        .filter_map(|line| {
-            let (name, value) = line.split_once('=')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect()
 }
 
 /// VmRSS of process `pid` in KiB.

@@ -233,6 +233,7 @@ impl Cas {
             expected,
             what: what.to_string(),
             blobs_dir: self.blobs_dir.clone(),
+            verified: self.verified.clone(),
         })
     }
 
@@ -311,9 +312,10 @@ impl Cas {
 
     /// Makes file `path` (on the store's filesystem, already hashed by the caller
     /// and found to be blob `digest`) the blob itself: synced, made read-only,
-    /// renamed into `blobs/`. Saves copying a blob that was assembled in place (a
-    /// lazy layer's fetched ranges). `false` when the blob was there already (the
-    /// file is left where it is).
+    /// renamed into `blobs/`, and trusted by the verified-file memo (the caller
+    /// wrote it alone). Saves copying a blob that was assembled in place (a lazy
+    /// layer's fetched ranges). `false` when the blob was there already (the file
+    /// is left where it is).
     pub(crate) fn adopt(&self, path: &Path, digest: &Digest) -> Result<bool, CasError> {
         let final_path = self.path(digest);
         if final_path.exists() {
@@ -324,6 +326,7 @@ impl Cas {
         fs::set_permissions(path, fs::Permissions::from_mode(0o444)).map_err(io_err(path))?;
         fs::rename(path, &final_path).map_err(io_err(&final_path))?;
         sync_dir(&self.blobs_dir)?;
+        self.verified.trust(&file, digest.as_bytes());
         Ok(true)
     }
 
@@ -344,6 +347,7 @@ pub struct BlobWriter {
     expected: Option<Expected>,
     what: String,
     blobs_dir: PathBuf,
+    verified: Arc<VerifiedFiles>,
 }
 
 impl BlobWriter {
@@ -407,11 +411,15 @@ impl BlobWriter {
         temp.as_file().sync_all().map_err(io_err(temp.path()))?;
         fs::set_permissions(temp.path(), fs::Permissions::from_mode(0o444))
             .map_err(io_err(temp.path()))?;
-        temp.persist(&final_path).map_err(|e| CasError::Io {
+        let file = temp.persist(&final_path).map_err(|e| CasError::Io {
             path: final_path.clone(),
             source: e.error,
         })?;
         sync_dir(&self.blobs_dir)?;
+        // Written and hashed by this process alone (a temp file nobody else opens):
+        // its first open for serving need not hash it again (nor another process's:
+        // large files go into the store's persisted memo).
+        self.verified.trust(&file, digest.as_bytes());
         Ok((digest, size, true))
     }
 }

@@ -311,9 +311,12 @@ fn unpacked_contents_are_trusted_by_the_process_that_wrote_them() {
         .find(|b| b.kind == BlobKind::Layer)
         .unwrap()
         .digest;
+    // The import remembers the blobs it wrote (manifest, config, layer).
+    let (blobs, hashed) = f.store.cas().verified_files().counts();
+    assert_eq!((blobs, hashed), (3, 0));
     let index = f.store.unpack_layer(&layer).unwrap();
     // /a and /b have the same bytes: two distinct contents, both remembered.
-    assert_eq!(f.store.cas().verified_files().counts(), (2, 0));
+    assert_eq!(f.store.cas().verified_files().counts(), (blobs + 2, 0));
     let cache = crate::layer::CacheDir::new(f.store.layer_cache_dir(&layer)).unwrap();
     let files: Vec<usize> = (0..index.entries.len())
         .filter(|&i| index.entries[i].kind == EntryKind::File)
@@ -325,7 +328,7 @@ fn unpacked_contents_are_trusted_by_the_process_that_wrote_them() {
             .open_layer_content(&layer, &cache, &index, i)
             .unwrap();
     }
-    assert_eq!(f.store.cas().verified_files().counts(), (2, 0));
+    assert_eq!(f.store.cas().verified_files().counts(), (blobs + 2, 0));
 }
 
 #[test]

@@ -905,20 +905,31 @@ pub fn daemon_log(store: &Path) -> String {
 }
 
 /// The daemon's statistics (the hidden `user.imagefs.stats` xattr of the mount
-/// root): counters by name.
-pub fn daemon_stats(mnt: &Path) -> std::collections::HashMap<String, u64> {
-    let out = Command::new("getfattr")
-        .args(["-n", "user.imagefs.stats", "--only-values"])
-        .arg(mnt)
-        .output()
-        .expect("getfattr runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
+/// root): counters by name. Read with getxattr(2) under a timeout, so a stuck
+/// mount fails the test instead of hanging it.
+pub fn daemon_stats(mnt: &Path) -> std::collections::BTreeMap<String, u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(mnt.as_os_str().as_bytes()).expect("no NUL in a path");
+    let text = with_timeout(10, move || {
+        let mut buf = vec![0u8; 8192];
+        // SAFETY: valid NUL-terminated strings and a writable buffer of that length.
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                c"user.imagefs.stats".as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        assert!(
+            n >= 0,
+            "getxattr user.imagefs.stats: {}",
+            std::io::Error::last_os_error()
+        );
+        buf.truncate(n as usize);
+        String::from_utf8(buf).expect("stats are text")
+    });
+    text.split_whitespace()
         .filter_map(|word| {
             let (name, value) = word.split_once('=')?;
             Some((name.to_string(), value.parse().ok()?))
