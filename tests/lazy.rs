@@ -101,6 +101,17 @@ fn huge_file_layer(t: &TestDir) -> (BuiltLayer, Source) {
     )
 }
 
+/// A gzip layer of 80 random files of 1 MiB (about 80 spans of the seekable
+/// index, one or two per file), after `etc/os-release`.
+fn many_files_layer(t: &TestDir) -> (BuiltLayer, Source) {
+    layer_of(
+        t,
+        "mkdir -p etc d && printf 'NAME=lazy\\nVERSION=1\\n' > etc/os-release && \
+         i=0; while [ $i -lt 80 ]; do head -c 1048576 /dev/urandom > d/f$i; i=$((i+1)); done && \
+         tar --format=gnu --owner=0 --group=0 -cf ../layer.tar etc d",
+    )
+}
+
 /// The layer a shell `script` makes as `../layer.tar` from files it writes in
 /// `src/`, compressed with pigz in two halves (a multi-member gzip stream).
 fn layer_of(t: &TestDir, script: &str) -> (BuiltLayer, Source) {
@@ -1198,6 +1209,70 @@ fn opening_a_file_that_is_most_of_a_layer_completes_it_in_one_pass() {
         read(root.join("etc/os-release")).unwrap(),
         s.source.read("etc/os-release")
     );
+    drop(m);
+    let fsck = json(imagefs(t, &store).args(["fsck", "--json"]).assert_ok());
+    for key in ["missing", "corrupt", "cache_damaged", "bad"] {
+        assert_eq!(fsck[key], Value::Array(vec![]), "{key}: {fsck}");
+    }
+}
+
+/// A reader going through a lazy layer file by file (a scanner) makes the mount
+/// fetch the rest of the layer once it has fetched 64 spans and a quarter of
+/// them: the layer is present before the last files are read, and every file
+/// reads right, before and after.
+#[test]
+fn a_scan_of_a_lazy_layer_completes_it_before_its_end() {
+    let Some(s) = setup_of(
+        "lazy-scan",
+        true,
+        &RegistryConfig::default(),
+        &[],
+        many_files_layer,
+    ) else {
+        return;
+    };
+    let t = &s.t;
+    let host = s.registry.host();
+    let store = t.store();
+    let reference = format!("{host}/lazy/img:1");
+    imagefs(t, &store)
+        .args(["pull", "--lazy"])
+        .arg(&reference)
+        .assert_ok();
+    let big = report_layer(&s, &store, &host);
+    let hex = big.strip_prefix("sha256:").unwrap().to_string();
+    let m = t.mount(&[]);
+    let root = rootfs(&m, &host);
+    let present = || store.join("blobs/sha256").join(&hex).exists();
+    let mut completed_at = None;
+    for i in 0..80 {
+        let path = format!("d/f{i}");
+        assert!(
+            read(root.join(&path)).unwrap() == s.source.read(&path),
+            "{path} read wrong"
+        );
+        if completed_at.is_none() && present() {
+            completed_at = Some(i);
+        }
+    }
+    let at = completed_at.expect("the layer was never completed");
+    // A file takes one or two spans: 64 spans are fetched after 32 to 64 files.
+    assert!(
+        (32..79).contains(&at),
+        "completed after reading file {at}: expected after 64 spans, before the end"
+    );
+    assert!(store
+        .join("cache/layers")
+        .join(&hex)
+        .join("unpacked.idx")
+        .exists());
+    for i in [0, 40, 79] {
+        let path = format!("d/f{i}");
+        assert!(
+            read(root.join(&path)).unwrap() == s.source.read(&path),
+            "{path}"
+        );
+    }
     drop(m);
     let fsck = json(imagefs(t, &store).args(["fsck", "--json"]).assert_ok());
     for key in ["missing", "corrupt", "cache_damaged", "bad"] {
