@@ -961,8 +961,14 @@ where
             compression,
             expected,
         } => {
-            let mut file = store.cas.open_blob(&descriptor.digest)?;
-            let index = pipeline::write_and_index(&mut file, None, *compression, &job.what)?;
+            // Indexed already if it was renamed in through a layout moments ago.
+            let index = match store.take_prepared(&descriptor.digest, *compression) {
+                Some(index) => index,
+                None => {
+                    let mut file = store.cas.open_blob(&descriptor.digest)?;
+                    pipeline::write_and_index(&mut file, None, *compression, &job.what)?
+                }
+            };
             (None, false, Some(index), Some(*expected))
         }
         Work::Layer {

@@ -400,6 +400,8 @@ pub struct Store {
     local_changes: AtomicU64,
     /// Registry clients of lazy layers (`store/lazy.rs`).
     lazy: lazy::LazyState,
+    /// Layers renamed in through a layout, indexed in the background (`staging.rs`).
+    prepared: staging::PreparedLayers,
 }
 
 impl Store {
@@ -417,6 +419,7 @@ impl Store {
             conn: Mutex::new(conn),
             local_changes: AtomicU64::new(0),
             lazy: lazy::LazyState::default(),
+            prepared: staging::PreparedLayers::default(),
         })
     }
 

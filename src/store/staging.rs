@@ -20,10 +20,11 @@ use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::digest::{Digest, Hasher};
-use crate::image::{self, Descriptor, ImageSource, Parsed, SourceImage};
+use crate::image::{self, Descriptor, ImageSource, LayerCompression, Parsed, SourceImage};
 use crate::reference::{Reference, Target};
 use crate::store::cas::{sync_dir, CasError};
 use crate::store::meta::{self, BlobKind, Owner};
@@ -39,6 +40,38 @@ const PREFIX: &str = "layout";
 
 /// Numbers staging files within this process.
 static NEXT_STAGED: AtomicU64 = AtomicU64::new(0);
+
+/// Layers renamed in through a layout, being indexed in the background so that
+/// the `index.json` that names them finds the work done (`Store::take_prepared`):
+/// skopeo writes its other blobs meanwhile. At most [`PREPARED_MAX`] at once;
+/// what no `index.json` claims is dropped when newer ones need the room.
+#[derive(Debug, Default)]
+pub(crate) struct PreparedLayers {
+    layers: std::sync::Mutex<Vec<(Digest, Arc<Prepared>)>>,
+}
+
+const PREPARED_MAX: usize = 8;
+
+/// One layer being indexed: the result once the indexer thread is done.
+#[derive(Debug, Default)]
+struct Prepared {
+    compression: Option<LayerCompression>,
+    result: std::sync::Mutex<Option<Option<crate::store::pipeline::IndexedLayer>>>,
+    done: std::sync::Condvar,
+}
+
+/// The compression of a blob that looks like a layer, from its first bytes.
+fn sniff_layer(head: &[u8]) -> Option<LayerCompression> {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Some(LayerCompression::Gzip)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(LayerCompression::Zstd)
+    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        Some(LayerCompression::None)
+    } else {
+        None
+    }
+}
 
 /// One tag a rewritten `index.json` names or named: what the writer had read and
 /// what it wrote.
@@ -181,10 +214,89 @@ impl Store {
                     self.cas.verified_files().trust(&file, expected.as_bytes());
                 }
             }
+            self.prepare_layer(expected, &target);
             true
         };
         self.note_change();
         Ok(created)
+    }
+
+    /// Starts indexing blob `digest` (just renamed in at `path`) in the background
+    /// when its first bytes say it is a layer: decompressed, its entry index,
+    /// diff_id and seekable index built as an import builds them, for
+    /// [`Store::take_prepared`]. Anything else (a config, a manifest) is left.
+    fn prepare_layer(&self, digest: &Digest, path: &Path) {
+        let mut head = [0u8; 512];
+        let Ok(mut file) = File::open(path) else {
+            return;
+        };
+        let mut filled = 0;
+        while filled < head.len() {
+            match file.read(&mut head[filled..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => filled += n,
+            }
+        }
+        let Some(compression) = sniff_layer(&head[..filled]) else {
+            return;
+        };
+        let prepared = Arc::new(Prepared {
+            compression: Some(compression),
+            ..Prepared::default()
+        });
+        {
+            let mut layers = crate::sys::lock(&self.prepared.layers);
+            if layers.iter().any(|(d, _)| d == digest) {
+                return;
+            }
+            if layers.len() >= PREPARED_MAX {
+                layers.remove(0);
+            }
+            layers.push((*digest, prepared.clone()));
+        }
+        let path = path.to_path_buf();
+        let what = format!("layer {digest}");
+        let spawned = std::thread::Builder::new()
+            .name("imagefs-prepare".into())
+            .spawn(move || {
+                let indexed = File::open(&path).ok().and_then(|file| {
+                    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+                    crate::store::pipeline::write_and_index(&mut reader, None, compression, &what)
+                        .map_err(|e| log::debug!("{what}: not indexed ahead: {e}"))
+                        .ok()
+                });
+                *crate::sys::lock(&prepared.result) = Some(indexed);
+                prepared.done.notify_all();
+            });
+        if spawned.is_err() {
+            crate::sys::lock(&self.prepared.layers).retain(|(d, _)| d != digest);
+        }
+    }
+
+    /// The indexes of layer `digest` built in the background since it was renamed
+    /// in (waiting for them when still running), if they were built for
+    /// `compression`; `None` when there are none (the caller indexes it itself).
+    pub(crate) fn take_prepared(
+        &self,
+        digest: &Digest,
+        compression: LayerCompression,
+    ) -> Option<crate::store::pipeline::IndexedLayer> {
+        let prepared = {
+            let mut layers = crate::sys::lock(&self.prepared.layers);
+            let at = layers.iter().position(|(d, _)| d == digest)?;
+            layers.remove(at).1
+        };
+        if prepared.compression != Some(compression) {
+            return None;
+        }
+        let mut result = crate::sys::lock(&prepared.result);
+        while result.is_none() {
+            result = prepared
+                .done
+                .wait(result)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        result.take().flatten()
     }
 
     /// The size of blob `digest` if a layout may show it: its file is there and a
