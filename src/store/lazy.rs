@@ -42,12 +42,12 @@ use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::digest::{DiffId, Digest};
+use crate::digest::{DiffId, Digest, HashingReader};
 use crate::image::LayerCompression;
 use crate::layer::{
     self, CacheDir, ContentId, ContentRef, DiscardSink, Entry, EntryKind, GzipIndex, LayerIndex,
@@ -83,8 +83,6 @@ pub(crate) struct LazyState {
     options: Mutex<Option<Options>>,
     /// One client per registry, shared (tokens are cached and renewed in it).
     clients: Mutex<HashMap<String, Arc<Client>>>,
-    /// Compressed bytes fetched by ranges or whole for lazy layers (this process).
-    fetched: AtomicU64,
     /// Entry indexes of lazy layers being read, and their materialized files as
     /// last read from `ranges/contents` (re-read when that file's length changes),
     /// so that opening file after file of one layer parses neither again.
@@ -163,22 +161,6 @@ fn problem(layer: &Digest, text: impl Into<String>) -> StoreError {
 
 fn layer_error(layer: &Digest, e: impl Into<layer::LayerError>) -> StoreError {
     StoreError::layer(layer, e.into())
-}
-
-/// A reader that hashes and counts what passes through it.
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
 }
 
 /// The fetched spans of one layer, opened under its lock.
@@ -533,11 +515,6 @@ impl Store {
         crate::sys::lock(&self.lazy.clients).clear();
     }
 
-    /// Compressed bytes this process fetched for lazy layers.
-    pub fn lazy_bytes_fetched(&self) -> u64 {
-        self.lazy.fetched.load(Ordering::Relaxed)
-    }
-
     /// Lets lazy layers of `registry` use `client` (a pull's own, already
     /// authenticated).
     pub(crate) fn share_client(&self, registry: &str, client: Arc<Client>) {
@@ -728,11 +705,7 @@ impl Store {
         let (client, repository) = self.origin_client(layer)?;
         let started = std::time::Instant::now();
         let body = client.get_blob(&repository, layer, Some(info.size))?;
-        let mut hashing = Hashing {
-            inner: io::BufReader::with_capacity(1 << 20, body),
-            hasher: Sha256::new(),
-            len: 0,
-        };
+        let mut hashing = HashingReader::new(io::BufReader::with_capacity(1 << 20, body));
         let what = format!("{}/{repository}: layer {layer}", client.endpoint().name);
         let read_error = |e: layer::LayerError| match e {
             layer::LayerError::Io(io) => super::pull::remote_cause(StoreError::SourceRead {
@@ -753,14 +726,13 @@ impl Store {
         };
         io::copy(&mut hashing, &mut io::sink())
             .map_err(|e| read_error(layer::LayerError::Io(e)))?;
-        self.lazy.fetched.fetch_add(hashing.len, Ordering::Relaxed);
-        let actual = Digest::from_bytes(hashing.hasher.finalize().into());
-        if actual != *layer || hashing.len != info.size {
+        let (actual, len) = hashing.finish();
+        if actual != *layer || len != info.size {
             return Err(StoreError::BadImage {
                 what,
                 problem: format!(
-                    "the registry served {} bytes hashing to {actual} ({} expected)",
-                    hashing.len, info.size
+                    "the registry served {len} bytes hashing to {actual} ({} expected)",
+                    info.size
                 ),
             });
         }
@@ -879,9 +851,6 @@ impl Store {
                                         source,
                                     })
                                 })?;
-                            self.lazy
-                                .fetched
-                                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                             ranges
                                 .data
                                 .write_all_at(&bytes, 0)
@@ -895,24 +864,12 @@ impl Store {
             }
             _ => None,
         };
-        // Fetched ranges reused: `ranges/data` becomes the blob itself once it
-        // checks (no copy); else the blob is fetched into a writer.
-        let mut writer = match reused {
-            Some(_) => None,
-            None => Some(self.cas.writer(
-                Some(Expected {
-                    digest: *layer,
-                    size: info.size,
-                }),
-                &what,
-            )?),
-        };
         let cache =
             CacheDir::new(self.layer_cache_dir(layer)).map_err(|e| layer_error(layer, e))?;
         let mut discard = DiscardSink;
         let mut unpacking = CompletionSink {
             cache: &cache,
-            materialized: self.materialized(layer),
+            materialized: read_contents(&dir),
             stored: HashMap::new(),
             mismatched: 0,
         };
@@ -920,53 +877,18 @@ impl Store {
             Unpack::Yes => &mut unpacking,
             Unpack::No => &mut discard,
         };
-        let mut assembled = None;
-        let indexed = match &reused {
+        // Fetched ranges reused: `ranges/data` is hashed on the way and becomes the
+        // blob itself (no copy) once all of it checks, diff_id included. Else the
+        // blob is fetched into a writer, which commits it when its digest checks (a
+        // diff_id mismatch then removes it again, below).
+        let (indexed, stored) = match &reused {
             Some(file) => {
-                let mut hashing = Hashing {
-                    inner: io::BufReader::with_capacity(1 << 20, file.take(info.size)),
-                    hasher: Sha256::new(),
-                    len: 0,
-                };
-                let result =
+                let mut hashing =
+                    HashingReader::new(io::BufReader::with_capacity(1 << 20, file.take(info.size)));
+                let indexed =
                     pipeline::write_and_index_into(&mut hashing, None, compression, &what, sink);
-                assembled = Some((
-                    Digest::from_bytes(hashing.hasher.finalize().into()),
-                    hashing.len,
-                ));
-                result
-            }
-            None => {
-                let body = client.get_blob(&repository, layer, Some(info.size))?;
-                let mut counted = Hashing {
-                    inner: body,
-                    hasher: Sha256::new(),
-                    len: 0,
-                };
-                let result = pipeline::write_and_index_into(
-                    &mut counted,
-                    writer.as_mut(),
-                    compression,
-                    &what,
-                    sink,
-                );
-                self.lazy.fetched.fetch_add(counted.len, Ordering::Relaxed);
-                result
-            }
-        }
-        .map_err(super::pull::remote_cause);
-        let indexed = indexed?;
-        let stored = match (writer, assembled) {
-            (Some(writer), _) => writer.finish().map(|_| ()),
-            // Not reached (no writer means reused ranges, hashed above); nothing was
-            // checked, so nothing may be taken.
-            (None, None) => Err(CasError::SizeMismatch {
-                what: what.clone(),
-                expected: info.size,
-                actual: 0,
-            }),
-            (None, Some((digest, size))) => {
-                if size != info.size {
+                let (digest, size) = hashing.finish();
+                let stored = if size != info.size {
                     Err(CasError::SizeMismatch {
                         what: what.clone(),
                         expected: info.size,
@@ -980,10 +902,34 @@ impl Store {
                     })
                 } else {
                     Ok(())
-                }
+                };
+                (indexed, stored)
+            }
+            None => {
+                let mut writer = self.cas.writer(
+                    Some(Expected {
+                        digest: *layer,
+                        size: info.size,
+                    }),
+                    &what,
+                )?;
+                let mut body = client.get_blob(&repository, layer, Some(info.size))?;
+                let indexed = pipeline::write_and_index_into(
+                    &mut body,
+                    Some(&mut writer),
+                    compression,
+                    &what,
+                    sink,
+                );
+                // Only a whole pass is a blob to commit (else the error below).
+                let stored = match &indexed {
+                    Ok(_) => writer.finish().map(|_| ()),
+                    Err(_) => Ok(()),
+                };
+                (indexed, stored)
             }
         };
-        // The diff_id first: a blob goes into `blobs/` only when all of it checks.
+        let indexed = indexed.map_err(super::pull::remote_cause)?;
         let verified = match stored {
             Ok(()) => match info.diff_id {
                 Some(expected) if indexed.index.diff_id.0 != expected => {
@@ -997,9 +943,9 @@ impl Store {
             },
             Err(e) => Err(StoreError::Cas(e)),
         };
-        let verified = verified.and_then(|()| match assembled {
-            Some(_) => {
-                drop(reused);
+        let verified = verified.and_then(|()| match reused {
+            Some(file) => {
+                drop(file);
                 self.cas
                     .adopt(&dir.join(DATA), layer)
                     .map(|_| ())
@@ -1055,12 +1001,6 @@ impl Store {
             }
         }
         Ok(indexed)
-    }
-
-    /// The files of lazy layer `layer` materialized so far (data entry -> content),
-    /// read from its record (the caller holds the layer's lock).
-    fn materialized(&self, layer: &Digest) -> HashMap<usize, ContentId> {
-        read_contents(&self.ranges_dir(layer))
     }
 
     /// Makes sure spans `wanted` of `layer` are in `ranges` with good bytes:
@@ -1136,9 +1076,6 @@ impl Store {
                         source,
                     })
                 })?;
-            self.lazy
-                .fetched
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             index
                 .verify_spans(run.clone(), &bytes)
                 .map_err(|e| StoreError::BadImage {
@@ -1188,14 +1125,14 @@ impl Store {
         if let Some(file) = self.open_materialized(layer, &cached, &cache, &dir, position)? {
             return Ok(Some(file));
         }
-        let known_gzip = crate::sys::lock(&cached.gzip).clone();
-        let gzip = match known_gzip {
-            Some(gzip) => Some(gzip),
-            None => self.lazy_gzip_index(layer, &cache)?.map(Arc::new),
+        let gzip = {
+            // Under the layer's lock: no other thread fetches it meanwhile.
+            let mut known = crate::sys::lock(&cached.gzip);
+            if known.is_none() {
+                *known = self.lazy_gzip_index(layer, &cache)?.map(Arc::new);
+            }
+            known.clone()
         };
-        if let Some(gzip) = &gzip {
-            *crate::sys::lock(&cached.gzip) = Some(gzip.clone());
-        }
         let Some(gzip) = gzip else {
             // No seekable index (lost from the cache, or the registry's failed its
             // checks): fetch the layer whole.
@@ -1624,20 +1561,10 @@ impl layer::ContentSink for CompletionSink<'_> {
             });
         let id = match (kept, file.sparse) {
             (Some(known), _) => {
-                let mut hasher = Sha256::new();
-                let mut buffer = vec![0u8; 256 * 1024];
-                let mut read = 0u64;
-                loop {
-                    let n = match data.read(&mut buffer) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(e),
-                    };
-                    hasher.update(&buffer[..n]);
-                    read += n as u64;
-                }
-                let actual = ContentId(hasher.finalize().into());
+                let mut hashing = HashingReader::new(data);
+                io::copy(&mut hashing, &mut io::sink())?;
+                let (digest, read) = hashing.finish();
+                let actual = ContentId(*digest.as_bytes());
                 if read != file.size || actual != known {
                     self.mismatched += 1;
                     return Ok(ContentRef::StreamOffset(file.stream_offset));
