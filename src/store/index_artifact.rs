@@ -28,7 +28,7 @@
 //!   referrers (API, else the tag), at most [`MAX_CANDIDATES`] imagefs artifacts
 //!   among them, each checked (trust rules below) and what passes saved into the
 //!   layers' cache (`layers.rs`), never over an index the store built itself.
-//!   `pull --lazy` ([`Store::fetch_index_artifact_deferred`]) takes the entry
+//!   `pull --lazy` ([`GzipIndexes::Later`]) takes the entry
 //!   indexes at once and leaves each gzip index (the bulk of the artifact) in the
 //!   registry, recorded in the layer's lazy state, until the layer is first read
 //!   ([`Store::fetch_deferred_gzip_index`], the same checks; one that fails them
@@ -435,11 +435,16 @@ fn check_gzip(
     Ok(index)
 }
 
-/// When an artifact's gzip indexes are fetched: at once, or when a layer is first
-/// read (`pull --lazy`).
+/// When an artifact's gzip indexes are fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum GzipIndexes {
+pub(crate) enum GzipIndexes {
+    /// With the entry indexes.
     Now,
+    /// Only where each is in the registry, recorded in the layer's lazy state and
+    /// fetched when the layer is first read ([`Store::fetch_deferred_gzip_index`]):
+    /// the gzip indexes are the bulk of an artifact (their 32 KiB windows, 1-4% of
+    /// a layer), and a look at one file should not pay for every layer's. What
+    /// `pull --lazy` asks for.
     Later,
 }
 
@@ -659,23 +664,9 @@ impl Store {
         self.fetch_artifact_indexes(client, repository, manifest, layers, GzipIndexes::Now)
     }
 
-    /// [`Store::fetch_index_artifact`] as `pull --lazy` calls it: the entry indexes
-    /// now (listing needs them), each gzip index only where it is in the registry,
-    /// recorded in the layer's lazy state and fetched when the layer is first read
-    /// (see [`Store::fetch_deferred_gzip_index`]). The gzip indexes are the bulk of
-    /// an artifact (their 32 KiB windows, 1-4% of a layer): a look at one file
-    /// should not pay for every layer's.
-    pub(crate) fn fetch_index_artifact_deferred(
-        &self,
-        client: &Client,
-        repository: &str,
-        manifest: &Digest,
-        layers: &[ArtifactLayer],
-    ) -> Result<Vec<Digest>> {
-        self.fetch_artifact_indexes(client, repository, manifest, layers, GzipIndexes::Later)
-    }
-
-    fn fetch_artifact_indexes(
+    /// [`Store::fetch_index_artifact`], the gzip indexes fetched as `gzip_indexes`
+    /// says: `pull --lazy` asks for [`GzipIndexes::Later`].
+    pub(crate) fn fetch_artifact_indexes(
         &self,
         client: &Client,
         repository: &str,

@@ -243,11 +243,12 @@ impl Store {
         // the layers are streamed instead (which meets the same registry, and says
         // what is wrong if it is really down).
         for (manifest, layers) in self.lazy_image_layers(top)? {
-            if let Err(e) = self.fetch_index_artifact_deferred(
+            if let Err(e) = self.fetch_artifact_indexes(
                 client,
                 &reference.repository,
                 &manifest,
                 &layers,
+                super::index_artifact::GzipIndexes::Later,
             ) {
                 log::warn!("{reference}: no index artifact used for {manifest}: {e}");
             }
