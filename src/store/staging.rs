@@ -53,9 +53,9 @@ pub(crate) struct PreparedLayers {
 const PREPARED_MAX: usize = 8;
 
 /// One layer being indexed: the result once the indexer thread is done.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Prepared {
-    compression: Option<LayerCompression>,
+    compression: LayerCompression,
     result: std::sync::Mutex<Option<Option<crate::store::pipeline::IndexedLayer>>>,
     done: std::sync::Condvar,
 }
@@ -209,7 +209,7 @@ impl Store {
             sync_dir(self.cas.blobs_dir())?;
             // Hashed just now: its first open for serving need not hash it again,
             // unless the writer (which may still hold it open) wrote since.
-            if let Ok(now) = file.metadata() {
+            if let (None, Ok(now)) = (hashed, file.metadata()) {
                 if now.len() == before.len() && now.modified().ok() == before.modified().ok() {
                     self.cas.verified_files().trust(&file, expected.as_bytes());
                 }
@@ -226,23 +226,15 @@ impl Store {
     /// diff_id and seekable index built as an import builds them, for
     /// [`Store::take_prepared`]. Anything else (a config, a manifest) is left.
     fn prepare_layer(&self, digest: &Digest, path: &Path) {
-        let mut head = [0u8; 512];
-        let Ok(mut file) = File::open(path) else {
-            return;
-        };
-        let mut filled = 0;
-        while filled < head.len() {
-            match file.read(&mut head[filled..]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => filled += n,
-            }
-        }
-        let Some(compression) = sniff_layer(&head[..filled]) else {
+        let mut head = Vec::with_capacity(512);
+        let read = File::open(path).and_then(|file| file.take(512).read_to_end(&mut head));
+        let Some(compression) = read.ok().and_then(|_| sniff_layer(&head)) else {
             return;
         };
         let prepared = Arc::new(Prepared {
-            compression: Some(compression),
-            ..Prepared::default()
+            compression,
+            result: std::sync::Mutex::new(None),
+            done: std::sync::Condvar::new(),
         });
         {
             let mut layers = crate::sys::lock(&self.prepared.layers);
@@ -286,7 +278,7 @@ impl Store {
             let at = layers.iter().position(|(d, _)| d == digest)?;
             layers.remove(at).1
         };
-        if prepared.compression != Some(compression) {
+        if prepared.compression != compression {
             return None;
         }
         let mut result = crate::sys::lock(&prepared.result);
