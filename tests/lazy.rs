@@ -423,17 +423,18 @@ fn plain_pull_completes_a_lazy_image_and_rm_leaves_nothing() {
     }
     let df = json(imagefs(t, &store).args(["df", "--json"]).assert_ok());
     assert_eq!(df["lazy_missing_bytes"], 0, "{df}");
-    let fsck = json(imagefs(t, &store).args(["fsck", "--json"]).assert_ok());
-    for key in [
-        "missing",
-        "corrupt",
-        "cache_damaged",
-        "lazy",
-        "bad",
-        "leftovers",
-    ] {
-        assert_eq!(fsck[key], Value::Array(vec![]), "{key}: {fsck}");
-    }
+    assert_fsck_lists_nothing(
+        t,
+        &store,
+        &[
+            "missing",
+            "corrupt",
+            "cache_damaged",
+            "lazy",
+            "bad",
+            "leftovers",
+        ],
+    );
     // Export works on the complete image.
     imagefs(t, &store)
         .args(["export"])
@@ -462,10 +463,11 @@ fn rm_of_a_lazy_image_and_gc_leave_nothing() {
         .assert_ok();
     imagefs(t, &store).args(["rm"]).arg(&reference).assert_ok();
     imagefs(t, &store).args(["gc"]).assert_ok();
-    let fsck = json(imagefs(t, &store).args(["fsck", "--json"]).assert_ok());
-    for key in ["missing", "corrupt", "dangling", "lazy", "leftovers"] {
-        assert_eq!(fsck[key], Value::Array(vec![]), "{key}: {fsck}");
-    }
+    assert_fsck_lists_nothing(
+        t,
+        &store,
+        &["missing", "corrupt", "dangling", "lazy", "leftovers"],
+    );
     let layers = fs::read_dir(store.join("cache/layers"))
         .map(|d| d.count())
         .unwrap_or(0);
@@ -634,10 +636,7 @@ fn kill_of_the_daemon_mid_fetch_leaves_nothing_taken_for_good_data() {
     let _ = child.wait();
     assert!(reader.join().expect("the reader ends").is_err());
     drop(m);
-    let fsck = json(imagefs(t, &store).args(["fsck", "--json"]).assert_ok());
-    for key in ["missing", "corrupt", "cache_damaged", "bad"] {
-        assert_eq!(fsck[key], Value::Array(vec![]), "{key}: {fsck}");
-    }
+    assert_fsck_lists_nothing(t, &store, &["missing", "corrupt", "cache_damaged", "bad"]);
     // A new mount reads the file right.
     proxy.clear();
     let m = t.mount(&[]);
@@ -937,6 +936,31 @@ fn report_layer(s: &Setup, store: &Path, host: &str) -> String {
         .to_string()
 }
 
+/// Panics unless `imagefs fsck --json` of `store` passes and lists nothing under
+/// any of `keys`.
+fn assert_fsck_lists_nothing(t: &TestDir, store: &Path, keys: &[&str]) {
+    let fsck = json(imagefs(t, store).args(["fsck", "--json"]).assert_ok());
+    for key in keys {
+        assert_eq!(fsck[*key], Value::Array(vec![]), "{key}: {fsck}");
+    }
+}
+
+/// `pull --lazy` of `lazy/img:1` into the test's store. Returns the store, the
+/// reference and the hex digest of the big (first, gzip) layer.
+fn pull_lazily(s: &Setup) -> (PathBuf, String, String) {
+    let t = &s.t;
+    let host = s.registry.host();
+    let store = t.store();
+    let reference = format!("{host}/lazy/img:1");
+    imagefs(t, &store)
+        .args(["pull", "--lazy"])
+        .arg(&reference)
+        .assert_ok();
+    let big = report_layer(s, &store, &host);
+    let hex = big.strip_prefix("sha256:").unwrap().to_string();
+    (store, reference, hex)
+}
+
 /// A long-lived mount outlives its Bearer tokens: with tokens good for 2 s, reads
 /// well after that still fetch (the token is renewed, not reused past its time),
 /// with the credentials the mount was given.
@@ -1086,14 +1110,7 @@ fn reading_every_file_completes_the_layer_from_its_ranges_and_unpacks_it() {
     };
     let t = &s.t;
     let host = s.registry.host();
-    let store = t.store();
-    let reference = format!("{host}/lazy/img:1");
-    imagefs(t, &store)
-        .args(["pull", "--lazy"])
-        .arg(&reference)
-        .assert_ok();
-    let big = report_layer(&s, &store, &host);
-    let hex = big.strip_prefix("sha256:").unwrap().to_string();
+    let (store, reference, hex) = pull_lazily(&s);
     let files: Vec<String> = sh(&s.source.dir, "find . -type f | sed 's|^\\./||' | sort")
         .lines()
         .map(str::to_string)
@@ -1150,10 +1167,11 @@ fn reading_every_file_completes_the_layer_from_its_ranges_and_unpacks_it() {
         );
     }
     drop(m);
-    let fsck = json(imagefs(t, &store).args(["fsck", "--json"]).assert_ok());
-    for key in ["missing", "corrupt", "cache_damaged", "lazy", "bad"] {
-        assert_eq!(fsck[key], Value::Array(vec![]), "{key}: {fsck}");
-    }
+    assert_fsck_lists_nothing(
+        t,
+        &store,
+        &["missing", "corrupt", "cache_damaged", "lazy", "bad"],
+    );
 }
 
 /// Opening one file that is most of a lazy layer (80 MB of its ~80 MB) completes
@@ -1173,14 +1191,7 @@ fn opening_a_file_that_is_most_of_a_layer_completes_it_in_one_pass() {
     };
     let t = &s.t;
     let host = s.registry.host();
-    let store = t.store();
-    let reference = format!("{host}/lazy/img:1");
-    imagefs(t, &store)
-        .args(["pull", "--lazy"])
-        .arg(&reference)
-        .assert_ok();
-    let big = report_layer(&s, &store, &host);
-    let hex = big.strip_prefix("sha256:").unwrap().to_string();
+    let (store, reference, hex) = pull_lazily(&s);
     let m = t.mount(&[]);
     let root = rootfs(&m, &host);
     assert_eq!(
@@ -1210,10 +1221,7 @@ fn opening_a_file_that_is_most_of_a_layer_completes_it_in_one_pass() {
         s.source.read("etc/os-release")
     );
     drop(m);
-    let fsck = json(imagefs(t, &store).args(["fsck", "--json"]).assert_ok());
-    for key in ["missing", "corrupt", "cache_damaged", "bad"] {
-        assert_eq!(fsck[key], Value::Array(vec![]), "{key}: {fsck}");
-    }
+    assert_fsck_lists_nothing(t, &store, &["missing", "corrupt", "cache_damaged", "bad"]);
 }
 
 /// A reader going through a lazy layer file by file (a scanner) makes the mount
@@ -1233,14 +1241,7 @@ fn a_scan_of_a_lazy_layer_completes_it_before_its_end() {
     };
     let t = &s.t;
     let host = s.registry.host();
-    let store = t.store();
-    let reference = format!("{host}/lazy/img:1");
-    imagefs(t, &store)
-        .args(["pull", "--lazy"])
-        .arg(&reference)
-        .assert_ok();
-    let big = report_layer(&s, &store, &host);
-    let hex = big.strip_prefix("sha256:").unwrap().to_string();
+    let (store, _, hex) = pull_lazily(&s);
     let m = t.mount(&[]);
     let root = rootfs(&m, &host);
     let present = || store.join("blobs/sha256").join(&hex).exists();
@@ -1274,8 +1275,5 @@ fn a_scan_of_a_lazy_layer_completes_it_before_its_end() {
         );
     }
     drop(m);
-    let fsck = json(imagefs(t, &store).args(["fsck", "--json"]).assert_ok());
-    for key in ["missing", "corrupt", "cache_damaged", "bad"] {
-        assert_eq!(fsck[key], Value::Array(vec![]), "{key}: {fsck}");
-    }
+    assert_fsck_lists_nothing(t, &store, &["missing", "corrupt", "cache_damaged", "bad"]);
 }
