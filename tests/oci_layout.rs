@@ -775,3 +775,161 @@ fn writes_through_the_mount_ask_no_xattr_and_staging_files_keep_no_setuid() {
     );
     fs::remove_file(&path).unwrap();
 }
+
+/// Reads `path` under a timeout (a stuck mount fails the test, never hangs it).
+fn read_in_time(path: PathBuf) -> std::io::Result<Vec<u8>> {
+    with_timeout(30, move || fs::read(path))
+}
+
+/// A layer renamed into `blobs/sha256/` is indexed in the background, and an
+/// `index.json` naming it commits its tag without waiting for that: the indexer
+/// checks the layer against the config's diff_id afterwards (README, "What a tag
+/// written through a layout guarantees"). With the indexers paused at a failpoint,
+/// skopeo's copies finish and their tags are there; once the indexers go on, the
+/// good image's layers keep their indexes and read, and the layer whose config lies
+/// about its diff_id becomes bad: EIO under rootfs/, named by fsck, logged.
+#[test]
+fn a_layout_tag_commits_before_its_layers_diff_ids_are_checked() {
+    if !can_run(&["skopeo"]) {
+        return;
+    }
+    let t = TestDir::new("layout-deferred");
+    let src = source_layout(&t, "src", &["app"], 50_000);
+    let honest = || {
+        ImageBuilder::new()
+            .config("linux", "amd64", None)
+            .layer(
+                &LayerSpec::parse(r#"dir /etc 0755 ; file /etc/lie 0644 "x""#).unwrap(),
+                Compression::Gzip,
+            )
+            .build()
+            .unwrap()
+    };
+    let lying = honest()
+        .corrupt(sample::Corruption::WrongDiffId { layer: 0 })
+        .unwrap();
+    let fixed = honest();
+    assert_eq!(lying.layers[0].blob.digest, fixed.layers[0].blob.digest);
+    let bad_src = t.join("bad-src");
+    sample::write_oci_layout(
+        &bad_src,
+        &[
+            (Some("bad"), &Built::from(lying)),
+            (Some("fixed"), &Built::from(fixed)),
+        ],
+    )
+    .unwrap();
+    let gate = t.join("gate");
+    let failpoint = format!("layout.prepare:pause:{}", gate.display());
+    let m = Mount::start_with_env(
+        &t.store(),
+        &t.join("mnt"),
+        &[],
+        &[("IMAGEFS_FAILPOINT", &failpoint)],
+    );
+    fs::create_dir_all(m.join("dev/app")).unwrap();
+    fs::create_dir_all(m.join("dev/bad")).unwrap();
+    run_ok(
+        t.path(),
+        "skopeo",
+        &["copy", &oci(&src, "app"), &oci(&m.join("dev/app"), "1")],
+    );
+    run_ok(
+        t.path(),
+        "skopeo",
+        &["copy", &oci(&bad_src, "bad"), &oci(&m.join("dev/bad"), "1")],
+    );
+    assert!(
+        Path::new(&format!("{}.reached", gate.display())).exists(),
+        "the copies should have met a paused indexer"
+    );
+    assert_eq!(
+        tag_target(&m, "dev/app", "1"),
+        Some(inspect_digest(t.path(), &oci(&src, "app")))
+    );
+    assert!(tag_target(&m, "dev/bad", "1").is_some());
+    fs::write(&gate, b"go").unwrap();
+
+    // The lying layer turns bad within a bounded time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        let out = t
+            .imagefs()
+            .args(["fsck", "--json"])
+            .timeout_secs(60)
+            .output();
+        let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("fsck --json");
+        if report["bad"].as_array().is_some_and(|bad| !bad.is_empty()) {
+            break report;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never marked bad: {report}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(report["bad"].as_array().unwrap().len(), 1, "{report}");
+    for field in ["missing", "corrupt", "bad_counts", "dangling"] {
+        assert_eq!(
+            report[field],
+            serde_json::json!([]),
+            "fsck {field}: {report}"
+        );
+    }
+    let error = read_in_time(m.join("dev/bad/tags/1/rootfs/etc/lie"))
+        .expect_err("a bad layer must not be read");
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    let log = util::daemon_log(&t.store());
+    assert!(
+        log.lines()
+            .any(|l| l.contains("is bad") && l.contains("diff_id")),
+        "{log}"
+    );
+
+    // The good image: its layers' indexes were kept by the indexer, and it reads.
+    let manifest = tag_target(&m, "dev/app", "1").unwrap();
+    let hex = manifest.trim_start_matches("sha256:");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(t.store().join(format!("blobs/sha256/{hex}"))).unwrap())
+            .unwrap();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let hex = layer["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:");
+        let idx = t
+            .store()
+            .join(format!("cache/layers/{hex}/index/{hex}.idx"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !idx.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never kept",
+                idx.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert_eq!(
+        read_in_time(m.join("dev/app/tags/1/rootfs/etc/os-release")).unwrap(),
+        b"NAME=layout-test"
+    );
+    // Untagged, the bad image leaves a clean store; the same layer under an honest
+    // config is copied in again (the lookup of its blob says ENOENT) and reads.
+    fs::remove_file(m.join("dev/bad/tags/1")).unwrap();
+    fsck(&t, false);
+    run_ok(
+        t.path(),
+        "skopeo",
+        &[
+            "copy",
+            &oci(&bad_src, "fixed"),
+            &oci(&m.join("dev/bad"), "2"),
+        ],
+    );
+    assert_eq!(
+        read_in_time(m.join("dev/bad/tags/2/rootfs/etc/lie")).unwrap(),
+        b"x"
+    );
+    fsck(&t, false);
+}

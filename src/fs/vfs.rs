@@ -222,7 +222,7 @@ impl Vfs {
     }
 
     /// The store behind the view.
-    pub(crate) fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Arc<Store> {
         &self.store
     }
 

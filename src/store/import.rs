@@ -31,6 +31,7 @@ use crate::store::layers::{layer_warnings, LayerWarnings};
 use crate::store::meta::{self, BlobKind, Edge, EdgeKind, NewBlob, Origin, Owner};
 use crate::store::pipeline::{self, IndexedLayer};
 use crate::store::progress::{NoProgress, Progress, ProgressReader};
+use crate::store::staging::{DeferredCheck, PreparedLayer};
 use crate::store::{Store, StoreError, MAX_JSON_BLOB};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -228,6 +229,9 @@ struct JobDone {
     index: Option<IndexedLayer>,
     /// The diff_id the config gives the layer (layers only).
     expected: Option<DiffId>,
+    /// A layer renamed in through a layout and still being indexed: committed with
+    /// the config's diff_id, checked by its indexer after the commit.
+    deferred: Option<DeferredCheck>,
 }
 
 /// A manifest whose layers are checked for skipped entries once they are indexed.
@@ -266,6 +270,9 @@ struct Importer<'a, S: ?Sized> {
     lazy: Vec<Digest>,
     /// Lazy rows stay lazy (`ImportOptions::keep_lazy`).
     keep_lazy: bool,
+    /// Layers committed before their diff_id check (a layout write), told once the
+    /// commit is done; dropped uncommitted when the import fails.
+    deferred: Vec<(Digest, DeferredCheck)>,
 }
 
 impl Store {
@@ -316,6 +323,7 @@ impl Store {
             fresh_indexes: HashMap::new(),
             lazy_layers: options.lazy_layers,
             lazy: Vec::new(),
+            deferred: Vec::new(),
             keep_lazy: options.keep_lazy,
         };
         let result = importer.run(&plan, options.origin.as_ref());
@@ -473,6 +481,9 @@ where
             tx.commit()?;
         }
         self.leases.ids.clear();
+        for (_, check) in self.deferred.drain(..) {
+            check.committed();
+        }
         self.store.note_change();
         for layer in &completed {
             // Fetched ranges and materialized files of a lazy layer now complete.
@@ -736,6 +747,8 @@ where
             })?;
         let stored = self.store.cas.contains(&descriptor.digest);
         let known_diff_id = match self.store.blob(&descriptor.digest)? {
+            // A bad row's diff_id is the one its bytes failed: checked afresh.
+            Some(info) if info.state == meta::BlobState::Bad => None,
             Some(info) if stored => info.diff_id.map(DiffId),
             Some(info) if self.keep_lazy && info.state == meta::BlobState::Lazy => {
                 info.diff_id.map(DiffId)
@@ -859,6 +872,11 @@ where
                 diff_ids.insert(job.digest, indexed.index.diff_id);
                 self.fresh_indexes.insert(job.digest, indexed.index);
             }
+            if let Some(check) = job.deferred {
+                // Recorded with the config's diff_id, checked after the commit.
+                diff_ids.insert(job.digest, check.expected());
+                self.deferred.push((job.digest, check));
+            }
         }
         if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
@@ -876,9 +894,13 @@ where
     /// fails the import: an index that cannot be read is reported instead.
     fn check_skipped_entries(&mut self) {
         let fresh = std::mem::take(&mut self.fresh_indexes);
-        let lazy: HashSet<Digest> = self.lazy.iter().copied().collect();
+        let lazy: HashSet<Digest> = (self.lazy.iter())
+            .chain(self.deferred.iter().map(|(digest, _)| digest))
+            .copied()
+            .collect();
         for check in std::mem::take(&mut self.checks) {
             // A lazy layer has no index yet: `pull --lazy` checks after its commit.
+            // Nor has a deferred one, whose indexer is not waited for.
             if check.layers.iter().any(|layer| lazy.contains(layer)) {
                 continue;
             }
@@ -961,9 +983,21 @@ where
             compression,
             expected,
         } => {
-            // Indexed already if it was renamed in through a layout moments ago.
-            let index = match store.take_prepared(&descriptor.digest, *compression) {
-                Some(index) => index,
+            // Renamed in through a layout moments ago: indexed already, or still
+            // being indexed, which the commit need not wait for.
+            let defer = Some((*expected, job.what.as_str()));
+            let index = match store.take_prepared(&descriptor.digest, *compression, defer) {
+                Some(PreparedLayer::Indexed(index)) => index,
+                Some(PreparedLayer::Deferred(check)) => {
+                    return Ok(JobDone {
+                        digest: descriptor.digest,
+                        created: None,
+                        read: false,
+                        index: None,
+                        expected: Some(*expected),
+                        deferred: Some(check),
+                    })
+                }
                 None => {
                     let mut file = store.cas.open_blob(&descriptor.digest)?;
                     pipeline::write_and_index(&mut file, None, *compression, &job.what)?
@@ -995,6 +1029,7 @@ where
         read,
         index,
         expected,
+        deferred: None,
     })
 }
 

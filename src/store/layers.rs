@@ -25,8 +25,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::digest::DiffId;
-use crate::digest::Digest;
+use crate::digest::{DiffId, Digest, HashingReader};
 use crate::image::LayerCompression;
 use crate::layer::{self, CacheDir, DiscardSink, GzipCheckpoints, GzipIndex, LayerIndex};
 use crate::store::pipeline::IndexedLayer;
@@ -266,22 +265,41 @@ impl Store {
         }
         let compression = self.layer_compression(layer)?;
         let blob = self.cas.open_blob(layer)?;
-        let reader = BufReader::with_capacity(1 << 20, blob);
+        // Hashed on the way, to tell a corrupt blob from a lying config below.
+        let mut reader = HashingReader::new(BufReader::with_capacity(1 << 20, blob));
         let (index, checkpoints) = if compression == LayerCompression::Gzip {
             let mut builder =
-                layer::GzipIndexBuilder::new(reader).map_err(|e| layer_error(layer, e))?;
+                layer::GzipIndexBuilder::new(&mut reader).map_err(|e| layer_error(layer, e))?;
             let index = layer::index_layer(&mut builder, &mut DiscardSink)
                 .map_err(|e| layer_error(layer, e))?;
             let checkpoints = builder.finish().map_err(|e| layer_error(layer, e))?;
             (index, Some(checkpoints))
         } else {
-            let stream =
-                layer::open_layer_stream(reader, compression).map_err(|e| layer_error(layer, e))?;
+            let stream = layer::open_layer_stream(&mut reader, compression)
+                .map_err(|e| layer_error(layer, e))?;
             let index =
                 layer::index_layer(stream, &mut DiscardSink).map_err(|e| layer_error(layer, e))?;
             (index, None)
         };
-        self.check_diff_id(layer, &index)?;
+        if let Err(e) = self.check_diff_id(layer, &index) {
+            std::io::copy(&mut reader, &mut std::io::sink())
+                .map_err(|e| layer_error(layer, layer::LayerError::Io(e)))?;
+            if reader.finish().0 == *layer {
+                // The bytes are the blob's: the config's diff_id was never true. Only
+                // a layout write committed before its check (which a crash cut
+                // short) records one unchecked; the layer goes bad as there.
+                self.mark_bad(
+                    layer,
+                    &format!(
+                        "its content unpacks to {}, not to the config's diff_id",
+                        index.diff_id
+                    ),
+                );
+                self.cas.remove(layer)?;
+                return Err(super::lazy::bad_layer(layer));
+            }
+            return Err(e);
+        }
         let gzip = match checkpoints {
             Some(checkpoints) => {
                 Some(self.save_gzip_index(layer, cache, index.diff_id, checkpoints)?)

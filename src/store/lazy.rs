@@ -761,9 +761,11 @@ impl Store {
         Ok((index, Some(gzip)))
     }
 
-    /// Marks a lazy layer bad (logged once): reads give EIO, `fsck` names it.
-    fn mark_bad(&self, layer: &Digest, why: &str) {
-        log::error!("lazy layer {layer} is bad: {why}");
+    /// Marks a layer bad (logged once): reads give EIO, `fsck` names it. A lazy
+    /// layer whose fetched bytes fail their checks, or one a layout write committed
+    /// before its diff_id was checked (`staging.rs`; that caller removes its blob).
+    pub(crate) fn mark_bad(&self, layer: &Digest, why: &str) {
+        log::error!("layer {layer} is bad: {why}");
         let mut conn = self.conn();
         if let Ok(tx) = meta::write_tx(&mut conn) {
             if meta::set_blob_state(&tx, layer, BlobState::Bad).is_ok() {
@@ -1447,7 +1449,7 @@ impl Store {
         for (layer, state) in absent {
             if state == BlobState::Bad {
                 report.bad.push(format!(
-                    "{layer}: lazy layer whose fetched bytes failed their digest or diff_id; `imagefs pull` it again"
+                    "{layer}: layer whose bytes failed their digest or the config's diff_id; pull or copy the image again"
                 ));
                 continue;
             }
@@ -1581,10 +1583,10 @@ impl layer::ContentSink for CompletionSink<'_> {
     }
 }
 
-fn bad_layer(layer: &Digest) -> StoreError {
+pub(super) fn bad_layer(layer: &Digest) -> StoreError {
     problem(
         layer,
-        "its fetched bytes did not match its digest or diff_id (pull the image again)",
+        "its bytes did not match its digest or the config's diff_id (pull or copy the image again)",
     )
 }
 

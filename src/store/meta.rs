@@ -148,8 +148,10 @@ pub enum BlobState {
     /// A layer pulled lazily: no file; its bytes are fetched by ranges from its
     /// origins when read, and it becomes `Present` once complete and checked.
     Lazy,
-    /// A lazy layer whose fetched bytes did not match its digest or diff_id: reads
-    /// give EIO, `fsck` names it, a plain `pull` fetches it again.
+    /// A layer without a file whose bytes did not match its digest or diff_id: a
+    /// lazy layer's fetched bytes, or a layer written through a layout whose
+    /// diff_id was checked after the tag committed (its blob is removed). Reads
+    /// give EIO, `fsck` names it, a plain `pull` or import fetches it again.
     Bad,
 }
 
@@ -915,6 +917,15 @@ pub fn insert_blobs(tx: &Transaction<'_>, blobs: &[NewBlob]) -> Result<Vec<Diges
             |r| r.get(0),
         )?;
         if exists {
+            // A bad layer stored again takes this import's diff_id (checked by
+            // it, or by its deferred check), not the one it failed; mark_present
+            // then makes it present.
+            if let Some(diff_id) = blob.diff_id {
+                tx.execute(
+                    "UPDATE blobs SET diff_id=?2 WHERE digest=?1 AND state='bad'",
+                    params![blob.digest.to_string(), diff_id.to_string()],
+                )?;
+            }
             continue;
         }
         tx.execute(

@@ -352,7 +352,8 @@ pub struct FsckReport {
     /// fetched ranges are checked against the span digests (damage goes to
     /// `cache_damaged`).
     pub lazy: Vec<String>,
-    /// Lazy layers whose fetched bytes failed their digest or diff_id: reads give
+    /// Layers whose bytes failed their digest or the config's diff_id (fetched
+    /// lazily, or written through a layout and checked after the commit): reads give
     /// EIO until a pull fetches them again.
     pub bad: Vec<String>,
     /// What `--repair` did.
@@ -1061,9 +1062,16 @@ impl Store {
             }
             report.blobs_checked += 1;
             match self.cas.rehash(&info.digest)? {
-                None => report
-                    .missing
-                    .push(format!("{} ({:?})", info.digest, info.kind)),
+                // Unless it went meanwhile with its row (a concurrent rm), or its
+                // row stopped claiming a file (a layer marked bad).
+                None if self.blob(&info.digest)?.map(|now| now.state)
+                    == Some(BlobState::Present) =>
+                {
+                    report
+                        .missing
+                        .push(format!("{} ({:?})", info.digest, info.kind))
+                }
+                None => {}
                 Some((actual, size)) if actual != info.digest || size != info.size => {
                     report.corrupt.push(format!(
                         "{}: content hashes to {actual} ({size} bytes, {} expected)",

@@ -23,11 +23,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::digest::{Digest, Hasher};
+use crate::digest::{DiffId, Digest, Hasher};
 use crate::image::{self, Descriptor, ImageSource, LayerCompression, Parsed, SourceImage};
 use crate::reference::{Reference, Target};
 use crate::store::cas::{sync_dir, CasError};
 use crate::store::meta::{self, BlobKind, Owner};
+use crate::store::pipeline::IndexedLayer;
 use crate::store::{io_error, ImportOptions, Store, StoreError, MAX_JSON_BLOB};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -52,12 +53,83 @@ pub(crate) struct PreparedLayers {
 
 const PREPARED_MAX: usize = 8;
 
-/// One layer being indexed: the result once the indexer thread is done.
+/// One layer being indexed, and what became of it.
 #[derive(Debug)]
 struct Prepared {
     compression: LayerCompression,
-    result: std::sync::Mutex<Option<Option<crate::store::pipeline::IndexedLayer>>>,
-    done: std::sync::Condvar,
+    state: std::sync::Mutex<PreparedState>,
+    /// Signalled when the indexer finishes and when a claim is settled.
+    changed: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct PreparedState {
+    /// `Some` once the indexer thread is done.
+    result: Option<Result<IndexedLayer>>,
+    claim: Claim,
+}
+
+/// Whether an import committed a tag on the layer before its indexer finished.
+#[derive(Debug, Default)]
+enum Claim {
+    /// No import took it without waiting (`take_prepared` collects the result).
+    #[default]
+    None,
+    /// An import took it and has not committed yet: the indexer waits.
+    Pending { expected: DiffId, what: String },
+    /// The import committed: the indexer checks the diff_id and keeps the index.
+    Committed { expected: DiffId, what: String },
+    /// The import failed: nothing of it refers to the layer; the result is dropped.
+    Abandoned,
+}
+
+/// What [`Store::take_prepared`] found.
+pub(crate) enum PreparedLayer {
+    /// Indexed: the caller checks it as an import checks a layer.
+    Indexed(IndexedLayer),
+    /// Still being indexed. The caller commits without waiting and then says so
+    /// ([`DeferredCheck::committed`]); the indexer then checks the layer against the
+    /// config's diff_id and keeps its indexes, or marks it bad (its blob removed,
+    /// reads EIO, `fsck` names it). Dropped uncommitted, the check is abandoned.
+    Deferred(DeferredCheck),
+}
+
+/// A layer an import commits before its diff_id is checked (see [`PreparedLayer`]).
+#[derive(Debug)]
+pub(crate) struct DeferredCheck {
+    prepared: Arc<Prepared>,
+    expected: DiffId,
+    settled: bool,
+}
+
+impl DeferredCheck {
+    /// The diff_id the config gives the layer, recorded until the check.
+    pub(crate) fn expected(&self) -> DiffId {
+        self.expected
+    }
+
+    /// The import committed: the indexer checks the layer when it is done.
+    pub(crate) fn committed(mut self) {
+        self.settle(true);
+    }
+
+    fn settle(&mut self, committed: bool) {
+        self.settled = true;
+        let mut state = crate::sys::lock(&self.prepared.state);
+        state.claim = match std::mem::take(&mut state.claim) {
+            Claim::Pending { expected, what } if committed => Claim::Committed { expected, what },
+            _ => Claim::Abandoned,
+        };
+        self.prepared.changed.notify_all();
+    }
+}
+
+impl Drop for DeferredCheck {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.settle(false);
+        }
+    }
 }
 
 /// The compression of a blob that looks like a layer, from its first bytes.
@@ -164,7 +236,7 @@ impl Store {
     /// read-only, fsynced and renamed into `blobs/` (or dropped when the blob is
     /// there already). Returns whether a new blob file was made.
     pub(crate) fn commit_staged_blob(
-        &self,
+        self: &Arc<Self>,
         path: &Path,
         expected: &Digest,
         hashed: Option<(Digest, u64)>,
@@ -225,7 +297,7 @@ impl Store {
     /// when its first bytes say it is a layer: decompressed, its entry index,
     /// diff_id and seekable index built as an import builds them, for
     /// [`Store::take_prepared`]. Anything else (a config, a manifest) is left.
-    fn prepare_layer(&self, digest: &Digest, path: &Path) {
+    fn prepare_layer(self: &Arc<Self>, digest: &Digest, path: &Path) {
         let mut head = Vec::with_capacity(512);
         let read = File::open(path).and_then(|file| file.take(512).read_to_end(&mut head));
         let Some(compression) = read.ok().and_then(|_| sniff_layer(&head)) else {
@@ -233,8 +305,8 @@ impl Store {
         };
         let prepared = Arc::new(Prepared {
             compression,
-            result: std::sync::Mutex::new(None),
-            done: std::sync::Condvar::new(),
+            state: std::sync::Mutex::new(PreparedState::default()),
+            changed: std::sync::Condvar::new(),
         });
         {
             let mut layers = crate::sys::lock(&self.prepared.layers);
@@ -247,32 +319,48 @@ impl Store {
             layers.push((*digest, prepared.clone()));
         }
         let path = path.to_path_buf();
-        let what = format!("layer {digest}");
+        let store = Arc::clone(self);
+        let digest = *digest;
         let spawned = std::thread::Builder::new()
             .name("imagefs-prepare".into())
             .spawn(move || {
-                let indexed = File::open(&path).ok().and_then(|file| {
+                crate::failpoint::hit("layout.prepare");
+                let what = format!("layer {digest}");
+                let indexed = File::open(&path).map_err(io_error(&path)).and_then(|file| {
                     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
                     crate::store::pipeline::write_and_index(&mut reader, None, compression, &what)
-                        .map_err(|e| log::debug!("{what}: not indexed ahead: {e}"))
-                        .ok()
                 });
-                *crate::sys::lock(&prepared.result) = Some(indexed);
-                prepared.done.notify_all();
+                let mut state = crate::sys::lock(&prepared.state);
+                state.result = Some(indexed);
+                prepared.changed.notify_all();
+                while matches!(state.claim, Claim::Pending { .. }) {
+                    state = prepared
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+                if let Claim::Committed { expected, what } = std::mem::take(&mut state.claim) {
+                    let indexed = state.result.take().expect("set above");
+                    drop(state);
+                    store.check_deferred_layer(&digest, indexed, expected, &what);
+                }
             });
         if spawned.is_err() {
-            crate::sys::lock(&self.prepared.layers).retain(|(d, _)| d != digest);
+            crate::sys::lock(&self.prepared.layers).retain(|(d, _)| *d != digest);
         }
     }
 
     /// The indexes of layer `digest` built in the background since it was renamed
-    /// in (waiting for them when still running), if they were built for
-    /// `compression`; `None` when there are none (the caller indexes it itself).
+    /// in, if they were built for `compression`; `None` when there are none or they
+    /// failed (the caller indexes it itself, for the error). Still running: with
+    /// `defer` (the config's diff_id and a name for messages) the caller gets a
+    /// [`DeferredCheck`] instead of waiting; without, it waits.
     pub(crate) fn take_prepared(
         &self,
         digest: &Digest,
         compression: LayerCompression,
-    ) -> Option<crate::store::pipeline::IndexedLayer> {
+        defer: Option<(DiffId, &str)>,
+    ) -> Option<PreparedLayer> {
         let prepared = {
             let mut layers = crate::sys::lock(&self.prepared.layers);
             let at = layers.iter().position(|(d, _)| d == digest)?;
@@ -281,14 +369,68 @@ impl Store {
         if prepared.compression != compression {
             return None;
         }
-        let mut result = crate::sys::lock(&prepared.result);
-        while result.is_none() {
-            result = prepared
-                .done
-                .wait(result)
+        let mut state = crate::sys::lock(&prepared.state);
+        if state.result.is_none() {
+            if let Some((expected, what)) = defer {
+                state.claim = Claim::Pending {
+                    expected,
+                    what: what.to_string(),
+                };
+                drop(state);
+                return Some(PreparedLayer::Deferred(DeferredCheck {
+                    prepared,
+                    expected,
+                    settled: false,
+                }));
+            }
+        }
+        while state.result.is_none() {
+            state = prepared
+                .changed
+                .wait(state)
                 .unwrap_or_else(|p| p.into_inner());
         }
-        result.take().flatten()
+        state
+            .result
+            .take()
+            .and_then(|r| r.ok())
+            .map(PreparedLayer::Indexed)
+    }
+
+    /// The end of a [`DeferredCheck`] of layer `digest`, which a committed tag
+    /// reaches: indexes kept when its content matches the config's diff_id, else
+    /// the layer marked bad (logged, its blob removed: reads give EIO, `fsck` names
+    /// it), as a lazy layer that fails its checks is. Runs on the indexer's thread.
+    fn check_deferred_layer(
+        &self,
+        digest: &Digest,
+        indexed: Result<IndexedLayer>,
+        expected: DiffId,
+        what: &str,
+    ) {
+        let why = match indexed {
+            Ok(indexed) if indexed.index.diff_id == expected => {
+                if let Err(e) = self.save_layer_index(digest, &indexed) {
+                    log::warn!("{what}: keeping its indexes: {e}");
+                }
+                return;
+            }
+            Ok(indexed) => format!(
+                "{what}: its content hashes to {}, but the config's diff_id says {expected}",
+                indexed.index.diff_id
+            ),
+            Err(e) => e.to_string(),
+        };
+        match self.blob(digest) {
+            Ok(Some(info)) if info.state == meta::BlobState::Present => {
+                self.mark_bad(digest, &why);
+                if let Err(e) = self.cas.remove(digest) {
+                    log::warn!("{what}: removing the bad layer's blob: {e}");
+                }
+            }
+            // Untagged meanwhile (or marked already): nothing refers to it.
+            _ => log::warn!("{why}"),
+        }
     }
 
     /// The size of blob `digest` if a layout may show it: its file is there and a

@@ -348,6 +348,7 @@ fn change_token_sees_commits_of_other_connections() {
 fn a_layer_renamed_in_through_a_layout_is_indexed_ahead_once() {
     use crate::image::LayerCompression;
     use crate::sample::{Compression, ImageBuilder, LayerSpec};
+    use crate::store::staging::PreparedLayer;
     let f = fixture();
     let spec = LayerSpec::parse("file /a 0644 @random:300000:a ; file /b 0644 @text:5000").unwrap();
     let image = ImageBuilder::new()
@@ -355,37 +356,37 @@ fn a_layer_renamed_in_through_a_layout_is_indexed_ahead_once() {
         .build()
         .unwrap();
     let layer = &image.layers[0];
+    let store = std::sync::Arc::new(Store::open(&f._dir.path().join("arc")).unwrap());
     let stage = |bytes: &[u8]| {
-        let (path, mut file) = f.store.create_staged().unwrap();
+        let (path, mut file) = store.create_staged().unwrap();
         std::io::Write::write_all(&mut file, bytes).unwrap();
         path
     };
     let hour = std::time::Duration::from_secs(3600);
     let digest = layer.blob.digest;
     let path = stage(&layer.blob.data);
-    f.store
+    store
         .commit_staged_blob(&path, &digest, None, ("dev", "app"), hour)
         .unwrap();
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
     let config_digest = Digest::of(config);
     let path = stage(config);
-    f.store
+    store
         .commit_staged_blob(&path, &config_digest, None, ("dev", "app"), hour)
         .unwrap();
     // Indexed as an import would index it; asked for another compression, or a
     // second time, or for a blob that is no layer: nothing.
-    assert!(f
-        .store
-        .take_prepared(&config_digest, LayerCompression::Gzip)
+    assert!(store
+        .take_prepared(&config_digest, LayerCompression::Gzip, None)
         .is_none());
-    let indexed = f
-        .store
-        .take_prepared(&digest, LayerCompression::Gzip)
-        .expect("the layer was indexed ahead");
+    let Some(PreparedLayer::Indexed(indexed)) =
+        store.take_prepared(&digest, LayerCompression::Gzip, None)
+    else {
+        panic!("the layer was indexed ahead");
+    };
     assert_eq!(indexed.index.diff_id, layer.diff_id);
     assert!(indexed.checkpoints.is_some());
-    assert!(f
-        .store
-        .take_prepared(&digest, LayerCompression::Gzip)
+    assert!(store
+        .take_prepared(&digest, LayerCompression::Gzip, None)
         .is_none());
 }

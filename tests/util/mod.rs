@@ -697,6 +697,17 @@ impl Mount {
     /// the mount answers), then waits up to 10 s for the mount point to appear in
     /// `/proc/self/mountinfo`. The mount point is created if missing.
     pub fn start(store: &Path, mountpoint: &Path, extra_args: &[&str]) -> Mount {
+        Mount::start_with_env(store, mountpoint, extra_args, &[])
+    }
+
+    /// [`Mount::start`] with variables set in the daemon's environment only (a
+    /// failpoint, a log level), not in the test process that other tests share.
+    pub fn start_with_env(
+        store: &Path,
+        mountpoint: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Mount {
         let mountpoint = canonical_mountpoint(mountpoint);
         // The guard exists before anything can panic, so a failed start still cleans up.
         let guard = Mount {
@@ -704,7 +715,11 @@ impl Mount {
             store: store.to_path_buf(),
             foreground: None,
         };
-        Cmd::imagefs()
+        let mut command = Cmd::imagefs();
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command
             .arg("--store")
             .arg(store)
             .arg("mount")
