@@ -1228,6 +1228,18 @@ fn tags_moved_or_removed_elsewhere_show_within_a_second_though_cached_long() {
             "{key}: a warm ls -l asked the daemon"
         );
     }
+    // The real `ls -l` also asks each entry for its SELinux label (and a file or
+    // directory for its ACLs); told "not supported" once, it stops asking for the
+    // rest of the mount. (The second stats read counts itself: one more.)
+    // Links: one label asked. The repository (directories and files): one label
+    // and one ACL asked, where each entry asked for one or two of each before.
+    for (listing, most) in [("ls -l >/dev/null", 1), ("ls -l .. >/dev/null", 2)] {
+        let quiet = util::daemon_stats(&m.mnt);
+        sh_ok(&tags, listing);
+        let after = util::daemon_stats(&m.mnt);
+        let asked = after["req_getxattr"] - quiet["req_getxattr"] - 1;
+        assert!(asked <= most, "{listing} in tags/ asked {asked} xattrs");
+    }
 
     // Moved to another repository by another process.
     let target_1 = before[0].1.clone();
