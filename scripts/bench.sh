@@ -170,6 +170,24 @@ bench() {
     done
     put "$key" "$side" $samples
 }
+# Paired variant: peer and imagefs runs alternate (PEER_PREP PEER_FN, then
+# IMAGEFS_PREP IMAGEFS_FN, RUNS times), so that drift on a shared machine (dirty
+# pages written back, page cache filling up, other tenants) weighs on both sides
+# alike instead of on whichever side runs last.
+bench_pair() {
+    local key=$1 runs=$2 peer_prep=$3 peer_fn=$4 imagefs_prep=$5 imagefs_fn=$6 i
+    local peer="" imagefs=""
+    for ((i = 0; i < runs; i++)); do
+        $peer_prep
+        timed "$peer_fn"
+        peer="$peer $T"
+        $imagefs_prep
+        timed "$imagefs_fn"
+        imagefs="$imagefs $T"
+    done
+    put "$key" peer $peer
+    put "$key" imagefs $imagefs
+}
 # Cold variant: PREP runs, then the page cache is dropped.
 cold_prep() { [ "$COLD_PREP" = - ] || $COLD_PREP; drop_caches; }
 bench_cold() {
@@ -879,9 +897,12 @@ fresh10() { # an empty store mounted at MP10, with repositories b10/big and b10/
     timeout "$T_MOUNT" "$IMAGEFS" --store "$S10" mount "$MP10" >/dev/null
     is_mounted "$MP10" || die "imagefs mount of $S10 returned but $MP10 is not mounted"
     mkdir -p "$MP10/b10/big" "$MP10/b10/distro"
+    sync
 }
-fresh_plain10() { rm -rf "$P10"; }
-fresh_unpack10() { rm -rf "$U10"; }
+# Every run starts with the disk quiet (sync, untimed, on both sides): skopeo and
+# umoci never fsync, so without it each run's writeback lands in the next one's time.
+fresh_plain10() { rm -rf "$P10"; sync; }
+fresh_unpack10() { rm -rf "$U10"; sync; }
 copy10() { timeout "$T_MOUNT" skopeo copy -q "oci:$L:$1" "oci:$2:x"; }
 unpack10() { timeout "$T_MOUNT" umoci unpack --image "$1" "$U10"; }
 if [ "$MOUNT_OK" = 0 ]; then
@@ -892,8 +913,9 @@ elif ! have skopeo; then
     for k in 10.copy 10.shared.bytes 10.unpack; do na "$k" imagefs "$(missing skopeo)"; na "$k" peer "$(missing skopeo)"; done
 else
     cat "$L"/blobs/sha256/* >/dev/null
-    bench 10.copy peer "$SLOW_RUNS" 0 fresh_plain10 copy10 big "$P10"
-    bench 10.copy imagefs "$SLOW_RUNS" 0 fresh10 copy10 big "$MP10/b10/big"
+    copy_plain10() { copy10 big "$P10"; }
+    copy_mount10() { copy10 big "$MP10/b10/big"; }
+    bench_pair 10.copy "$SLOW_RUNS" fresh_plain10 copy_plain10 fresh10 copy_mount10
     [ "$(readlink "$MP10/b10/big/tags/x")" = "../manifests/sha256:$M_BIG" ] ||
         die "skopeo copy into the mount did not tag b10/big:x with $M_BIG"
     # The sibling: distro first, then big, which shares its base and modify layers.
@@ -917,8 +939,9 @@ PY
 )"
     note 10.shared.bytes "du -sb of the store's blobs/ before and after the second copy"
     if have umoci; then
-        bench 10.unpack peer "$RUNS" 0 fresh_unpack10 unpack10 "$L:distro"
-        bench 10.unpack imagefs "$RUNS" 0 fresh_unpack10 unpack10 "$MP10/b10/distro:x"
+        unpack_plain10() { unpack10 "$L:distro"; }
+        unpack_mount10() { unpack10 "$MP10/b10/distro:x"; }
+        bench_pair 10.unpack "$RUNS" fresh_unpack10 unpack_plain10 fresh_unpack10 unpack_mount10
         rm -rf "$U10"
     else
         na 10.unpack imagefs "$(missing umoci)"

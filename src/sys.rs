@@ -36,3 +36,14 @@ pub(crate) fn keep_free(total: u64) -> u64 {
 pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Lowers the calling thread's CPU priority to the lowest (`nice` 19; Linux takes
+/// a thread id for `setpriority`), for background work that should only use what
+/// the foreground leaves. A hint: an error leaves the priority as it was.
+pub(crate) fn lower_thread_priority() {
+    // SAFETY: plain system calls on this thread's own id.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+    }
+}

@@ -324,6 +324,9 @@ impl Store {
         let spawned = std::thread::Builder::new()
             .name("imagefs-prepare".into())
             .spawn(move || {
+                // Nothing waits for it (an import that finds it running commits
+                // without it): the tool still writing blobs has the CPU first.
+                crate::sys::lower_thread_priority();
                 crate::failpoint::hit("layout.prepare");
                 let what = format!("layer {digest}");
                 let indexed = File::open(&path).map_err(io_error(&path)).and_then(|file| {
