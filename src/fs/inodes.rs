@@ -19,6 +19,7 @@
 //! deterministic (the tree cache may rebuild a tree meanwhile).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 
 use crate::digest::Digest;
 use crate::layer::NodeId;
@@ -62,6 +63,67 @@ impl TreeBlock {
     }
 }
 
+/// The number of each numbered node, found by the node itself: a hash table of
+/// numbers whose keys are the nodes `nodes` holds, so that each node is kept once
+/// (a map keyed by a copy of every node doubled the table's memory). At most one
+/// entry per node value: the number `entry` and `rename` gave it.
+#[derive(Debug, Default)]
+struct NodeIndex {
+    numbers: hashbrown::HashTable<Ino>,
+    hasher: RandomState,
+}
+
+impl NodeIndex {
+    fn hash(&self, node: &Node) -> u64 {
+        self.hasher.hash_one(node)
+    }
+
+    /// The number `node` has.
+    fn get(&self, nodes: &HashMap<Ino, Numbered>, node: &Node) -> Option<Ino> {
+        self.numbers
+            .find(self.hash(node), |ino| {
+                nodes.get(ino).is_some_and(|n| n.node == *node)
+            })
+            .copied()
+    }
+
+    /// Whether `ino` is the number of `node` (not a number it had before a rename).
+    fn maps(&self, node: &Node, ino: Ino) -> bool {
+        self.numbers.find(self.hash(node), |i| *i == ino).is_some()
+    }
+
+    /// Makes `ino` the number of `node` (already `nodes[ino]`), returning the number
+    /// it replaces.
+    fn insert(&mut self, nodes: &HashMap<Ino, Numbered>, node: &Node, ino: Ino) -> Option<Ino> {
+        let hasher = &self.hasher;
+        let rehash = |i: &Ino| nodes.get(i).map_or(0, |n| hasher.hash_one(&n.node));
+        match self.numbers.entry(
+            hasher.hash_one(node),
+            |i| *i != ino && nodes.get(i).is_some_and(|n| n.node == *node),
+            rehash,
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut taken) => {
+                Some(std::mem::replace(taken.get_mut(), ino))
+            }
+            hashbrown::hash_table::Entry::Vacant(free) => {
+                free.insert(ino);
+                None
+            }
+        }
+    }
+
+    /// Forgets that `ino` is the number of `node`, if it is.
+    fn remove(&mut self, node: &Node, ino: Ino) -> bool {
+        match self.numbers.find_entry(self.hash(node), |i| *i == ino) {
+            Ok(entry) => {
+                entry.remove();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
 /// Sizes of the inode table, for the statistics hook.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct TableStats {
@@ -100,7 +162,7 @@ pub(crate) struct TableStats {
 #[derive(Debug)]
 pub(crate) struct InodeTable {
     nodes: HashMap<Ino, Numbered>,
-    by_node: HashMap<Node, Ino>,
+    by_node: NodeIndex,
     next_ino: Ino,
     /// Blocks by base.
     blocks: BTreeMap<Ino, TreeBlock>,
@@ -115,7 +177,7 @@ pub(crate) struct InodeTable {
 impl InodeTable {
     pub(super) fn new() -> Self {
         let mut table = InodeTable {
-            by_node: HashMap::new(),
+            by_node: NodeIndex::default(),
             nodes: HashMap::new(),
             next_ino: ROOT_INO,
             blocks: BTreeMap::new(),
@@ -137,8 +199,8 @@ impl InodeTable {
             !matches!(node, Node::Tree(tree) if tree.id != NodeId::ROOT),
             "nodes below a view's root are numbered by its block"
         );
-        if let Some(ino) = self.by_node.get(node) {
-            return (*ino, false);
+        if let Some(ino) = self.by_node.get(&self.nodes, node) {
+            return (ino, false);
         }
         let ino = self.next_ino;
         self.next_ino += 1;
@@ -149,7 +211,7 @@ impl InodeTable {
                 lookups: 0,
             },
         );
-        self.by_node.insert(node.clone(), ino);
+        self.by_node.insert(&self.nodes, node, ino);
         self.unheld.insert(ino);
         (ino, true)
     }
@@ -277,7 +339,7 @@ impl InodeTable {
         };
         numbered.lookups = Self::take_back(ino, numbered.lookups, count);
         if numbered.lookups == 0 {
-            if self.by_node.get(&numbered.node) == Some(&ino) {
+            if self.by_node.maps(&numbered.node, ino) {
                 self.unheld.insert(ino);
             } else {
                 // Replaced by a rename: its name belongs to another number now.
@@ -295,10 +357,9 @@ impl InodeTable {
 
     pub(super) fn drop_node(&mut self, ino: Ino) {
         if let Some(numbered) = self.nodes.remove(&ino) {
-            // After a rename over it, the node's name belongs to another number.
-            if self.by_node.get(&numbered.node) == Some(&ino) {
-                self.by_node.remove(&numbered.node);
-            }
+            // After a rename over it, the node's name belongs to another number
+            // (and is left alone).
+            self.by_node.remove(&numbered.node, ino);
         }
         self.unheld.remove(&ino);
     }
@@ -364,13 +425,14 @@ impl InodeTable {
     /// number now means `to` (its lookups stay as they are), and `from` gets a fresh
     /// number if it ever comes back.
     pub(super) fn rename(&mut self, from: &Node, to: &Node) {
-        let Some(ino) = self.by_node.remove(from) else {
+        let Some(ino) = self.by_node.get(&self.nodes, from) else {
             return;
         };
+        self.by_node.remove(from, ino);
         if let Some(numbered) = self.nodes.get_mut(&ino) {
             numbered.node = to.clone();
         }
-        if let Some(replaced) = self.by_node.insert(to.clone(), ino) {
+        if let Some(replaced) = self.by_node.insert(&self.nodes, to, ino) {
             // The kernel drops the replaced inode with its dentry and forgets it in
             // its own time; until then its number keeps naming `to`, which is
             // harmless. One it never held goes now.
@@ -399,7 +461,7 @@ impl InodeTable {
 
     /// The number of `node` if it has one (never numbers it).
     pub(super) fn number(&self, node: &Node) -> Option<Ino> {
-        self.by_node.get(node).copied()
+        self.by_node.get(&self.nodes, node)
     }
 
     /// The nodes the kernel holds that match `which`, with their numbers.
@@ -447,19 +509,13 @@ mod tests {
     }
 
     fn repo_key() -> RepoKey {
-        RepoKey {
-            registry: "dev".into(),
-            repository: "app".into(),
-        }
+        RepoKey::new("dev", "app")
     }
 
     #[test]
     fn inode_numbers_are_stable_and_never_reused() {
         let mut table = InodeTable::new();
-        let repo = RepoKey {
-            registry: "dev".into(),
-            repository: "app".into(),
-        };
+        let repo = RepoKey::new("dev", "app");
         let tags = table.ino_of(&Node::Tags(TagsDir(repo.clone())));
         let tag = table.ino_of(&tag_of(&repo, "1"));
         assert_eq!(table.ino_of(&Node::Root(Root)), ROOT_INO);

@@ -154,10 +154,7 @@ mod tests {
 
     #[test]
     fn parents_and_paths_agree() {
-        let repo = RepoKey {
-            registry: "docker.io".into(),
-            repository: "library/alpine".into(),
-        };
+        let repo = RepoKey::new("docker.io", "library/alpine");
         let digest = Digest::of(&[1]);
         let node = Node::LayerBlob(LayerBlob(ManifestAt { repo, digest }, 2));
         assert_eq!(

@@ -658,10 +658,7 @@ impl Vfs {
                 catalog.registries = None;
             }
             for (registry, name) in &changed {
-                let repo = RepoKey {
-                    registry: registry.clone(),
-                    repository: name.clone(),
-                };
+                let repo = RepoKey::new(registry.clone(), name.clone());
                 if let Some(tags) = dropped
                     .get(&repo)
                     .cloned()
@@ -734,10 +731,7 @@ impl Vfs {
                 if changed_set.contains(&(tag.repo.registry.as_str(), tag.repo.repository.as_str())))
         });
         for (registry, name) in &changed {
-            let repo = RepoKey {
-                registry: registry.clone(),
-                repository: name.clone(),
-            };
+            let repo = RepoKey::new(registry.clone(), name.clone());
             for dir in [
                 Node::Tags(TagsDir(repo.clone())),
                 Node::Manifests(ManifestsDir(repo.clone())),

@@ -558,10 +558,7 @@ fn me() -> u32 {
 }
 
 fn repo(name: &str) -> super::nodes::RepoKey {
-    super::nodes::RepoKey {
-        registry: "dev".into(),
-        repository: name.into(),
-    }
+    super::nodes::RepoKey::new("dev", name)
 }
 
 #[test]

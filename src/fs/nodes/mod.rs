@@ -53,14 +53,36 @@ pub(crate) use tree::{TreeKind, TreeNode};
 
 pub(crate) type Result<T, E = VfsError> = std::result::Result<T, E>;
 
-/// A repository, by registry and repository path.
+/// A repository, by registry and repository path. Shared, not copied: the nodes
+/// of one repository (its directories, tags, manifests) all point at one
+/// [`RepoPath`], so a mount that has seen 100,000 tags does not hold 200,000
+/// copies of the same names.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct RepoKey {
+pub(crate) struct RepoKey(Arc<RepoPath>);
+
+/// What a [`RepoKey`] names.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RepoPath {
     pub(crate) registry: String,
     pub(crate) repository: String,
 }
 
+impl std::ops::Deref for RepoKey {
+    type Target = RepoPath;
+
+    fn deref(&self) -> &RepoPath {
+        &self.0
+    }
+}
+
 impl RepoKey {
+    pub(crate) fn new(registry: impl Into<String>, repository: impl Into<String>) -> RepoKey {
+        RepoKey(Arc::new(RepoPath {
+            registry: registry.into(),
+            repository: repository.into(),
+        }))
+    }
+
     /// The reference of tag `tag` of this repository.
     pub(crate) fn reference(&self, tag: &str) -> Reference {
         Reference {

@@ -28,10 +28,7 @@ pub(crate) struct Namespace {
 
 impl Namespace {
     fn repo(&self) -> RepoKey {
-        RepoKey {
-            registry: self.registry.clone(),
-            repository: self.path.clone(),
-        }
+        RepoKey::new(self.registry.clone(), self.path.clone())
     }
 
     /// Under a pull-through registry: a valid path the store may not have yet.
@@ -142,13 +139,14 @@ impl Kind for Namespace {
         if info.is_repo.is_some() {
             // tags/ before manifests/: `rm -rf` walks in this order, and once the
             // tags are gone manifests/ is empty.
-            children.push(("tags".into(), Node::Tags(TagsDir(self.repo())), dir));
+            let repo = self.repo(); // one for all the children
+            children.push(("tags".into(), Node::Tags(TagsDir(repo.clone())), dir));
             children.push((
                 "manifests".into(),
-                Node::Manifests(ManifestsDir(self.repo())),
+                Node::Manifests(ManifestsDir(repo.clone())),
                 dir,
             ));
-            children.extend(layout::children(vfs, &self.repo()));
+            children.extend(layout::children(vfs, &repo));
         } else if !self.path.is_empty() && info.children.is_empty() {
             // Remote-only directories list what the store has: nothing.
             return if self.may_exist_remotely(vfs) {
