@@ -93,7 +93,11 @@ pub(crate) struct LayoutState {
 
 impl LayoutState {
     /// The media type and size of stored manifest `digest` (`None`: not stored).
-    fn manifest_type(&self, store: &Store, digest: &Digest) -> Result<Option<(String, u64)>> {
+    pub(crate) fn manifest_type(
+        &self,
+        store: &Store,
+        digest: &Digest,
+    ) -> Result<Option<(String, u64)>> {
         if let Some(known) = lock(&self.manifest_types).get(digest) {
             return Ok(Some(known.clone()));
         }
@@ -428,6 +432,34 @@ impl Vfs {
             tags.insert(name.clone(), descriptor);
         }
         Ok(tags)
+    }
+
+    /// How many manifests `repo`'s tags reach (`manifests/` holds one directory
+    /// each): the distinct tag targets, from the catalog and the media-type memo,
+    /// when none is an index; otherwise (an index's children count too) the
+    /// store's answer.
+    pub(crate) fn manifests_reached(&self, repo: &RepoKey) -> Result<usize> {
+        if let Some(known) = self.repo_tags(repo)? {
+            let targets: std::collections::BTreeSet<Digest> =
+                known.tags.values().map(|(digest, _)| *digest).collect();
+            let mut plain = true;
+            for digest in &targets {
+                match self.layout().manifest_type(self.store(), digest)? {
+                    Some((media_type, _)) if !media_types::is_index(&media_type) => {}
+                    _ => {
+                        plain = false;
+                        break;
+                    }
+                }
+            }
+            if plain {
+                return Ok(targets.len());
+            }
+        }
+        Ok(self
+            .store()
+            .repository_manifests(&repo.registry, &repo.repository)?
+            .len())
     }
 
     /// The bytes of `repo`'s `index.json` and the tags they show: one descriptor

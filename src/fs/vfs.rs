@@ -50,6 +50,14 @@ pub(crate) struct VfsStats {
 /// Repositories whose tags are kept in memory (about 100 bytes a tag).
 const REPO_TAGS: usize = 16384;
 
+/// How old a reading of other processes' commits the catalog may go by (SPEC:
+/// their changes show within 1 s; this mount's own changes show at once).
+const CATALOG_FRESH: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Repositories whose tags come with those of a repository asked for (the ones
+/// after it in name order): a walk lists them next.
+const REPO_TAGS_AHEAD: u32 = 63;
+
 /// What a namespace (a registry, or a repository path in it) holds.
 #[derive(Debug, Default)]
 pub(crate) struct NsInfo {
@@ -483,7 +491,7 @@ impl Vfs {
     /// The catalog, emptied first if the store changed since it was filled (a
     /// commit by this mount or any other process shows in the next answer).
     fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
-        let token = self.store.change_token().ok();
+        let token = self.store.recent_change_token(CATALOG_FRESH).ok();
         let mut catalog = lock(&self.catalog);
         if token.is_none() || catalog.token != token {
             catalog.clear();
@@ -584,23 +592,33 @@ impl Vfs {
             }
             catalog.generation
         };
-        let Some((row, tags)) = self
-            .store
-            .repository_tags(&repo.registry, &repo.repository)?
-        else {
+        // With the next repositories' tags: a walk of the tree asks for them next.
+        let found =
+            self.store
+                .repository_tags_ahead(&repo.registry, &repo.repository, REPO_TAGS_AHEAD)?;
+        let mut found = found.into_iter().map(|(row, tags)| {
+            let tags = tags
+                .into_iter()
+                .map(|t| (t.name, (t.manifest, t.updated_ns)))
+                .collect();
+            let known = Arc::new(RepoTags {
+                created_ns: row.created_ns,
+                tags,
+            });
+            (row.name, known)
+        });
+        let Some((_, known)) = found.next() else {
             return Ok(None);
         };
-        let tags = tags
-            .into_iter()
-            .map(|t| (t.name, (t.manifest, t.updated_ns)))
-            .collect();
-        let known = Arc::new(RepoTags {
-            created_ns: row.created_ns,
-            tags,
-        });
         let mut catalog = self.catalog();
         if catalog.generation == generation {
             catalog.tags.put(repo.clone(), known.clone());
+            for (name, tags) in found {
+                let key = RepoKey::new(repo.registry.as_str(), name);
+                if !catalog.tags.contains(&key) {
+                    catalog.tags.put(key, tags);
+                }
+            }
         }
         Ok(Some(known))
     }

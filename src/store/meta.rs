@@ -376,6 +376,9 @@ fn open_once(path: &std::path::Path) -> Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     migrate(&mut conn)?;
+    // Room for every statement this module prepares cached (about 40), so that
+    // none is parsed again in a walk that alternates between them.
+    conn.set_prepared_statement_cache_capacity(64);
     conn.trace(Some(count_statement));
     Ok(conn)
 }
@@ -439,9 +442,8 @@ fn parse_digest(text: String) -> rusqlite::Result<Digest> {
 /// Registry id, if it exists.
 pub fn registry_id(conn: &Connection, name: &str) -> Result<Option<i64>> {
     Ok(conn
-        .query_row("SELECT id FROM registries WHERE name=?1", [name], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT id FROM registries WHERE name=?1")?
+        .query_row([name], |r| r.get(0))
         .optional()?)
 }
 
@@ -460,19 +462,18 @@ pub fn ensure_registry(tx: &Transaction<'_>, name: &str) -> Result<(i64, bool)> 
 /// Repository row, if it exists.
 pub fn repository(conn: &Connection, registry: &str, name: &str) -> Result<Option<RepoRow>> {
     Ok(conn
-        .query_row(
+        .prepare_cached(
             "SELECT r.id, g.name, r.name, r.created_ns FROM repositories r
              JOIN registries g ON g.id = r.registry_id WHERE g.name=?1 AND r.name=?2",
-            [registry, name],
-            |r| {
-                Ok(RepoRow {
-                    id: r.get(0)?,
-                    registry: r.get(1)?,
-                    name: r.get(2)?,
-                    created_ns: r.get(3)?,
-                })
-            },
-        )
+        )?
+        .query_row([registry, name], |r| {
+            Ok(RepoRow {
+                id: r.get(0)?,
+                registry: r.get(1)?,
+                name: r.get(2)?,
+                created_ns: r.get(3)?,
+            })
+        })
         .optional()?)
 }
 
@@ -684,20 +685,66 @@ pub fn tags(conn: &Connection, repository_id: i64) -> Result<Vec<TagRow>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// The tags of up to `limit` repositories of `registry`, in name order from the
+/// repository `from` on, each with its row: a walk of the tree asks for them in
+/// this order, so one query serves the next `limit` directories instead of two
+/// statements each.
+pub fn repositories_tags_from(
+    conn: &Connection,
+    registry: &str,
+    from: &str,
+    limit: u32,
+) -> Result<Vec<(RepoRow, Vec<TagRow>)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.id, r.name, r.created_ns, t.name, t.manifest, t.updated_ns
+         FROM (SELECT r.id, r.name, r.created_ns FROM repositories r
+               JOIN registries g ON g.id = r.registry_id
+               WHERE g.name = ?1 AND r.name >= ?2 ORDER BY r.name LIMIT ?3) r
+         LEFT JOIN tags t ON t.repository_id = r.id
+         ORDER BY r.name, t.name",
+    )?;
+    let mut rows = stmt.query(params![registry, from, limit])?;
+    let mut out: Vec<(RepoRow, Vec<TagRow>)> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        if out.last().is_none_or(|(repo, _)| repo.id != id) {
+            out.push((
+                RepoRow {
+                    id,
+                    registry: registry.to_string(),
+                    name: row.get(1)?,
+                    created_ns: row.get(2)?,
+                },
+                Vec::new(),
+            ));
+        }
+        if let Some(name) = row.get::<_, Option<String>>(3)? {
+            let tag = TagRow {
+                name,
+                manifest: parse_digest(row.get(4)?)?,
+                updated_ns: row.get(5)?,
+            };
+            if let Some((_, tags)) = out.last_mut() {
+                tags.push(tag);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// One tag.
 pub fn tag(conn: &Connection, repository_id: i64, name: &str) -> Result<Option<TagRow>> {
     Ok(conn
-        .query_row(
+        .prepare_cached(
             "SELECT name, manifest, updated_ns FROM tags WHERE repository_id=?1 AND name=?2",
-            params![repository_id, name],
-            |r| {
-                Ok(TagRow {
-                    name: r.get(0)?,
-                    manifest: parse_digest(r.get(1)?)?,
-                    updated_ns: r.get(2)?,
-                })
-            },
-        )
+        )?
+        .query_row(params![repository_id, name], |r| {
+            Ok(TagRow {
+                name: r.get(0)?,
+                manifest: parse_digest(r.get(1)?)?,
+                updated_ns: r.get(2)?,
+            })
+        })
         .optional()?)
 }
 
@@ -874,9 +921,8 @@ pub fn release(tx: &Transaction<'_>, digest: &Digest, doomed: &mut Vec<Digest>) 
     while let Some(current) = work.pop() {
         let key = current.to_string();
         let refcount: Option<i64> = tx
-            .query_row("SELECT refcount FROM blobs WHERE digest=?1", [&key], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT refcount FROM blobs WHERE digest=?1")?
+            .query_row([&key], |r| r.get(0))
             .optional()?;
         let Some(refcount) = refcount else {
             return Err(MetaError::Corrupt(format!(
@@ -911,11 +957,9 @@ pub fn release(tx: &Transaction<'_>, digest: &Digest, doomed: &mut Vec<Digest>) 
 pub fn insert_blobs(tx: &Transaction<'_>, blobs: &[NewBlob]) -> Result<Vec<Digest>> {
     let mut inserted = Vec::new();
     for blob in blobs {
-        let exists: bool = tx.query_row(
-            "SELECT EXISTS(SELECT 1 FROM blobs WHERE digest=?1)",
-            [blob.digest.to_string()],
-            |r| r.get(0),
-        )?;
+        let exists: bool = tx
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM blobs WHERE digest=?1)")?
+            .query_row([blob.digest.to_string()], |r| r.get(0))?;
         if exists {
             // A bad layer stored again takes this import's diff_id (checked by
             // it, or by its deferred check), not the one it failed; mark_present
@@ -945,11 +989,9 @@ pub fn insert_blobs(tx: &Transaction<'_>, blobs: &[NewBlob]) -> Result<Vec<Diges
     let fresh: std::collections::HashSet<Digest> = inserted.iter().copied().collect();
     for blob in blobs.iter().filter(|b| fresh.contains(&b.digest)) {
         for edge in &blob.edges {
-            let child_stored: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM blobs WHERE digest=?1)",
-                [edge.child.to_string()],
-                |r| r.get(0),
-            )?;
+            let child_stored: bool = tx
+                .prepare_cached("SELECT EXISTS(SELECT 1 FROM blobs WHERE digest=?1)")?
+                .query_row([edge.child.to_string()], |r| r.get(0))?;
             // Only subject edges may point outside the store.
             let counted = edge.kind != EdgeKind::Subject || child_stored;
             tx.execute(
@@ -1314,5 +1356,7 @@ pub fn repository_blobs(conn: &Connection) -> Result<Vec<(String, String, Digest
 
 /// `PRAGMA data_version`: changes whenever another connection commits.
 pub fn data_version(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    Ok(conn
+        .prepare_cached("PRAGMA data_version")?
+        .query_row([], |r| r.get(0))?)
 }

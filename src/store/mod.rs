@@ -403,6 +403,8 @@ pub struct Store {
     lazy: lazy::LazyState,
     /// Layers renamed in through a layout, indexed in the background (`staging.rs`).
     prepared: staging::PreparedLayers,
+    /// The last `PRAGMA data_version` read and when (see `recent_change_token`).
+    data_version_seen: Mutex<Option<(std::time::Instant, i64)>>,
 }
 
 impl Store {
@@ -421,6 +423,7 @@ impl Store {
             local_changes: AtomicU64::new(0),
             lazy: lazy::LazyState::default(),
             prepared: staging::PreparedLayers::default(),
+            data_version_seen: Mutex::new(None),
         })
     }
 
@@ -463,8 +466,24 @@ impl Store {
 
     /// A token that changes whenever any process commits a change to the metadata.
     pub(crate) fn change_token(&self) -> Result<u64> {
-        let version = meta::data_version(&self.conn())? as u64;
-        Ok(version.wrapping_add(self.local_changes.load(Ordering::Relaxed) << 32))
+        let version = meta::data_version(&self.conn())?;
+        *crate::sys::lock(&self.data_version_seen) = Some((std::time::Instant::now(), version));
+        Ok((version as u64).wrapping_add(self.local_changes.load(Ordering::Relaxed) << 32))
+    }
+
+    /// [`Store::change_token`], reusing the other processes' part when it was read
+    /// less than `fresh` ago: this process's own changes always count at once,
+    /// other processes' within `fresh`. Reading it costs SQLite a read transaction
+    /// (locks, a `fcntl`), which a walk of the mount asked several times per
+    /// directory.
+    pub(crate) fn recent_change_token(&self, fresh: std::time::Duration) -> Result<u64> {
+        let seen = *crate::sys::lock(&self.data_version_seen);
+        match seen {
+            Some((at, version)) if at.elapsed() < fresh => {
+                Ok((version as u64).wrapping_add(self.local_changes.load(Ordering::Relaxed) << 32))
+            }
+            _ => self.change_token(),
+        }
     }
 
     fn note_change(&self) {
@@ -606,6 +625,22 @@ impl Store {
         };
         let tags = meta::tags(&conn, repo.id)?;
         Ok(Some((repo, tags)))
+    }
+
+    /// A repository's row and tags, with those of up to `ahead` repositories of
+    /// the registry that follow it in name order (see
+    /// [`meta::repositories_tags_from`]); empty when the repository is not there.
+    pub fn repository_tags_ahead(
+        &self,
+        registry: &str,
+        repository: &str,
+        ahead: u32,
+    ) -> Result<Vec<(RepoRow, Vec<TagRow>)>> {
+        let found = meta::repositories_tags_from(&self.conn(), registry, repository, ahead + 1)?;
+        Ok(match found.first() {
+            Some((first, _)) if first.name == repository => found,
+            _ => Vec::new(),
+        })
     }
 
     /// One tag.

@@ -32,10 +32,7 @@ impl Kind for ManifestsDir {
 
     fn attr(&self, vfs: &Vfs, ino: Ino) -> Result<Attr> {
         let repo = &self.0;
-        let manifests = vfs
-            .store()
-            .repository_manifests(&repo.registry, &repo.repository)?;
-        repo.dir_attr(vfs, ino, 2 + manifests.len(), None)
+        repo.dir_attr(vfs, ino, 2 + vfs.manifests_reached(repo)?, None)
     }
 
     fn lives(&self) -> Lives<'_> {
