@@ -36,6 +36,10 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 const UNPACKED: &str = "unpacked.idx";
 const LOCK: &str = "lock";
 
+/// Unpacked files up to this size are hashed on their first open by whichever
+/// thread opens them (see `open_cached`).
+const HASH_INLINE_MAX: u64 = 64 * 1024;
+
 fn layer_error(layer: &Digest, e: impl Into<layer::LayerError>) -> StoreError {
     StoreError::layer(layer, e.into())
 }
@@ -578,7 +582,10 @@ impl Store {
             return Err(layer_problem(layer, "cached content without an id"));
         };
         let verified = self.cas().verified_files();
-        if !may_hash {
+        // A small file is hashed here whatever the caller asked: that is one read
+        // of a few blocks, as a READ request does, and cheaper than handing the
+        // open to another thread and back (a cold `grep -r` opens thousands).
+        if !may_hash && entry.size > HASH_INLINE_MAX {
             return match verified.is_verified(&file, &id.0) {
                 Ok(true) => Ok(Some(file)),
                 Ok(false) => Ok(None),
