@@ -292,14 +292,13 @@ impl Store {
                 // The bytes are the blob's: the config's diff_id was never true. Only
                 // a layout write committed before its check (which a crash cut
                 // short) records one unchecked; the layer goes bad as there.
-                self.mark_bad(
+                self.mark_stored_layer_bad(
                     layer,
                     &format!(
                         "its content unpacks to {}, not to the config's diff_id",
                         index.diff_id
                     ),
-                );
-                self.cas.remove(layer)?;
+                )?;
                 return Err(super::lazy::bad_layer(layer));
             }
             return Err(e);

@@ -761,10 +761,16 @@ impl Store {
         Ok((index, Some(gzip)))
     }
 
-    /// Marks a layer bad (logged once): reads give EIO, `fsck` names it. A lazy
-    /// layer whose fetched bytes fail their checks, or one a layout write committed
-    /// before its diff_id was checked (`staging.rs`; that caller removes its blob).
-    pub(crate) fn mark_bad(&self, layer: &Digest, why: &str) {
+    /// Marks a stored layer bad and removes its blob, so that it is absent as a bad
+    /// lazy layer is: one a layout write committed before its diff_id was checked
+    /// (`staging.rs`), found not to match (then, or after a crash, `layers.rs`).
+    pub(crate) fn mark_stored_layer_bad(&self, layer: &Digest, why: &str) -> Result<()> {
+        self.mark_bad(layer, why);
+        Ok(self.cas.remove(layer)?)
+    }
+
+    /// Marks a layer bad (logged once): reads give EIO, `fsck` names it.
+    fn mark_bad(&self, layer: &Digest, why: &str) {
         log::error!("layer {layer} is bad: {why}");
         let mut conn = self.conn();
         if let Ok(tx) = meta::write_tx(&mut conn) {

@@ -468,7 +468,12 @@ impl Store {
     pub(crate) fn change_token(&self) -> Result<u64> {
         let version = meta::data_version(&self.conn())?;
         *crate::sys::lock(&self.data_version_seen) = Some((std::time::Instant::now(), version));
-        Ok((version as u64).wrapping_add(self.local_changes.load(Ordering::Relaxed) << 32))
+        Ok(self.token_with(version))
+    }
+
+    /// The change token of other processes' `data_version` and this one's changes.
+    fn token_with(&self, version: i64) -> u64 {
+        (version as u64).wrapping_add(self.local_changes.load(Ordering::Relaxed) << 32)
     }
 
     /// [`Store::change_token`], reusing the other processes' part when it was read
@@ -479,9 +484,7 @@ impl Store {
     pub(crate) fn recent_change_token(&self, fresh: std::time::Duration) -> Result<u64> {
         let seen = *crate::sys::lock(&self.data_version_seen);
         match seen {
-            Some((at, version)) if at.elapsed() < fresh => {
-                Ok((version as u64).wrapping_add(self.local_changes.load(Ordering::Relaxed) << 32))
-            }
+            Some((at, version)) if at.elapsed() < fresh => Ok(self.token_with(version)),
             _ => self.change_token(),
         }
     }
@@ -610,21 +613,6 @@ impl Store {
         let conn = self.conn();
         let repo = self.require_repository(&conn, registry, repository)?;
         Ok(meta::tags(&conn, repo.id)?)
-    }
-
-    /// A repository and its tags (two indexed queries); `None` when it does not
-    /// exist.
-    pub fn repository_tags(
-        &self,
-        registry: &str,
-        repository: &str,
-    ) -> Result<Option<(RepoRow, Vec<TagRow>)>> {
-        let conn = self.conn();
-        let Some(repo) = meta::repository(&conn, registry, repository)? else {
-            return Ok(None);
-        };
-        let tags = meta::tags(&conn, repo.id)?;
-        Ok(Some((repo, tags)))
     }
 
     /// A repository's row and tags, with those of up to `ahead` repositories of

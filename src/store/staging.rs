@@ -426,8 +426,7 @@ impl Store {
         };
         match self.blob(digest) {
             Ok(Some(info)) if info.state == meta::BlobState::Present => {
-                self.mark_bad(digest, &why);
-                if let Err(e) = self.cas.remove(digest) {
+                if let Err(e) = self.mark_stored_layer_bad(digest, &why) {
                     log::warn!("{what}: removing the bad layer's blob: {e}");
                 }
             }
